@@ -1,0 +1,259 @@
+"""Batched generation with a preallocated KV cache.
+
+`Generator.generate` left-pads the prompts (x `n` samples each) into one batch, prefills
+the cache in one forward pass, then decodes one token per step. The decode step (model +
+logits processing + stop bookkeeping) is a pure function of fixed-shape tensors, so with
+`compile=True` it runs under `torch.compile(mode="reduce-overhead")`: one CUDA-graph
+replay per token on GPU. The host synchronises only every `sync_every` steps to stream
+tokens, check stop strings and stop early when every row has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..model.model import KVCache, Transformer
+from .sampling import SamplingParams, select_tokens
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+
+CACHE_BUCKET = 256  # cache lengths are rounded up to this, so compiled graphs get reused
+StreamFn = Callable[[int, int, list[int]], None]  # (prompt index, sample index, new token ids)
+
+
+@dataclass
+class Completion:
+    """One sample: generated ids (stop token included if one ended it) and its text."""
+
+    prompt_index: int
+    sample_index: int
+    token_ids: list[int]
+    text: str | None
+    finish_reason: str  # "stop" | "length"
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, P] left-padded, pads [B] = number of pad slots per row."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.as_tensor(prompt, dtype=torch.long)
+    pads = torch.tensor([width - len(p) for p in prompts], dtype=torch.long)
+    return ids.to(device), pads.to(device)
+
+
+def prefill_mask(pads: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, 1, P, P]: causal over real tokens; pad rows see only themselves (keeps them finite)."""
+    q = torch.arange(width, device=pads.device)
+    allowed = (q[None, :] <= q[:, None])[None] & (q[None, None, :] >= pads[:, None, None])
+    return (allowed | torch.eye(width, dtype=torch.bool, device=pads.device))[:, None]
+
+
+class Generator:
+    """Fast batched sampling from a `Transformer` (see module docstring)."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer | None = None,
+        *,
+        compile: bool = False,
+        sync_every: int = 16,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.compile = compile
+        self.sync_every = max(1, sync_every)
+        first = next(model.parameters())
+        self.device, self.dtype = first.device, first.dtype
+        self._cache: KVCache | None = None
+        self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True) if compile else self._decode_step
+
+    # ------------------------------------------------------------------ cache
+    def _cache_for(self, batch: int, length: int) -> KVCache:
+        length = -(-length // CACHE_BUCKET) * CACHE_BUCKET
+        cache = self._cache
+        if cache is None or cache.batch_size != batch or cache.max_len != length:
+            self._cache = None  # free the old cache before allocating the new one
+            cache = KVCache(self.model.config, batch, length, device=self.device, dtype=self.dtype)
+            if self.compile:
+                for t in cache.tensors():
+                    torch._dynamo.mark_static_address(t)
+            self._cache = cache
+        return cache
+
+    # ------------------------------------------------------------------ steps
+    def _prefill(self, ids: torch.Tensor, pads: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        width = ids.shape[1]
+        slots = torch.arange(width, device=self.device)
+        positions = (slots[None, :] - pads[:, None]).clamp(min=0)
+        logits = self.model(
+            ids, positions, cache=cache, cache_pos=slots, attn_mask=prefill_mask(pads, width), last_only=True
+        )
+        return logits[:, -1]
+
+    def _decode_step(
+        self,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        pads: torch.Tensor,
+        finished: torch.Tensor,
+        stop_ids: torch.Tensor,
+        noise: torch.Tensor | None,
+        params: SamplingParams,
+        pad_id: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B])."""
+        cache = self._cache
+        slots = torch.arange(cache.max_len, device=tok.device)
+        mask = ((slots[None, :] <= pos) & (slots[None, :] >= pads[:, None]))[:, None, None, :]
+        logits = self.model(tok, (pos - pads)[:, None], cache=cache, cache_pos=pos, attn_mask=mask)[:, -1]
+        nxt = select_tokens(logits, params, noise)
+        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+        return nxt, finished | torch.isin(nxt, stop_ids)
+
+    # ------------------------------------------------------------------ API
+    def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        if isinstance(prompts[0], str):
+            if self.tokenizer is None:
+                raise ValueError("text prompts need a tokenizer; pass token ids or a tokenizer")
+            return [self.tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
+        out = [list(p) for p in prompts]  # type: ignore[arg-type]
+        for i, p in enumerate(out):
+            if not p:
+                raise ValueError(f"prompt {i} is empty")
+        return out
+
+    def _stop_ids(self, params: SamplingParams) -> list[int]:
+        if params.stop_token_ids is not None:
+            return list(params.stop_token_ids)
+        return list(self.model.config.eos_token_id)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams | None = None,
+        stream: StreamFn | None = None,
+    ) -> list[list[Completion]]:
+        """Continue every prompt `params.n` times -> completions[prompt][sample]."""
+        params = params or SamplingParams()
+        encoded = self._encode(prompts)
+        rows = [p for p in encoded for _ in range(params.n)]
+        longest = max(len(p) for p in rows) + params.max_new_tokens
+        if longest > self.model.config.max_position_embeddings:
+            raise ValueError(
+                f"prompt + max_new_tokens = {longest} exceeds the model context "
+                f"({self.model.config.max_position_embeddings})"
+            )
+        pad_id = self.model.config.pad_token_id or 0
+        ids, pads = _left_pad(rows, pad_id, self.device)
+        cache = self._cache_for(len(rows), longest)
+        stop_ids = torch.tensor(self._stop_ids(params), dtype=torch.long, device=self.device)
+        tokens = self._decode_loop(ids, pads, cache, stop_ids, params, pad_id, stream)
+        return self._completions(tokens, len(encoded), params, set(stop_ids.tolist()))
+
+    def _noise(self, gen: torch.Generator | None, shape: tuple[int, int]) -> torch.Tensor | None:
+        if gen is None:
+            return None
+        return torch.empty(shape, device=self.device, dtype=torch.float32).exponential_(generator=gen)
+
+    def _decode_loop(
+        self,
+        ids: torch.Tensor,
+        pads: torch.Tensor,
+        cache: KVCache,
+        stop_ids: torch.Tensor,
+        params: SamplingParams,
+        pad_id: int,
+        stream: StreamFn | None,
+    ) -> list[list[int]]:
+        batch, width = ids.shape
+        gen = None
+        if not params.greedy:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(params.seed if params.seed is not None else int(torch.seed() % 2**63))
+        vocab = self.model.config.vocab_size
+        out = torch.full((batch, params.max_new_tokens), pad_id, dtype=torch.long, device=self.device)
+        tok = select_tokens(self._prefill(ids, pads, cache), params, self._noise(gen, (batch, vocab)))
+        finished = torch.isin(tok, stop_ids)
+        out[:, 0] = tok
+        pos = torch.tensor([width], dtype=torch.long, device=self.device)
+        host: list[list[int]] = [[] for _ in range(batch)]
+        host_done = [False] * batch
+        synced = 0
+        for step in range(1, params.max_new_tokens):
+            if self.compile:
+                torch.compiler.cudagraph_mark_step_begin()
+            nxt, fin = self._step(
+                tok[:, None], pos, pads, finished, stop_ids, self._noise(gen, (batch, vocab)), params, pad_id
+            )
+            tok, finished = nxt.clone(), fin.clone()
+            out[:, step] = tok
+            pos += 1
+            if (step + 1) % self.sync_every == 0:
+                synced = self._sync(out, synced, step + 1, host, host_done, finished, params, stream)
+                if bool(finished.all()):
+                    break
+        self._sync(out, synced, out.shape[1], host, host_done, finished, params, stream)
+        return host
+
+    def _sync(
+        self,
+        out: torch.Tensor,
+        start: int,
+        end: int,
+        host: list[list[int]],
+        host_done: list[bool],
+        finished: torch.Tensor,
+        params: SamplingParams,
+        stream: StreamFn | None,
+    ) -> int:
+        """Move tokens [start, end) of unfinished rows to the host, stream them, apply stop strings.
+
+        A row stops collecting once it has finished, so the padding decoded after its end is
+        never kept (padding after a stop token within the same block is cut later)."""
+        if end <= start:
+            return start
+        block = out[:, start:end].tolist()
+        done = finished.tolist()
+        for row, new in enumerate(block):
+            if host_done[row]:
+                continue
+            host[row].extend(new)
+            if stream is not None:
+                stream(row // params.n, row % params.n, new)
+            if not done[row] and params.stop_strings and self._has_stop_string(host[row], params):
+                finished[row] = done[row] = True
+            host_done[row] = done[row]
+        return end
+
+    def _has_stop_string(self, ids: list[int], params: SamplingParams) -> bool:
+        if self.tokenizer is None:
+            raise ValueError("stop_strings need a tokenizer")
+        return self._first_stop(self.tokenizer.decode(ids), params.stop_strings) is not None
+
+    def _completions(
+        self, host: list[list[int]], n_prompts: int, params: SamplingParams, stop_ids: set[int]
+    ) -> list[list[Completion]]:
+        result: list[list[Completion]] = [[] for _ in range(n_prompts)]
+        for row, ids in enumerate(host):
+            cut = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), None)
+            reason = "stop" if cut is not None else "length"
+            ids = ids[:cut] if cut is not None else ids
+            text = None
+            if self.tokenizer is not None:
+                body = ids[:-1] if cut is not None else ids
+                text = self.tokenizer.decode(body)
+                stop_at = self._first_stop(text, params.stop_strings)
+                if stop_at is not None:
+                    text, reason = text[:stop_at], "stop"
+            result[row // params.n].append(Completion(row // params.n, row % params.n, ids, text, reason))
+        return result
