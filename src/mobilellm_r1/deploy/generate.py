@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from ..model.model import KVCache, Transformer
 from .sampling import SamplingParams, select_tokens
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 CACHE_BUCKET = 256  # cache lengths are rounded up to this, so compiled graphs get reused
+# Inductor options of the compiled decode step: CUDA graphs, as mode="reduce-overhead" sets.
+# (coordinate_descent_tuning made 140m 8% faster and 950m 7% slower on an H100.)
+DEFAULT_COMPILE_OPTIONS = {"triton.cudagraphs": True}
 StreamFn = Callable[[int, int, list[int]], None]  # (prompt index, sample index, new token ids)
 
 
@@ -37,7 +41,9 @@ class Completion:
     finish_reason: str  # "stop" | "length"
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(
+    prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, P] left-padded, pads [B] = number of pad slots per row."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -54,6 +60,32 @@ def prefill_mask(pads: torch.Tensor, width: int) -> torch.Tensor:
     return (allowed | torch.eye(width, dtype=torch.bool, device=pads.device))[:, None]
 
 
+class _DecodeStep(nn.Module):
+    """One decode step as a module, so the model's weights and the cache's buffers are
+    module state to `torch.compile` (static, mutated in place) rather than graph inputs."""
+
+    def __init__(self, model: Transformer, cache: KVCache, params: SamplingParams, pad_id: int) -> None:
+        super().__init__()
+        self.model, self.cache, self.params, self.pad_id = model, cache, params, pad_id
+
+    def forward(
+        self,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        pads: torch.Tensor,
+        finished: torch.Tensor,
+        stop_ids: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B])."""
+        slots = torch.arange(self.cache.max_len, device=tok.device)
+        mask = ((slots[None, :] <= pos) & (slots[None, :] >= pads[:, None]))[:, None, None, :]
+        logits = self.model(tok, (pos - pads)[:, None], cache=self.cache, cache_pos=pos, attn_mask=mask)
+        nxt = select_tokens(logits[:, -1], self.params, noise)
+        nxt = torch.where(finished, torch.full_like(nxt, self.pad_id), nxt)
+        return nxt, finished | torch.isin(nxt, stop_ids)
+
+
 class Generator:
     """Fast batched sampling from a `Transformer` (see module docstring)."""
 
@@ -63,6 +95,7 @@ class Generator:
         tokenizer: Tokenizer | None = None,
         *,
         compile: bool = False,
+        compile_options: dict | None = None,
         sync_every: int = 16,
     ) -> None:
         self.model = model.eval()
@@ -71,21 +104,29 @@ class Generator:
         self.sync_every = max(1, sync_every)
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
+        self.compile_options = {**DEFAULT_COMPILE_OPTIONS, **(compile_options or {})}
         self._cache: KVCache | None = None
-        self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True) if compile else self._decode_step
+        self._steps: dict[tuple, Callable] = {}  # sampling settings -> decode step for this cache
 
     # ------------------------------------------------------------------ cache
     def _cache_for(self, batch: int, length: int) -> KVCache:
         length = -(-length // CACHE_BUCKET) * CACHE_BUCKET
         cache = self._cache
         if cache is None or cache.batch_size != batch or cache.max_len != length:
-            self._cache = None  # free the old cache before allocating the new one
+            self._cache, self._steps = None, {}  # free the old cache before allocating the new one
             cache = KVCache(self.model.config, batch, length, device=self.device, dtype=self.dtype)
-            if self.compile:
-                for t in cache.tensors():
-                    torch._dynamo.mark_static_address(t)
             self._cache = cache
         return cache
+
+    def _step_fn(self, params: SamplingParams, pad_id: int) -> Callable:
+        """The (compiled) decode step for the current cache and sampling settings."""
+        key = (params.greedy, params.temperature, params.top_p, params.top_k, pad_id)
+        if key not in self._steps:
+            step = _DecodeStep(self.model, self._cache, params, pad_id)
+            if self.compile:
+                step = torch.compile(step, fullgraph=True, options=self.compile_options)
+            self._steps[key] = step
+        return self._steps[key]
 
     # ------------------------------------------------------------------ steps
     def _prefill(self, ids: torch.Tensor, pads: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -96,26 +137,6 @@ class Generator:
             ids, positions, cache=cache, cache_pos=slots, attn_mask=prefill_mask(pads, width), last_only=True
         )
         return logits[:, -1]
-
-    def _decode_step(
-        self,
-        tok: torch.Tensor,
-        pos: torch.Tensor,
-        pads: torch.Tensor,
-        finished: torch.Tensor,
-        stop_ids: torch.Tensor,
-        noise: torch.Tensor | None,
-        params: SamplingParams,
-        pad_id: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B])."""
-        cache = self._cache
-        slots = torch.arange(cache.max_len, device=tok.device)
-        mask = ((slots[None, :] <= pos) & (slots[None, :] >= pads[:, None]))[:, None, None, :]
-        logits = self.model(tok, (pos - pads)[:, None], cache=cache, cache_pos=pos, attn_mask=mask)[:, -1]
-        nxt = select_tokens(logits, params, noise)
-        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
-        return nxt, finished | torch.isin(nxt, stop_ids)
 
     # ------------------------------------------------------------------ API
     def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
@@ -188,21 +209,21 @@ class Generator:
         pos = torch.tensor([width], dtype=torch.long, device=self.device)
         host: list[list[int]] = [[] for _ in range(batch)]
         host_done = [False] * batch
+        stop_set = set(stop_ids.tolist())
         synced = 0
+        decode = self._step_fn(params, pad_id)
         for step in range(1, params.max_new_tokens):
             if self.compile:
                 torch.compiler.cudagraph_mark_step_begin()
-            nxt, fin = self._step(
-                tok[:, None], pos, pads, finished, stop_ids, self._noise(gen, (batch, vocab)), params, pad_id
-            )
+            nxt, fin = decode(tok[:, None], pos, pads, finished, stop_ids, self._noise(gen, (batch, vocab)))
             tok, finished = nxt.clone(), fin.clone()
             out[:, step] = tok
             pos += 1
             if (step + 1) % self.sync_every == 0:
-                synced = self._sync(out, synced, step + 1, host, host_done, finished, params, stream)
+                synced = self._sync(out, synced, step + 1, host, host_done, finished, params, stop_set, stream)
                 if bool(finished.all()):
                     break
-        self._sync(out, synced, out.shape[1], host, host_done, finished, params, stream)
+        self._sync(out, synced, out.shape[1], host, host_done, finished, params, stop_set, stream)
         return host
 
     def _sync(
@@ -214,6 +235,7 @@ class Generator:
         host_done: list[bool],
         finished: torch.Tensor,
         params: SamplingParams,
+        stop_ids: set[int],
         stream: StreamFn | None,
     ) -> int:
         """Move tokens [start, end) of unfinished rows to the host, stream them, apply stop strings.
@@ -227,6 +249,8 @@ class Generator:
         for row, new in enumerate(block):
             if host_done[row]:
                 continue
+            cut = next((i + 1 for i, t in enumerate(new) if t in stop_ids), None)
+            new = new[:cut]  # the row produced only padding after its stop token
             host[row].extend(new)
             if stream is not None:
                 stream(row // params.n, row % params.n, new)
@@ -234,6 +258,12 @@ class Generator:
                 finished[row] = done[row] = True
             host_done[row] = done[row]
         return end
+
+    @staticmethod
+    def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+        """Index where the earliest stop string starts in `text`, or None."""
+        hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+        return min(hits) if hits else None
 
     def _has_stop_string(self, ids: list[int], params: SamplingParams) -> bool:
         if self.tokenizer is None:

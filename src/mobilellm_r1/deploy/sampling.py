@@ -52,9 +52,23 @@ def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     if params.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before > params.top_p, 0.0)
+        sorted_probs = sorted_probs.masked_fill(mass_before >= params.top_p, 0.0)  # smallest prefix >= p
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return probs
+
+
+def argmax_last(x: torch.Tensor) -> torch.Tensor:
+    """argmax over the last dim in two stages (groups, then their winners).
+
+    A one-stage reduction over a 128k vocabulary runs one thread block per row; splitting it
+    gives the GPU enough blocks for batch-1 decoding. Ties resolve to the lowest index."""
+    v = x.shape[-1]
+    groups = next((g for g in range(int(v**0.5), 1, -1) if v % g == 0), 1)
+    if groups == 1:
+        return x.argmax(dim=-1)
+    vals, idx = x.unflatten(-1, (groups, v // groups)).max(dim=-1)  # [..., groups]
+    best = vals.argmax(dim=-1, keepdim=True)
+    return (best * (v // groups) + idx.gather(-1, best)).squeeze(-1)
 
 
 def select_tokens(logits: torch.Tensor, params: SamplingParams, noise: torch.Tensor | None) -> torch.Tensor:
@@ -65,5 +79,5 @@ def select_tokens(logits: torch.Tensor, params: SamplingParams, noise: torch.Ten
     random state (and can be captured in a CUDA graph).
     """
     if params.greedy:
-        return logits.argmax(dim=-1)
-    return (sampling_probs(logits, params) / noise).argmax(dim=-1)
+        return argmax_last(logits)
+    return argmax_last(sampling_probs(logits, params) / noise)

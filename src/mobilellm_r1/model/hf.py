@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -95,8 +96,13 @@ def _rope_theta(hf: dict[str, Any], source: str) -> float:
 
 
 def _check_dense(hf: dict[str, Any], source: str) -> None:
-    if hf.get("moe_layers") and int(hf.get("num_local_experts") or 0) > 0:
-        raise CheckpointError(f"{source}: mixture-of-experts layers {hf['moe_layers']} are not supported")
+    n = int(hf["num_hidden_layers"])
+    moe = hf.get("moe_layers")
+    if moe is None:  # transformers' default: every `interleave_moe_layer_step`-th layer
+        step = int(hf.get("interleave_moe_layer_step", 1) or 0)
+        moe = list(range(step - 1, n, step)) if step > 0 else []
+    if moe and int(hf.get("num_local_experts", 16) or 0) > 0:
+        raise CheckpointError(f"{source}: mixture-of-experts layers {moe} are not supported")
     chunk = hf.get("attention_chunk_size")
     chunked = "chunked_attention" in (hf.get("layer_types") or [])
     if chunked and chunk is not None and int(chunk) < int(hf["max_position_embeddings"]):
@@ -113,11 +119,11 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     archs = hf.get("architectures") or [ARCHITECTURE]
     if ARCHITECTURE not in archs:
         raise CheckpointError(f"{source}: architectures {archs}, expected {ARCHITECTURE!r}")
-    _check_dense(hf, source)
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
     for key in required:
         if key not in hf:
             raise CheckpointError(f"{source}: missing field {key!r}")
+    _check_dense(hf, source)
     eos = hf.get("eos_token_id")
     n = int(hf["num_hidden_layers"])
     fields: dict[str, Any] = {
@@ -132,12 +138,14 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         "rope_theta": _rope_theta(hf, source),
         "rms_norm_eps": hf.get("rms_norm_eps", 1e-5),
         "use_qk_norm": hf.get("use_qk_norm", True),
-        # Released configs may list more entries than layers; transformers reads the first n.
-        "no_rope_layers": list(hf.get("no_rope_layers") or [1] * n)[:n],
-        "attn_temperature_tuning": hf.get("attn_temperature_tuning", False),
+        # Missing keys take transformers' Llama4TextConfig defaults (NoPE every 4th layer,
+        # temperature tuning on, untied head), so both libraries build the same model.
+        # Released configs may list more no_rope_layers than layers; the first n are used.
+        "no_rope_layers": list(hf.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(n)])[:n],
+        "attn_temperature_tuning": hf.get("attn_temperature_tuning", True),
         "floor_scale": hf.get("floor_scale", 8192),
         "attn_scale": hf.get("attn_scale", 0.1),
-        "tie_word_embeddings": hf.get("tie_word_embeddings", True),
+        "tie_word_embeddings": hf.get("tie_word_embeddings", False),
         "initializer_range": hf.get("initializer_range", 0.02),
         "bos_token_id": hf.get("bos_token_id", 128000),
         "eos_token_id": list(eos) if isinstance(eos, list) else [eos] if eos is not None else [],
@@ -150,20 +158,63 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
 
 
 # --------------------------------------------------------------------------- weights
+# Our stacked matrices and the HF matrices they hold, in row order.
+_STACKED = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "feed_forward.gate_up_proj": ("feed_forward.gate_proj", "feed_forward.up_proj"),
+}
+
+
+def _stack_sizes(cfg: ModelConfig, stacked: str) -> list[int]:
+    if stacked == "self_attn.qkv_proj":
+        kv = cfg.num_key_value_heads * cfg.head_dim
+        return [cfg.num_attention_heads * cfg.head_dim, kv, kv]
+    return [cfg.intermediate_size_mlp] * 2
+
+
+def _unstack(name: str) -> tuple[str, str] | None:
+    """'layers.3.self_attn.qkv_proj.weight' -> ('layers.3.', 'self_attn.qkv_proj')."""
+    for stacked in _STACKED:
+        suffix = f"{stacked}.weight"
+        if name.endswith(suffix):
+            return name[: -len(suffix)], stacked
+    return None
+
+
 def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameters under HF names (`model.` prefix; tied LM head omitted, as transformers does)."""
-    out = {}
+    """Our parameters under HF names: `model.` prefix, stacked matrices split, tied LM head
+    omitted (as transformers writes it)."""
+    cfg, out = model.config, {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":
-            if not model.config.tie_word_embeddings:
+            if not cfg.tie_word_embeddings:
                 out[name] = tensor
             continue
-        out[f"model.{name}"] = tensor
+        stacked = _unstack(name)
+        if stacked is None:
+            out[f"model.{name}"] = tensor
+            continue
+        prefix, key = stacked
+        for part, chunk in zip(_STACKED[key], tensor.split(_stack_sizes(cfg, key)), strict=True):
+            out[f"model.{prefix}{part}.weight"] = chunk
     return out
 
 
-def _our_name(hf_name: str) -> str:
-    return hf_name.removeprefix("model.")
+def from_hf_state_dict(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Inverse of `hf_state_dict`: stack q/k/v and gate/up, strip the `model.` prefix."""
+    out = {}
+    for name, tensor in hf.items():
+        if name != "lm_head.weight":
+            out[name.removeprefix("model.")] = tensor
+    for i in range(cfg.num_hidden_layers):
+        for stacked, parts in _STACKED.items():
+            pieces = [out.pop(f"layers.{i}.{part}.weight") for part in parts]
+            out[f"layers.{i}.{stacked}.weight"] = torch.cat(pieces, dim=0)
+    if cfg.tie_word_embeddings:
+        out["lm_head.weight"] = out["embed_tokens.weight"]
+    else:
+        out["lm_head.weight"] = hf["lm_head.weight"]
+    return out
 
 
 def _shards(state: dict[str, torch.Tensor], max_shard_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -226,30 +277,33 @@ def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor, Path]]
                 yield key, f.get_tensor(key), path
 
 
-def _load_weights(model: Transformer, files: list[Path], dtype: torch.dtype | None) -> torch.dtype:
-    expected = {n: p for n, p in model.state_dict(keep_vars=True).items()}
+def _read_checked(model: Transformer, files: list[Path]) -> dict[str, torch.Tensor]:
+    """All tensors of the checkpoint, each checked against the HF names/shapes we expect."""
+    expected = {k: tuple(v.shape) for k, v in hf_state_dict(model).items()}
     tied = model.config.tie_word_embeddings
     loaded: dict[str, torch.Tensor] = {}
-    for hf_name, tensor, path in _iter_tensors(files):
-        name = _our_name(hf_name)
+    for name, tensor, path in _iter_tensors(files):
         if name == "lm_head.weight" and tied:
             continue  # some writers store the tied head; the embedding is authoritative
         if name not in expected:
-            raise CheckpointError(f"{path.name}: unexpected key {hf_name!r}")
-        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{path.name}: unexpected key {name!r}")
+        if tuple(tensor.shape) != expected[name]:
             raise CheckpointError(
-                f"{path.name}: key {hf_name!r} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(expected[name].shape)}"
+                f"{path.name}: key {name!r} has shape {tuple(tensor.shape)}, expected {expected[name]}"
             )
         loaded[name] = tensor
-    missing = sorted(n for n in expected if n not in loaded and not (tied and n == "lm_head.weight"))
+    missing = sorted(set(expected) - set(loaded))
     if missing:
-        raise CheckpointError(f"{files[0].parent}: missing key(s) {', '.join('model.' + m for m in missing)}")
-    dtype = dtype or loaded["embed_tokens.weight"].dtype
-    if tied:
-        loaded["lm_head.weight"] = loaded["embed_tokens.weight"]
-    model.load_state_dict({k: v.to(dtype) for k, v in loaded.items()}, assign=True)
-    if tied:
+        raise CheckpointError(f"{files[0].parent}: missing key(s) {', '.join(missing)}")
+    return loaded
+
+
+def _load_weights(model: Transformer, files: list[Path], dtype: torch.dtype | None) -> torch.dtype:
+    loaded = _read_checked(model, files)
+    dtype = dtype or loaded["model.embed_tokens.weight"].dtype
+    state = from_hf_state_dict(loaded, model.config)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    if model.config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     return dtype
 
@@ -263,11 +317,16 @@ def _resolve(path: str | os.PathLike) -> Path:
             raise CheckpointError(f"{local}: not a directory")
         return local
     text = str(path)
-    if text.count("/") == 1 and not text.startswith((".", "/")):
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
         from huggingface_hub import snapshot_download
 
         patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model"]
-        return Path(snapshot_download(repo_id=text, allow_patterns=patterns))
+        try:
+            return Path(snapshot_download(repo_id=text, allow_patterns=patterns))
+        except Exception as err:  # offline, unknown repo, ...: report both readings of the path
+            raise FileNotFoundError(
+                f"{text}: no such local directory, and fetching it as a hub repo failed ({err})"
+            ) from err
     raise FileNotFoundError(f"checkpoint directory not found: {local}")
 
 

@@ -13,7 +13,8 @@ configs without MoE:
   * NoPE layers (`no_rope_layers[i] == 0`) skip RoPE and QK-norm and may scale queries
     (`attn_temperature_tuning`).
 
-Parameter names mirror HF's so checkpoint conversion is a prefix change (`hf.py`).
+Parameter names mirror HF's, except that q/k/v and gate/up are stored stacked
+(`qkv_proj`, `gate_up_proj`: fewer, larger GEMMs); `hf.py` splits and stacks them.
 Parallelism, compilation and HF I/O live in sibling modules, never here.
 """
 
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+
+DECODE_MATMUL_MIN_SLOTS = 1024  # cache length from which decoding attention uses plain matmuls
 
 
 class RMSNorm(nn.Module):
@@ -43,9 +46,7 @@ def l2_qk_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x)
 
 
-def rope_cos_sin(
-    position_ids: torch.Tensor, inv_freq: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of the rotation angles, float32. position_ids [B, T] -> [B, T, head_dim/2] each."""
     angles = position_ids[..., None].float() * inv_freq.float()
     return angles.cos(), angles.sin()
@@ -60,11 +61,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.flatten(-2).type_as(x)
 
 
-class KVCache:
-    """Preallocated keys/values for every layer: k[l], v[l] are [B, kv_heads, max_len, head_dim].
+class KVCache(nn.Module):
+    """Preallocated keys/values for every layer: buffers k{l}, v{l} of [B, kv_heads, max_len, head_dim].
 
-    Slots are written in place at `cache_pos`, so the tensors keep their addresses and a
-    compiled decode step can be captured in a CUDA graph.
+    Slots are written in place at `cache_pos`. Keeping them as module buffers lets
+    `torch.compile` treat them as static state (mutated in place, fixed addresses), so a
+    decode step can be captured in a CUDA graph without copying the cache.
     """
 
     def __init__(
@@ -75,21 +77,21 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.bfloat16,
     ) -> None:
+        super().__init__()
         shape = (batch_size, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        for i in range(cfg.num_hidden_layers):
+            self.register_buffer(f"k{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+            self.register_buffer(f"v{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.batch_size, self.max_len = batch_size, max_len
 
     def update(
         self, layer: int, cache_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, kvh, T, hd] at slots cache_pos [T]; return the layer's full cache."""
-        self.k[layer].index_copy_(2, cache_pos, k)
-        self.v[layer].index_copy_(2, cache_pos, v)
-        return self.k[layer], self.v[layer]
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.k, *self.v]
+        k_all, v_all = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
+        k_all.index_copy_(2, cache_pos, k)
+        v_all.index_copy_(2, cache_pos, v)
+        return k_all, v_all
 
 
 def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -121,9 +123,9 @@ class Attention(nn.Module):
         self.temperature_tuning = cfg.attn_temperature_tuning and not self.use_rope
         self.eps, self.floor_scale, self.attn_scale = cfg.rms_norm_eps, cfg.floor_scale, cfg.attn_scale
         d, hd = cfg.hidden_size, cfg.head_dim
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
+        # q, k and v projections as one matrix (rows: H*hd query, then kvh*hd key, kvh*hd value):
+        # one GEMM instead of three. hf.py splits it into HF's q_proj / k_proj / v_proj.
+        self.qkv_proj = nn.Linear(d, (self.n_heads + 2 * self.n_kv) * hd, bias=False)
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
 
     def forward(
@@ -136,19 +138,22 @@ class Attention(nn.Module):
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim)
+        qkv = self.qkv_proj(x).view(b, t, self.n_heads + 2 * self.n_kv, self.head_dim)
+        q, k, v = qkv.split([self.n_heads, self.n_kv, self.n_kv], dim=2)
         if self.use_rope:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if self.use_qk_norm:
             q, k = l2_qk_norm(q, self.eps), l2_qk_norm(k, self.eps)
         if self.temperature_tuning:
-            scale = torch.log1p(torch.floor((position_ids.float() + 1.0) / self.floor_scale)) * self.attn_scale
+            scale = (
+                torch.log1p(torch.floor((position_ids.float() + 1.0) / self.floor_scale)) * self.attn_scale
+            )
             q = (q * (scale + 1.0)[:, :, None, None]).to(q.dtype)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
         if cache is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+            )
         else:
             out = self._cached(q, k, v, mask, cache, cache_pos)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
@@ -165,7 +170,10 @@ class Attention(nn.Module):
         """Write k, v into the cache, then attend over its first S = mask.shape[-1] slots.
 
         One query per row (decoding): query groups are folded into rows so each kv head is
-        read once, q [B, H, 1, hd] -> [B, kvh, rep, hd] against k, v [B, kvh, S, hd]."""
+        read once, q [B, H, 1, hd] -> [B, kvh, rep, hd] against k, v [B, kvh, S, hd]. Fused
+        SDPA kernels parallelise over queries, not keys, so a single query over a long cache
+        runs on few thread blocks; past `DECODE_MATMUL_MIN_SLOTS` slots the two attention
+        matmuls are written out instead (softmax in float32)."""
         k_all, v_all = cache.update(self.layer_idx, cache_pos, k, v)
         s = mask.shape[-1]
         k_all, v_all = k_all[:, :, :s], v_all[:, :, :s]
@@ -173,20 +181,27 @@ class Attention(nn.Module):
         if t > 1:
             return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=True)
         qg = q.reshape(b, self.n_kv, self.n_heads // self.n_kv, hd)
-        return F.scaled_dot_product_attention(qg, k_all, v_all, attn_mask=mask).view(b, self.n_heads, 1, hd)
+        if s < DECODE_MATMUL_MIN_SLOTS:
+            out = F.scaled_dot_product_attention(qg, k_all, v_all, attn_mask=mask)
+        else:
+            scores = torch.matmul(qg * hd**-0.5, k_all.transpose(-1, -2)).float()  # [B, kvh, rep, S]
+            probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = torch.matmul(probs.to(v_all.dtype), v_all)
+        return out.view(b, self.n_heads, 1, hd)
 
 
 class FeedForward(nn.Module):
-    """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+    """SwiGLU MLP: down(silu(gate(x)) * up(x)), gate and up stacked in one matrix
+    (rows: hidden gate, then hidden up)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.gate_up_proj = nn.Linear(dim, 2 * hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

@@ -1,0 +1,203 @@
+"""Decode throughput: our `Generator` vs transformers `generate`, same weights, same run.
+
+For every preset x batch size x prompt length, both engines continue random prompts of a
+randomly initialised model (bf16 on GPU, fp32 on CPU) for a fixed number of new tokens
+(stop tokens disabled). Reported per engine:
+  * e2e_tok_s    = batch * new_tokens / wall time of the whole generate call (prefill included)
+  * decode_tok_s = batch * (new_tokens - 1) / (wall time - prefill time)   [ours]
+transformers variants: `dynamic` (default DynamicCache, no compile), `static` (StaticCache,
+compile disabled) and `static_compiled` (StaticCache with transformers' own auto-compile);
+`hf_best` is the best of those measured. Warm-up runs (which include compilation) are not timed.
+
+    python benchmarks/decode_throughput.py --device cuda          # all presets, GPU
+    python benchmarks/decode_throughput.py --device cpu --presets 140m --batches 1 --prompt-lens 128
+
+Writes benchmarks/results/decode_<device>_<date>.json and prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mobilellm_r1.deploy import Generator, SamplingParams
+from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.model.hf import save_pretrained
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (batch, length), generator=g).tolist()
+
+
+def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool) -> dict:
+    gen = Generator(model, compile=compile)
+    full = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
+    first = SamplingParams(max_new_tokens=1, stop_token_ids=())
+    gen.generate(prompts, full)  # warm-up: compiles and records graphs
+    prefill = min(_timed(lambda: gen.generate(prompts, first), device) for _ in range(2))
+    total = min(_timed(lambda: gen.generate(prompts, full), device) for _ in range(2))
+    b = len(prompts)
+    return {
+        "e2e_tok_s": b * new_tokens / total,
+        "decode_tok_s": b * (new_tokens - 1) / max(total - prefill, 1e-9),
+        "prefill_s": prefill,
+        "total_s": total,
+    }
+
+
+def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
+    ids = torch.tensor(prompts, device=device)
+    kwargs = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+        attention_mask=torch.ones_like(ids),
+    )
+    if variant == "static":
+        kwargs.update(cache_implementation="static", disable_compile=True)
+    elif variant == "static_compiled":
+        kwargs.update(cache_implementation="static")
+    else:
+        kwargs.update(disable_compile=True)
+
+    def run():
+        out = hf.generate(ids, **kwargs)
+        assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
+
+    run()  # warm-up (compiles for static_compiled)
+    total = _timed(run, device)
+    return {"e2e_tok_s": len(prompts) * new_tokens / total, "total_s": total}
+
+
+def machine(device: str) -> dict:
+    import transformers
+
+    info = {
+        "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    else:
+        info["torch_threads"] = torch.get_num_threads()
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def run_config(name, batch, plen, args, model, hf) -> dict:
+    cfg = model.config
+    prompts = _prompts(batch, plen, cfg.vocab_size, seed=batch * 100_003 + plen)
+    row = {"preset": name, "batch": batch, "prompt_len": plen, "new_tokens": args.new_tokens}
+    row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, compile=not args.no_compile)
+    row["hf"] = {}
+    for variant in args.hf_variants:
+        try:
+            row["hf"][variant] = bench_hf(hf, prompts, args.hf_new_tokens, args.device, variant)
+        except Exception as err:  # record, keep benchmarking
+            row["hf"][variant] = {"error": f"{type(err).__name__}: {err}"[:300]}
+    rates = [v["e2e_tok_s"] for v in row["hf"].values() if "e2e_tok_s" in v]
+    row["hf_best_e2e_tok_s"] = max(rates) if rates else None
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def write_result(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dict]) -> None:
+    result = {
+        "benchmark": "decode_throughput",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": machine(args.device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "results": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--presets", nargs="+", default=["140m", "360m", "950m"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--prompt-lens", nargs="+", type=int, default=[128, 4096])
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--hf-new-tokens", type=int, default=128)
+    p.add_argument("--hf-variants", nargs="*", default=["dynamic", "static", "static_compiled"])
+    p.add_argument("--no-compile", action="store_true", help="run our engine eagerly")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/decode_<device>_<date>.json)"
+    )
+    args = p.parse_args()
+
+    import transformers
+
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    date = datetime.date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"decode_{args.device}_{date}.json"
+    rows: list[dict] = []
+    for name in args.presets:
+        cfg = preset(name, long_context=True)
+        model = build_model(cfg, device=args.device, dtype=dtype, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_pretrained(model, None, tmp + "/ckpt")
+            hf = transformers.AutoModelForCausalLM.from_pretrained(
+                tmp + "/ckpt", dtype=dtype, attn_implementation="sdpa"
+            ).to(args.device)
+        hf.eval()
+        for batch in args.batches:
+            for plen in args.prompt_lens:
+                rows.append(run_config(name, batch, plen, args, model, hf))
+                write_result(out, args, dtype, rows)  # after every row: a cut-off run keeps its data
+        del model, hf
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+    print(f"\nwrote {out}")
+    print(
+        f"{'preset':>6} {'batch':>5} {'prompt':>6} | {'ours e2e':>9} {'ours dec':>9} | {'hf best':>8}  speed-up"
+    )
+    for r in rows:
+        hf_best = r["hf_best_e2e_tok_s"]
+        ratio = f"{r['ours']['e2e_tok_s'] / hf_best:6.1f}x" if hf_best else "   n/a"
+        hf_txt = f"{hf_best:8.1f}" if hf_best else "     n/a"
+        print(
+            f"{r['preset']:>6} {r['batch']:>5} {r['prompt_len']:>6} | {r['ours']['e2e_tok_s']:9.1f} "
+            f"{r['ours']['decode_tok_s']:9.1f} | {hf_txt}  {ratio}"
+        )
+
+
+if __name__ == "__main__":
+    main()

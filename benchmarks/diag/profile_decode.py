@@ -1,0 +1,66 @@
+"""Decode-step diagnostics: steps/s of our Generator under several inductor option sets,
+plus the top GPU kernels of one configuration.
+
+    python benchmarks/diag/profile_decode.py 140m:1:128:A,B,C 950m:1:128:B --profile 950m
+"""
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from mobilellm_r1.deploy import Generator, SamplingParams
+from mobilellm_r1.model import build_model, preset
+
+VARIANTS = {
+    "A": {"triton.cudagraphs": True, "coordinate_descent_tuning": False},
+    "B": {},  # the Generator's defaults
+    "C": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN"},
+}
+
+
+def steps_per_s(gen: Generator, prompts: list[list[int]], n: int = 256) -> float:
+    params = SamplingParams(max_new_tokens=n, stop_token_ids=())
+    gen.generate(prompts, params)
+    gen.generate(prompts, params)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    gen.generate(prompts, params)
+    torch.cuda.synchronize()
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("specs", nargs="+", help="preset:batch:prompt_len:variants")
+    p.add_argument("--profile", default=None, help="preset to profile with variant B")
+    args = p.parse_args()
+    rows = []
+    for spec in args.specs:
+        name, batch, plen, variants = spec.split(":")
+        model = build_model(preset(name, long_context=True), device="cuda", dtype=torch.bfloat16, seed=0)
+        prompts = torch.randint(0, 128000, (int(batch), int(plen))).tolist()
+        for v in variants.split(","):
+            t0 = time.perf_counter()
+            gen = Generator(model, compile=True, compile_options=VARIANTS[v])
+            rate = steps_per_s(gen, prompts)
+            rows.append((name, batch, plen, v, rate, time.perf_counter() - t0))
+            print(rows[-1], flush=True)
+            if args.profile == name and v == "B":
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    gen.generate(prompts, SamplingParams(max_new_tokens=32, stop_token_ids=()))
+                    torch.cuda.synchronize()
+                print(
+                    prof.key_averages().table(
+                        sort_by="cuda_time_total", row_limit=18, max_name_column_width=60
+                    )
+                )
+            torch._dynamo.reset()
+    print("preset batch prompt variant steps/s wall_s")
+    for r in rows:
+        print(f"{r[0]:>6} {r[1]:>5} {r[2]:>6} {r[3]:>7} {r[4]:8.1f} {r[5]:6.1f}")
+
+
+if __name__ == "__main__":
+    main()
