@@ -1,7 +1,7 @@
 """Decode-step diagnostics: steps/s of our Generator under several inductor option sets,
 plus the top GPU kernels of one configuration.
 
-    python benchmarks/diag/profile_decode.py 140m:1:128:A,B,C 950m:1:128:B --profile 950m
+    python benchmarks/diag/profile_decode.py 140m:1:128:A,B,C 950m:1:128:B --profile 950m:B
 """
 
 import argparse
@@ -20,7 +20,10 @@ VARIANTS = {
 }
 
 
-def steps_per_s(gen: Generator, prompts: list[list[int]], n: int = 256) -> float:
+N_TOKENS = 128
+
+
+def steps_per_s(gen: Generator, prompts: list[list[int]], n: int = N_TOKENS) -> float:
     params = SamplingParams(max_new_tokens=n, stop_token_ids=())
     gen.generate(prompts, params)
     gen.generate(prompts, params)
@@ -34,7 +37,7 @@ def steps_per_s(gen: Generator, prompts: list[list[int]], n: int = 256) -> float
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("specs", nargs="+", help="preset:batch:prompt_len:variants")
-    p.add_argument("--profile", default=None, help="preset to profile with variant B")
+    p.add_argument("--profile", default=None, help="preset:variant to profile, e.g. 950m:A")
     args = p.parse_args()
     rows = []
     for spec in args.specs:
@@ -47,15 +50,15 @@ def main() -> None:
             rate = steps_per_s(gen, prompts)
             rows.append((name, batch, plen, v, rate, time.perf_counter() - t0))
             print(rows[-1], flush=True)
-            if args.profile == name and v == "B":
+            if args.profile == f"{name}:{v}":  # same shapes as the timed runs: nothing recompiles
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    gen.generate(prompts, SamplingParams(max_new_tokens=32, stop_token_ids=()))
+                    gen.generate(prompts, SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=()))
                     torch.cuda.synchronize()
-                print(
-                    prof.key_averages().table(
-                        sort_by="cuda_time_total", row_limit=18, max_name_column_width=60
-                    )
-                )
+                print(f"per-step kernels of {spec} variant {v} ({N_TOKENS} steps):")
+                events = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+                for e in events[:22]:
+                    per_step = e.self_device_time_total / N_TOKENS
+                    print(f"{per_step:9.1f} us/step {e.count / N_TOKENS:6.1f} calls/step  {e.key[:110]}")
             torch._dynamo.reset()
     print("preset batch prompt variant steps/s wall_s")
     for r in rows:
