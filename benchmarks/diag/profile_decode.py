@@ -12,11 +12,15 @@ from torch.profiler import ProfilerActivity, profile
 
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.model import model as model_module
+
+DEFAULT_MIN_SLOTS = model_module.DECODE_MATMUL_MIN_SLOTS
 
 VARIANTS = {
     "A": {"triton.cudagraphs": True, "coordinate_descent_tuning": False},
     "B": {},  # the Generator's defaults
     "C": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN"},
+    "D": {},  # defaults, with decode attention as plain matmuls at every cache length
 }
 
 
@@ -46,6 +50,7 @@ def main() -> None:
         prompts = torch.randint(0, 128000, (int(batch), int(plen))).tolist()
         for v in variants.split(","):
             t0 = time.perf_counter()
+            model_module.DECODE_MATMUL_MIN_SLOTS = 0 if v == "D" else DEFAULT_MIN_SLOTS
             gen = Generator(model, compile=True, compile_options=VARIANTS[v])
             rate = steps_per_s(gen, prompts)
             rows.append((name, batch, plen, v, rate, time.perf_counter() - t0))
