@@ -1,10 +1,11 @@
 """Decode throughput: our `Generator` vs transformers `generate`, same weights, same run.
 
 For every preset x batch size x prompt length, both engines continue random prompts of a
-randomly initialised model (bf16 on GPU, fp32 on CPU) for a fixed number of new tokens
+randomly initialised model (bf16 by default, on GPU and CPU alike) for a fixed number of new tokens
 (stop tokens disabled). Reported per engine:
   * e2e_tok_s    = batch * new_tokens / wall time of the whole generate call (prefill included)
-  * decode_tok_s = batch * (new_tokens - 1) / (wall time - prefill time)   [ours]
+  * decode_tok_s = batch * (new_tokens - 1) / (wall time - prefill time), prefill time being
+                   that of the same call with one new token
 transformers variants: `dynamic` (default DynamicCache, no compile), `static` (StaticCache,
 compile disabled) and `static_compiled` (StaticCache with transformers' own auto-compile);
 `hf_best` is the best of those measured. Warm-up runs (which include compilation) are not timed.
@@ -86,13 +87,20 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
     else:
         kwargs.update(disable_compile=True)
 
-    def run():
-        out = hf.generate(ids, **kwargs)
-        assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
+    def run(n: int) -> None:
+        out = hf.generate(ids, **{**kwargs, "max_new_tokens": n, "min_new_tokens": n})
+        assert out.shape[1] == ids.shape[1] + n, out.shape
 
-    run()  # warm-up (compiles for static_compiled)
-    total = _timed(run, device)
-    return {"e2e_tok_s": len(prompts) * new_tokens / total, "total_s": total}
+    run(new_tokens)  # warm-up (compiles for static_compiled)
+    prefill = _timed(lambda: run(1), device)
+    total = _timed(lambda: run(new_tokens), device)
+    b = len(prompts)
+    return {
+        "e2e_tok_s": b * new_tokens / total,
+        "decode_tok_s": b * (new_tokens - 1) / max(total - prefill, 1e-9),
+        "prefill_s": prefill,
+        "total_s": total,
+    }
 
 
 def machine(device: str) -> dict:
@@ -126,8 +134,9 @@ def run_config(name, batch, plen, args, model, hf) -> dict:
             row["hf"][variant] = bench_hf(hf, prompts, args.hf_new_tokens, args.device, variant)
         except Exception as err:  # record, keep benchmarking
             row["hf"][variant] = {"error": f"{type(err).__name__}: {err}"[:300]}
-    rates = [v["e2e_tok_s"] for v in row["hf"].values() if "e2e_tok_s" in v]
-    row["hf_best_e2e_tok_s"] = max(rates) if rates else None
+    for key in ("e2e_tok_s", "decode_tok_s"):
+        rates = [v[key] for v in row["hf"].values() if key in v]
+        row[f"hf_best_{key}"] = max(rates) if rates else None
     print(json.dumps(row), flush=True)
     return row
 
@@ -154,17 +163,19 @@ def main() -> None:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--prompt-lens", nargs="+", type=int, default=[128, 4096])
     p.add_argument("--new-tokens", type=int, default=256)
-    p.add_argument("--hf-new-tokens", type=int, default=128)
+    p.add_argument("--hf-new-tokens", type=int, default=None, help="default: --new-tokens")
     p.add_argument("--hf-variants", nargs="*", default=["dynamic", "static", "static_compiled"])
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="both engines")
     p.add_argument("--no-compile", action="store_true", help="run our engine eagerly")
     p.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/decode_<device>_<date>.json)"
     )
     args = p.parse_args()
+    args.hf_new_tokens = args.hf_new_tokens or args.new_tokens
 
     import transformers
 
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     date = datetime.date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"decode_{args.device}_{date}.json"
     rows: list[dict] = []

@@ -21,7 +21,15 @@ VARIANTS = {
     "B": {},  # the Generator's defaults
     "C": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN"},
     "D": {},  # defaults, with decode attention as plain matmuls at every cache length
+    "E": {},  # defaults, with batch-1 linears as matrix-vector products (cuBLAS gemv)
 }
+_LINEAR_FORWARD = torch.nn.Linear.forward
+
+
+def _gemv_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3 and x.shape[0] * x.shape[1] == 1:
+        return torch.mv(self.weight, x.reshape(-1)).view(1, 1, -1)
+    return _LINEAR_FORWARD(self, x)
 
 
 N_TOKENS = 128
@@ -51,6 +59,7 @@ def main() -> None:
         for v in variants.split(","):
             t0 = time.perf_counter()
             model_module.DECODE_MATMUL_MIN_SLOTS = 0 if v == "D" else DEFAULT_MIN_SLOTS
+            torch.nn.Linear.forward = _gemv_forward if v == "E" else _LINEAR_FORWARD
             gen = Generator(model, compile=True, compile_options=VARIANTS[v])
             rate = steps_per_s(gen, prompts)
             rows.append((name, batch, plen, v, rate, time.perf_counter() - t0))
