@@ -175,3 +175,36 @@ def test_nope_layers_match_transformers(tmp_path, overrides: dict) -> None:
         plain = build_model(tiny_cfg(**{**overrides, "attn_temperature_tuning": False}), seed=1).eval()
         plain.load_state_dict(ours.state_dict())
         assert (plain(ids) - ours(ids)).abs().max() > 1e-3
+
+
+def test_long_cache_matmul_decode_matches_full_forward(monkeypatch) -> None:
+    """The matmul decode path (used on CUDA for long caches) equals the full forward."""
+    from mobilellm_r1.deploy import Generator, SamplingParams
+    from mobilellm_r1.model import model as model_module
+
+    monkeypatch.setattr(model_module, "DECODE_MATMUL_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(model_module, "DECODE_MATMUL_MIN_SLOTS", 64)
+    cfg = ModelConfig(
+        hidden_size=64,
+        intermediate_size_mlp=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=300,
+        max_position_embeddings=1024,
+        initializer_range=0.1,
+    )
+    model = build_model(cfg, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [
+        torch.randint(0, 300, (90,), generator=gen).tolist(),
+        torch.randint(0, 300, (40,), generator=gen).tolist(),
+    ]
+    out = Generator(model).generate(prompts, SamplingParams(max_new_tokens=12, stop_token_ids=()))
+    for prompt, completions in zip(prompts, out, strict=True):
+        ids = torch.tensor([prompt])
+        for _ in range(12):
+            nxt = model(ids)[0, -1].argmax()
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        assert ids[0, len(prompt) :].tolist() == completions[0].token_ids

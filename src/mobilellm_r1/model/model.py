@@ -27,6 +27,7 @@ from torch import nn
 from .config import ModelConfig
 
 DECODE_MATMUL_MIN_SLOTS = 1024  # cache length from which decoding attention uses plain matmuls
+DECODE_MATMUL_DEVICES = ("cuda",)  # where that helps (CPU's fused SDPA is faster throughout)
 
 
 class RMSNorm(nn.Module):
@@ -172,8 +173,8 @@ class Attention(nn.Module):
         One query per row (decoding): query groups are folded into rows so each kv head is
         read once, q [B, H, 1, hd] -> [B, kvh, rep, hd] against k, v [B, kvh, S, hd]. Fused
         SDPA kernels parallelise over queries, not keys, so a single query over a long cache
-        runs on few thread blocks; past `DECODE_MATMUL_MIN_SLOTS` slots the two attention
-        matmuls are written out instead (softmax in float32)."""
+        runs on few thread blocks; on CUDA, past `DECODE_MATMUL_MIN_SLOTS` slots, the two
+        attention matmuls are written out instead (softmax in float32)."""
         k_all, v_all = cache.update(self.layer_idx, cache_pos, k, v)
         s = mask.shape[-1]
         k_all, v_all = k_all[:, :, :s], v_all[:, :, :s]
@@ -181,7 +182,7 @@ class Attention(nn.Module):
         if t > 1:
             return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=True)
         qg = q.reshape(b, self.n_kv, self.n_heads // self.n_kv, hd)
-        if s < DECODE_MATMUL_MIN_SLOTS:
+        if s < DECODE_MATMUL_MIN_SLOTS or q.device.type not in DECODE_MATMUL_DEVICES:
             out = F.scaled_dot_product_attention(qg, k_all, v_all, attn_mask=mask)
         else:
             scores = torch.matmul(qg * hd**-0.5, k_all.transpose(-1, -2)).float()  # [B, kvh, rep, S]

@@ -1,0 +1,58 @@
+"""Shipped data recipes and recipe errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from mobilellm_r1.data.recipes import build_loader, load_mixture
+from mobilellm_r1.typed_config import ConfigError
+
+PAPER = {
+    "data/pretrain_phase1": {
+        "starcoder": 10.66,
+        "openwebmath": 6.93,
+        "fineweb_edu": 63.75,
+        "algebraic_stack": 2.25,
+    },
+    "data/pretrain_phase2": {"openwebmath": 23.33, "finemath": 8.01, "pes2o": 0.08, "nemotron_math": 3.01},
+    "data/midtrain_phase1": {
+        "dolmino_dclm": 37.03,
+        "nemotron_pretraining_code": 20.69,
+        "benchmark_train": 0.0,
+    },
+    "data/midtrain_phase2": {"dolmino_math": 29.10, "nemotron_cc_math": 19.40, "benchmark_train": 0.97},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_recipes(name: str) -> None:
+    recipe = load_mixture(name)
+    weights = {s.name: s.weight for s in recipe.sources}
+    for source, weight in PAPER[name].items():
+        assert weights[source] == weight
+    assert abs(sum(weights.values()) - 100) < 0.05
+    assert all(s.hub_id for s in recipe.sources)
+    assert recipe.seq_len == (2048 if "pretrain" in name else 4096)
+    assert sum(recipe.normalized_weights().values()) == pytest.approx(1.0)
+
+
+def test_overrides_and_errors(tmp_path) -> None:
+    assert load_mixture("data/pretrain_phase1", ["seq_len=128", "sources.0.weight=1"]).seq_len == 128
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsources:\n  - {name: a, weight: 1, wieght: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: sources\.0: unknown field\(s\) wieght"):
+        load_mixture(bad)
+    bad.write_text("name: x\nsources:\n  - {name: a, weight: abc}\n")
+    with pytest.raises(ConfigError, match=r"sources\.0\.weight: expected float"):
+        load_mixture(bad)
+    bad.write_text("name: x\nsources:\n  - {name: a, weight: 1}\n  - {name: a, weight: 2}\n")
+    with pytest.raises(ConfigError, match="duplicate source"):
+        load_mixture(bad)
+    with pytest.raises(FileNotFoundError):
+        load_mixture(tmp_path / "missing.yaml")
+
+
+def test_missing_shards_are_named(tmp_path) -> None:
+    recipe = load_mixture("data/pretrain_phase1", [f"shards_root={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="starcoder"):
+        build_loader(recipe, batch_size=1, eos_id=0)
