@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .model.config import ModelConfig
     from .tokenizer import Tokenizer
 
+from .data import commands as _data_commands
+
 PROG = "mobilellm-r1"
 # Errors reported as one line (exit 1). CheckpointError is a ValueError, FileNotFoundError an OSError.
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError)
@@ -507,6 +509,14 @@ examples:
         run=run_generate,
     )
 )
+
+
+def _register_stage(module: Any) -> None:
+    """Register a pipeline stage's command group (`NAME`, `HELP`, `DESCRIPTION`, `add_arguments`, `run`)."""
+    register(Command(module.NAME, module.HELP, module.DESCRIPTION, module.add_arguments, module.run))
+
+
+_register_stage(_data_commands)
 
 
 # =========================================================================== main

@@ -11,25 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mobilellm_r1.data.mixture import ArraySource, MixtureLoader
+from mobilellm_r1.data.mixture import ArraySource, MixtureLoader, stand_in_sources
 from mobilellm_r1.data.recipes import build_loader, load_mixture
 
 EOS = 999
 
 
-def stand_in_sources(names: list[str], seed: int = 0) -> dict[str, ArraySource]:
-    """Random-token documents whose typical length differs by source (30 to 6,000 tokens)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i, name in enumerate(names):
-        median = 30 * 2 ** (i % 8)
-        lengths = np.clip(rng.lognormal(np.log(median), 0.8, size=120), 1, 20_000).astype(int)
-        out[name] = ArraySource([rng.integers(0, EOS, n) for n in lengths])
-    return out
-
-
 def small_sources() -> dict[str, ArraySource]:
-    return stand_in_sources(["a", "b", "c"], seed=7)
+    return stand_in_sources(["a", "b", "c"], seed=7, vocab=EOS)
 
 
 WEIGHTS = {"a": 0.5, "b": 0.3, "c": 0.2}
@@ -42,7 +31,7 @@ def loader(**kw) -> MixtureLoader:
 
 def test_phase2_token_shares_within_half_a_point() -> None:
     recipe = load_mixture("data/pretrain_phase2")
-    sources = stand_in_sources([s.name for s in recipe.active])
+    sources = stand_in_sources([s.name for s in recipe.active], vocab=EOS)
     mix = build_loader(recipe, batch_size=16, eos_id=EOS, sources=sources)
     served = np.zeros(len(mix.names))
     while served.sum() < 1_000_000:

@@ -52,6 +52,18 @@ class ArraySource:
         return self.docs[i]
 
 
+def stand_in_sources(names: list[str], seed: int = 0, vocab: int = 1000, docs: int = 120) -> dict[str, ArraySource]:
+    """Random-token documents whose typical length differs by source (30 to ~4,000 tokens,
+    log-normal): stand-ins to check a recipe's token shares without its real data."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i, name in enumerate(names):
+        median = 30 * 2 ** (i % 8)
+        lengths = np.clip(rng.lognormal(np.log(median), 0.8, size=docs), 1, 20_000).astype(int)
+        out[name] = ArraySource([rng.integers(0, vocab, n) for n in lengths])
+    return out
+
+
 @dataclass
 class StreamState:
     """Where a source stream stands: epoch, index into that epoch's order, token offset."""
