@@ -133,9 +133,9 @@ class Generator:
         width = ids.shape[1]
         slots = torch.arange(width, device=self.device)
         positions = (slots[None, :] - pads[:, None]).clamp(min=0)
-        logits = self.model(
-            ids, positions, cache=cache, cache_pos=slots, attn_mask=prefill_mask(pads, width), last_only=True
-        )
+        padded = bool(pads.any())
+        mask = prefill_mask(pads, width) if padded else None  # None: fused causal attention
+        logits = self.model(ids, positions, cache=cache, cache_pos=slots, attn_mask=mask, last_only=True)
         return logits[:, -1]
 
     # ------------------------------------------------------------------ API

@@ -174,8 +174,13 @@ class Attention(nn.Module):
         read once, q [B, H, 1, hd] -> [B, kvh, rep, hd] against k, v [B, kvh, S, hd]. Fused
         SDPA kernels parallelise over queries, not keys, so a single query over a long cache
         runs on few thread blocks; on CUDA, past `DECODE_MATMUL_MIN_SLOTS` slots, the two
-        attention matmuls are written out instead (softmax in float32)."""
+        attention matmuls are written out instead (softmax in float32).
+
+        mask None: a causal prefill into an empty cache (slots 0..T-1), which attends to the
+        chunk itself with the fused causal kernel."""
         k_all, v_all = cache.update(self.layer_idx, cache_pos, k, v)
+        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         s = mask.shape[-1]
         k_all, v_all = k_all[:, :, :s], v_all[:, :, :s]
         b, _, t, hd = q.shape
@@ -277,7 +282,8 @@ class Transformer(nn.Module):
             (use `doc_ids_from_position_ids` when positions restart per document).
         cache / cache_pos [T]: decode with a `KVCache`, writing this chunk at slots cache_pos;
             attn_mask [B, 1, T, S] (bool) says which of the first S cache slots each query
-            sees (default: S = max_len, slots <= its own).
+            sees (default: slots <= its own; a chunk written from slot 0 attends causally
+            to itself through the fused kernel).
         last_only: compute logits for the last position only -> [B, 1, vocab].
         """
         b, t = input_ids.shape
@@ -285,7 +291,7 @@ class Transformer(nn.Module):
             base = cache_pos if cache is not None else torch.arange(t, device=input_ids.device)
             position_ids = base[None, :].expand(b, t)
         mask = attn_mask
-        if cache is not None and mask is None:
+        if cache is not None and mask is None and (t == 1 or int(cache_pos[0]) != 0):
             slots = torch.arange(cache.max_len, device=input_ids.device)
             mask = (slots[None, :] <= cache_pos[:, None])[None, None]
         elif cache is None and doc_ids is not None:
