@@ -52,7 +52,9 @@ class ArraySource:
         return self.docs[i]
 
 
-def stand_in_sources(names: list[str], seed: int = 0, vocab: int = 1000, docs: int = 120) -> dict[str, ArraySource]:
+def stand_in_sources(
+    names: list[str], seed: int = 0, vocab: int = 1000, docs: int = 120
+) -> dict[str, ArraySource]:
     """Random-token documents whose typical length differs by source (30 to ~4,000 tokens,
     log-normal): stand-ins to check a recipe's token shares without its real data."""
     rng = np.random.default_rng(seed)

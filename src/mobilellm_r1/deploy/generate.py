@@ -220,7 +220,9 @@ class Generator:
             out[:, step] = tok
             pos += 1
             if (step + 1) % self.sync_every == 0:
-                synced = self._sync(out, synced, step + 1, host, host_done, finished, params, stop_set, stream)
+                synced = self._sync(
+                    out, synced, step + 1, host, host_done, finished, params, stop_set, stream
+                )
                 if bool(finished.all()):
                     break
         self._sync(out, synced, out.shape[1], host, host_done, finished, params, stop_set, stream)
