@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 from .data import commands as _data_commands
+from .train import commands as _train_commands
 
 PROG = "mobilellm-r1"
 # Errors reported as one line (exit 1). CheckpointError is a ValueError, FileNotFoundError an OSError.
@@ -517,6 +518,7 @@ def _register_stage(module: Any) -> None:
 
 
 _register_stage(_data_commands)
+_register_stage(_train_commands)
 
 
 # =========================================================================== main

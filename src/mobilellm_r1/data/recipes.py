@@ -13,10 +13,14 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..typed_config import load_config
 from .mixture import MixtureLoader, TokenSource
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+    from .sources import SourceSpec
 
 RECIPE_PACKAGE = "mobilellm_r1.recipes"
 
@@ -42,6 +46,15 @@ class MixSource:
 
 
 @dataclass
+class SynthSection:
+    """Generate the embedded synthetic corpus into `out` when it is not there yet."""
+
+    out: str = "data/synth"
+    seed: int = 0
+    scale: float = 1.0
+
+
+@dataclass
 class MixtureRecipe:
     """A phase's mixture: sources and weights, packing length and seed."""
 
@@ -50,6 +63,8 @@ class MixtureRecipe:
     seq_len: int = 2048
     seed: int = 0
     shards_root: str = "data/shards"
+    data_root: str = "."  # base of relative raw `files`
+    synth: SynthSection | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -72,6 +87,39 @@ class MixtureRecipe:
     def normalized_weights(self) -> dict[str, float]:
         total = sum(s.weight for s in self.active)
         return {s.name: s.weight / total for s in self.active}
+
+
+def source_spec(recipe: MixtureRecipe, source: MixSource) -> SourceSpec:
+    """The raw-data description of a mixture source, for tokenization."""
+    from .sources import SourceSpec
+
+    root = Path(recipe.data_root)
+    files = [f if Path(f).is_absolute() or source.format == "hf" else str(root / f) for f in source.files]
+    return SourceSpec(
+        name=source.name,
+        path=files,
+        format=source.format,
+        text_field=source.text_field,
+        template=source.template,
+        on_error=source.on_error,
+    )
+
+
+def prepare(recipe: MixtureRecipe, tokenizer: Tokenizer, workers: int = 2) -> list[dict]:
+    """Make what the recipe needs and is missing: the synthetic corpus, then the shards of
+    every active source that lists raw files. Returns the tokenization reports."""
+    from .shards import tokenize_source
+
+    if recipe.synth is not None and not (Path(recipe.synth.out) / "manifest.json").exists():
+        from .synth import SynthConfig, generate
+
+        generate(SynthConfig(seed=recipe.synth.seed).scaled(recipe.synth.scale), Path(recipe.synth.out))
+    reports = []
+    for source in recipe.active:
+        if source.files and not (recipe.shard_dir(source) / "meta.json").exists():
+            spec = source_spec(recipe, source)
+            reports.append(tokenize_source(spec, recipe.shards_root, tokenizer=tokenizer, workers=workers))
+    return reports
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:

@@ -1,0 +1,1 @@
+"""Training: objectives, optimisation, checkpoints, the trainer loop."""

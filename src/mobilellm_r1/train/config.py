@@ -1,0 +1,104 @@
+"""`TrainConfig`: one typed recipe per stage and size (YAML under `recipes/train/`).
+
+cfg = load_train_config("train/tiny_cpu", overrides=["steps=50", "optim.lr=1e-3"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..data.recipes import recipe_path
+from ..typed_config import load_config
+
+
+@dataclass
+class ModelSection:
+    """Which model: a preset built from scratch, or an HF directory to continue from."""
+
+    preset: str = "tiny"
+    init_from: str | None = None  # HF checkpoint directory (mid-training, SFT); overrides preset
+    long_context: bool = False  # post-trained 32k variant (rope_theta x8)
+    seed: int = 0  # weight initialisation
+    overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields, e.g. hidden_size
+
+
+@dataclass
+class DataSection:
+    """The mixture recipe and batch geometry. Global batch = micro_batch x grad_accum x ranks."""
+
+    recipe: str = "data/synthetic"
+    overrides: list[str] = field(default_factory=list)  # applied to the mixture recipe
+    micro_batch: int = 8
+    grad_accum: int = 1
+    seq_len: int | None = None  # default: the mixture recipe's
+    # Attend only within each packed document (positions restart per document). Off: plain
+    # causal attention over the packed row with positions 0..T-1, as the seeds pretrained.
+    document_mask: bool = False
+
+
+@dataclass
+class OptimSection:
+    """AdamW and the learning-rate schedule.
+
+    Weight decay applies to every matrix (attention, MLP, the tied embedding/LM head) and
+    not to vectors (RMSNorm gains), the common Llama/OLMo choice.
+    """
+
+    lr: float = 4e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    schedule: Literal["linear", "cosine", "wsd", "constant"] = "linear"
+    warmup_steps: int = 2000
+    final_lr_ratio: float = 0.1  # end of decay as a fraction of lr (0.1 pretraining, 0 mid-training)
+    decay_fraction: float = 0.2  # WSD: last fraction of steps spent decaying
+
+
+@dataclass
+class DistillSection:
+    """Logit distillation (`objective: kd`): student minimises KL to the teacher's logits."""
+
+    teacher: str | None = None  # HF causal-LM directory sharing the tokenizer
+    temperature: float = 1.0
+    alpha_ce: float = 0.0  # weight of next-token CE mixed in (paper: 0, pure KL)
+    topk_dir: str | None = None  # offline mode: stored teacher top-k instead of a live teacher
+
+
+@dataclass
+class TrainConfig:
+    """A training run."""
+
+    name: str
+    objective: Literal["lm", "kd"] = "lm"
+    steps: int = 1000
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast over fp32 master weights
+    compile: bool = False
+    activation_checkpointing: bool = False
+    loss_chunk_tokens: int = 4096  # chunked LM-head loss: tokens per chunk
+    out_dir: str = "runs/{name}"
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    eval_every: int = 0  # held-out NLL every N steps (0: off)
+    eval_files: list[str] = field(default_factory=list)  # jsonl with a "text" field
+    eval_docs: int = 64
+    max_bad_steps: int = 5  # stop after this many non-finite losses in a row
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.objective == "kd" and not (self.distill.teacher or self.distill.topk_dir):
+            raise ValueError("objective kd needs distill.teacher or distill.topk_dir")
+        self.out_dir = self.out_dir.format(name=self.name)
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
+    """A training recipe by path or shipped name (`train/tiny_cpu`), with `key=value` overrides."""
+    return load_config(TrainConfig, recipe_path(name_or_path), overrides)

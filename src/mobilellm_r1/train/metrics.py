@@ -1,0 +1,90 @@
+"""Training metrics: JSONL (always), TensorBoard (if installed), a tqdm progress bar.
+
+MFU = achieved training FLOP/s / (peak FLOP/s x ranks), with training FLOPs per token
+= 3 x forward matmul FLOPs (`ModelConfig.flops_per_token(seq_len)["train"]`: weights incl.
+the LM head, plus attention scores and values) and the peak *measured* on this device at
+start-up (a large bf16 matmul on GPU, fp32 on CPU), not a datasheet number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+
+def measure_peak_flops(device: torch.device, size: int | None = None, reps: int = 5) -> float:
+    """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU), best of `reps`."""
+    cuda = device.type == "cuda"
+    n = size or (8192 if cuda else 1024)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+class MetricsLogger:
+    """Rank 0 writes `metrics.jsonl` and TensorBoard events under `out_dir` and drives the bar."""
+
+    def __init__(self, out_dir: Path, *, enabled: bool, total_steps: int, start: int = 0) -> None:
+        self.enabled = enabled
+        self._file = self._tb = self._bar = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._file = (out_dir / "metrics.jsonl").open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:  # tensorboard is optional
+            self._tb = None
+        self._bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
+
+    def log_step(self, step: int, values: dict[str, Any], force: bool = False) -> None:
+        """Record one step; the JSONL line is written every step, the bar text when `force`."""
+        if not self.enabled:
+            return
+        if torch.cuda.is_available():
+            values["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        record = {"step": step, **{k: v for k, v in values.items() if v is not None}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"train/{key}", value, step)
+        self._bar.update(1)
+        if force:
+            shown = {k: record[k] for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu") if k in record}
+            self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+
+    def log_eval(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"eval/{key}", value, step)
+        self._bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.close()
+            self._file.close()
+            if self._tb is not None:
+                self._tb.close()

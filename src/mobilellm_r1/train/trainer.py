@@ -1,0 +1,285 @@
+"""The trainer: one loop for every language-modelling stage (pretraining, mid-training).
+
+Per optimizer step: `grad_accum` micro-batches per rank; the loss is the token-mean over
+the whole global batch (every rank's micro-batches), so 1 rank and N ranks at the same
+global batch compute the same update. bf16 autocast (single process) or FSDP2 bf16
+parameter gathering (several) over fp32 master weights; gradient clipping; a step whose
+loss or gradient norm is not finite is skipped, counted, and `max_bad_steps` in a row stop
+the run. Checkpoints (DCP) hold model, optimizer, RNG, step and data-loader state;
+`resume=True` continues from the latest one exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.mixture import Batch, MixtureLoader
+from ..data.recipes import build_loader, load_mixture, prepare
+from ..model import Transformer, build_model, preset
+from ..model.hf import load_pretrained, save_pretrained
+from ..tokenizer import load_tokenizer
+from ..typed_config import to_dict
+from . import parallel
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import chunked_cross_entropy
+from .metrics import MetricsLogger, measure_peak_flops
+from .optim import build_optimizer, lr_factor, set_lr
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_bad_steps` consecutive steps with a non-finite loss or gradient."""
+
+
+class LMObjective(nn.Module):
+    """Model + chunked LM-head cross-entropy in one forward, so a sharded LM head is
+    gathered inside the forward like every other parameter. Returns the summed loss."""
+
+    def __init__(self, model: Transformer, chunk_tokens: int, document_mask: bool) -> None:
+        super().__init__()
+        self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        kwargs = {}
+        if self.document_mask:
+            kwargs = {"position_ids": batch.position_ids, "doc_ids": batch.doc_ids}
+        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs)  # [B, T, d]
+        return chunked_cross_entropy(
+            hidden.flatten(0, 1),
+            self.model.lm_head.weight,
+            batch.labels.flatten(),
+            chunk_size=self.chunk_tokens,
+            reduction="sum",
+        )
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    skipped: bool
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(
+        *(
+            t.to(device, non_blocking=True)
+            for t in (batch.input_ids, batch.labels, batch.position_ids, batch.doc_ids, batch.source)
+        )
+    )
+
+
+class Trainer:
+    """Builds everything a `TrainConfig` names and runs it (see module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.dist = parallel.init_distributed(device)
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        self.out = Path(cfg.out_dir)
+        self.tokenizer = load_tokenizer(cfg.model.init_from) if cfg.model.init_from else load_tokenizer()
+        self.model = self._build_model()
+        self.objective = self._wrap(self.model)
+        self.optimizer = build_optimizer(self.objective, cfg.optim)
+        self.loader = self._build_loader()
+        self.step, self.bad_steps = 0, 0
+        if resume:
+            self._resume()
+        self.logger = MetricsLogger(
+            self.out, enabled=self.dist.is_main, total_steps=cfg.steps, start=self.step
+        )
+        self.peak_flops = measure_peak_flops(self.dist.device)
+
+    # ------------------------------------------------------------------ setup
+    def _build_model(self) -> Transformer:
+        m = self.cfg.model
+        if m.init_from:
+            model, _ = load_pretrained(m.init_from, device=self.dist.device, dtype=torch.float32)
+            model.train()
+            return model
+        return build_model(
+            preset(m.preset, long_context=m.long_context), device=self.dist.device, seed=m.seed
+        )
+
+    def _wrap(self, model: Transformer) -> nn.Module:
+        cfg = self.cfg
+        if cfg.activation_checkpointing:
+            parallel.apply_activation_checkpointing(model)
+        if cfg.compile:
+            for layer in model.layers:
+                layer.compile()
+        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask=cfg.data.document_mask)
+        if self.dist.distributed:
+            parallel.apply_fsdp(objective, model.layers, bf16=cfg.precision == "bf16")
+        return objective
+
+    def _build_loader(self) -> MixtureLoader:
+        d = self.cfg.data
+        recipe = load_mixture(d.recipe, d.overrides + ([f"seq_len={d.seq_len}"] if d.seq_len else []))
+        if self.dist.is_main:
+            prepare(recipe, self.tokenizer)  # synthesise / tokenize what is missing
+        parallel.barrier()
+        self.seq_len = recipe.seq_len
+        return build_loader(
+            recipe,
+            batch_size=d.micro_batch,
+            eos_id=self.tokenizer.eos_id,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            return
+        extra = load_checkpoint(path, self.objective, self.optimizer)
+        self.step = int(extra["step"])
+        self.loader.load_state_dict(extra["loader"])
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        on = self.cfg.precision == "bf16" and not self.dist.distributed
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over grad_accum micro-batches on every rank."""
+        batches = [
+            _to_device(self.loader.next_batch(), self.dist.device) for _ in range(self.cfg.data.grad_accum)
+        ]
+        local = sum(int((b.labels != -100).sum()) for b in batches)
+        tokens = int(parallel.all_reduce_sum(torch.tensor(float(local), device=self.dist.device)).item())
+        # Each rank's loss is divided by the global token count; FSDP averages gradients over
+        # ranks, so multiplying by world_size makes the update the global token mean.
+        scale = self.dist.world_size / max(tokens, 1)
+        loss_sum = torch.zeros((), device=self.dist.device)
+        for batch in batches:
+            with self._autocast():
+                loss = self.objective(batch)
+            (loss * scale).backward()
+            loss_sum += loss.detach().float()
+        mean_loss = float(parallel.all_reduce_sum(loss_sum).item()) / max(tokens, 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        skipped = not (math.isfinite(mean_loss) and math.isfinite(grad_norm))
+        set_lr(self.optimizer, self.cfg.optim.lr * lr_factor(self.step, self.cfg.steps, self.cfg.optim))
+        if not skipped:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(mean_loss, grad_norm, tokens, skipped)
+
+    # ------------------------------------------------------------------ held-out NLL
+    def _eval_docs(self) -> dict[str, list[list[int]]]:
+        """First `eval_docs` texts of each eval file, tokenized once (BOS + text + EOS)."""
+        if not hasattr(self, "_eval_cache"):
+            self._eval_cache = {}
+            for path in self.cfg.eval_files:
+                with open(path) as f:
+                    texts = [json.loads(line)["text"] for line in itertools.islice(f, self.cfg.eval_docs)]
+                ids = self.tokenizer.encode_batch(texts, bos=True, eos=True)
+                self._eval_cache[Path(path).stem] = [x[: self.seq_len + 1] for x in ids]
+        return self._eval_cache
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean per-token NLL on each eval file (the paper tracks benchmark NLL, its Fig. 7)."""
+        self.objective.eval()
+        result = {}
+        for name, docs in self._eval_docs().items():
+            total, count = 0.0, 0
+            for ids in docs:
+                t = torch.tensor([ids], device=self.dist.device)
+                zeros = torch.zeros_like(t[:, :-1])
+                batch = Batch(
+                    t[:, :-1],
+                    t[:, 1:],
+                    torch.arange(t.shape[1] - 1, device=t.device)[None],
+                    zeros,
+                    zeros[:, 0],
+                )
+                with self._autocast():
+                    total += float(self.objective(batch))
+                count += t.shape[1] - 1
+            result[f"nll/{name}"] = total / max(count, 1)
+        self.objective.train()
+        return result
+
+    # ------------------------------------------------------------------ loop
+    def _checkpoint(self) -> None:
+        extra = {"step": self.step, "loader": self.loader.state_dict(), "config": to_dict(self.cfg)}
+        save_checkpoint(
+            self.out / "checkpoints", self.step, self.objective, self.optimizer, extra, self.cfg.keep_last
+        )
+
+    def _after_step(self, result: StepResult, seconds: float) -> None:
+        cfg = self.cfg
+        self.bad_steps = self.bad_steps + 1 if result.skipped else 0
+        if self.bad_steps >= cfg.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self.bad_steps} consecutive steps with a non-finite loss or gradient norm "
+                f"(last loss {result.loss}, grad norm {result.grad_norm}) at step {self.step}; stopping"
+            )
+        flops = preset_flops(self.model, self.seq_len) * result.tokens
+        self.logger.log_step(
+            self.step,
+            {
+                "loss": result.loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": result.grad_norm,
+                "tokens": result.tokens,
+                "tokens_per_s": result.tokens / seconds,
+                "mfu": flops / seconds / (self.peak_flops * self.dist.world_size)
+                if self.peak_flops
+                else None,
+                "skipped": int(result.skipped),
+            },
+            force=self.step % cfg.log_every == 0 or self.step == cfg.steps,
+        )
+
+    def fit(self) -> dict:
+        """Train to `cfg.steps`; checkpoint on schedule and at the end; export the final model."""
+        cfg, last = self.cfg, None
+        self.objective.train()
+        while self.step < cfg.steps:
+            start = time.perf_counter()
+            result = self.train_step()
+            self.step += 1
+            last = result
+            self._after_step(result, time.perf_counter() - start)
+            if cfg.eval_every and cfg.eval_files and self.step % cfg.eval_every == 0:
+                self.logger.log_eval(self.step, self.evaluate())
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._checkpoint()
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every:
+            self._checkpoint()
+        self.export(self.out / "final")
+        self.logger.close()
+        return {"step": self.step, "loss": last.loss if last else None}
+
+    def export(self, directory: Path) -> None:
+        """The trained model as an HF directory (rank 0 writes; FSDP gathers the full weights)."""
+        if self.dist.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            full = get_model_state_dict(self.objective, options=options)
+            if not self.dist.is_main:
+                return
+            model = build_model(self.model.config, device="cpu")
+            model.load_state_dict({k.removeprefix("model."): v for k, v in full.items()})
+        else:
+            model = self.model
+        save_pretrained(model, self.tokenizer, directory)
+
+
+def preset_flops(model: Transformer, seq_len: int) -> float:
+    """Training FLOPs per token (fwd + bwd = 3 x forward matmul FLOPs at this context)."""
+    return model.config.flops_per_token(seq_len)["train"]
