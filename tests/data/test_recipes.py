@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mobilellm_r1.data.recipes import build_loader, load_mixture
@@ -56,3 +58,37 @@ def test_missing_shards_are_named(tmp_path) -> None:
     recipe = load_mixture("data/pretrain_phase1", [f"shards_root={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="starcoder"):
         build_loader(recipe, batch_size=1, eos_id=0)
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "corpora"
+
+
+def test_real_small_recipe_tokenizes_real_text(tmp_path) -> None:
+    """The real-corpora recipe reads ../shared/data/corpora; plain-text files are one document each."""
+    from mobilellm_r1.data.recipes import prepare
+    from mobilellm_r1.data.shards import ShardedSource
+    from mobilellm_r1.tokenizer import load_tokenizer
+
+    keep = {"stacks_project", "gsm8k_train"}
+    recipe = load_mixture("data/real_small", [f"data_root={SHARED}", f"shards_root={tmp_path}"])
+    recipe.sources = [s for s in recipe.sources if s.name in keep]
+    tokenizer = load_tokenizer()
+    reports = prepare(recipe, tokenizer, workers=1)
+    assert sorted(r["name"] for r in reports) == sorted(keep)
+    stacks = ShardedSource(tmp_path / "stacks_project")
+    assert stacks.num_docs == len(list((SHARED / "stacks_project").glob("*.tex")))
+    first = sorted((SHARED / "stacks_project").glob("*.tex"))[0].read_text()
+    assert stacks.doc(0).tolist() == tokenizer.encode(first)
+    batch = build_loader(recipe, batch_size=2, eos_id=tokenizer.eos_id).next_batch()
+    assert batch.input_ids.shape == (2, recipe.seq_len)
+
+
+def test_text_format_bad_utf8_names_file_and_line(tmp_path) -> None:
+    from mobilellm_r1.data.sources import DataError, SourceSpec, iter_documents
+
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes(b"line one\nline two \xff\n")
+    with pytest.raises(DataError, match=r"notes.txt:2: invalid UTF-8 byte 0xff"):
+        list(iter_documents(SourceSpec(name="t", path=str(bad), format="text")))
+    docs = list(iter_documents(SourceSpec(name="t", path=str(tmp_path), format="text", on_error="skip")))
+    assert docs == []

@@ -35,7 +35,7 @@ class MixSource:
     subset: str | None = None  # subset / config / folder inside `hub_id`
     path: str | None = None  # tokenized shard directory (default: <shards_root>/<name>)
     files: list[str] = field(default_factory=list)  # raw files/globs for `data tokenize`
-    format: Literal["auto", "jsonl", "parquet", "hf"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "hf", "text"] = "auto"
     text_field: str = "text"
     template: str | None = None  # str.format template over row fields, e.g. "Q: {question}"
     on_error: Literal["raise", "skip"] = "raise"
