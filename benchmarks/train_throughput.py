@@ -1,0 +1,199 @@
+"""Training throughput: our trainer's step vs the seeds' path, same model, same run.
+
+ours  : `LMObjective` (our model + chunked LM-head cross-entropy), bf16 autocast over fp32
+        weights, each decoder layer `torch.compile`d, fused AdamW (the trainer's own code path).
+seeds : transformers `Llama4ForCausalLM` (same config), bf16 autocast, SDPA attention,
+        `model(input_ids, labels=labels).loss`, fused AdamW.
+For each preset the largest micro-batch in --micro-batches that fits is timed (sequence 2048).
+MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq (the
+issue's formula), peak = a measured 8192^3 bf16 matmul on this GPU.
+
+    python benchmarks/train_throughput.py --presets 140m 360m 950m
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.model.hf import save_pretrained
+from mobilellm_r1.train.config import OptimSection
+from mobilellm_r1.train.metrics import measure_peak_flops
+from mobilellm_r1.train.optim import build_optimizer
+from mobilellm_r1.train.trainer import LMObjective
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class _Batch:
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.input_ids, self.labels = ids[:, :-1], ids[:, 1:]
+        self.position_ids = self.doc_ids = self.source = None
+
+
+def _timeit(step, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def ours_step(cfg, micro: int, seq: int, chunk: int):
+    model = build_model(cfg, device="cuda", seed=0)
+    for layer in model.layers:
+        layer.compile()
+    objective = LMObjective(model, chunk_tokens=chunk, document_mask=False)
+    opt = build_optimizer(objective, OptimSection(lr=1e-4))
+    ids = torch.randint(0, cfg.vocab_size, (micro, seq + 1), device="cuda")
+    batch = _Batch(ids)
+    tokens = micro * seq
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = objective(batch) / tokens
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def seeds_step(cfg, micro: int, seq: int, hf_dir: str):
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        hf_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    model = model.cuda().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    ids = torch.randint(0, cfg.vocab_size, (micro, seq), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(
+    make_step, micro_batches: list[int], seq: int, flops_per_token: float, peak: float, steps: int
+) -> dict:
+    """Largest fitting micro-batch: tokens/s, MFU, peak memory; OOMs recorded."""
+    tried = {}
+    for micro in micro_batches:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            seconds = _timeit(make_step(micro), steps=steps, warmup=3)
+        except torch.OutOfMemoryError:
+            tried[micro] = "out of memory"
+            continue
+        tps = micro * seq / seconds
+        return {
+            "micro_batch": micro,
+            "tokens_per_s": tps,
+            "mfu": tps * flops_per_token / peak,
+            "step_s": seconds,
+            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "tried": tried,
+        }
+    return {"micro_batch": None, "tried": tried}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["140m", "360m", "950m"])
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--micro-batches", nargs="+", type=int, default=[16, 8, 4])
+    p.add_argument("--seeds-micro-batches", nargs="+", type=int, default=[16, 4])
+    p.add_argument("--chunk", type=int, default=4096, help="tokens per LM-head loss chunk")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+
+    import transformers
+
+    peak = measure_peak_flops(torch.device("cuda"))
+    rows = []
+    out = Path(args.out) if args.out else RESULTS / f"train_cuda_{datetime.date.today().isoformat()}.json"
+    for name in args.presets:
+        cfg = preset(name)
+        fpt = 6 * cfg.num_params() + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
+        row = {"preset": name, "seq": args.seq, "flops_per_token": fpt}
+        row["ours"] = measure(
+            lambda m, cfg=cfg: ours_step(cfg, m, args.seq, args.chunk),
+            args.micro_batches,
+            args.seq,
+            fpt,
+            peak,
+            args.steps,
+        )
+        torch._dynamo.reset()
+        with tempfile.TemporaryDirectory() as tmp:
+            save_pretrained(build_model(cfg, device="cpu", seed=0), None, tmp + "/ckpt")
+            row["seeds"] = measure(
+                lambda m, cfg=cfg, tmp=tmp: seeds_step(cfg, m, args.seq, tmp + "/ckpt"),
+                args.seeds_micro_batches,
+                args.seq,
+                fpt,
+                peak,
+                args.steps,
+            )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        result = {
+            "benchmark": "train_throughput",
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "machine": {
+                "gpu": torch.cuda.get_device_name(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "cuda": torch.version.cuda,
+                "python": platform.python_version(),
+                "measured_peak_tflops": peak / 1e12,
+            },
+            "results": rows,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(".json.tmp")
+        tmp_out.write_text(json.dumps(result, indent=2))
+        os.replace(tmp_out, out)
+    print(f"\nwrote {out}; measured peak {peak / 1e12:.0f} TFLOP/s")
+    print(
+        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'GiB':>5}"
+    )
+    for r in rows:
+        cells = []
+        for key in ("ours", "seeds"):
+            m = r[key]
+            if m["micro_batch"] is None:
+                cells.append(f"{'OOM':>8} {'':>9} {'':>6} {'':>5}")
+            else:
+                cells.append(
+                    f"{m['micro_batch']:>8} {m['tokens_per_s']:9.0f} {m['mfu']:6.1%} {m['peak_mem_gib']:5.1f}"
+                )
+        print(f"{r['preset']:>6} | " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
