@@ -101,3 +101,20 @@ def test_two_rank_fsdp_matches_one_rank(workdir) -> None:
     a, b = losses(workdir / "runs/one"), losses(workdir / "runs/two")
     for step in (1, 2, 3):
         assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+
+
+def test_kd_objective_lowers_kl_to_teacher(workdir) -> None:
+    from mobilellm_r1.model import build_model, preset
+    from mobilellm_r1.model.hf import save_pretrained
+
+    teacher = preset("tiny", hidden_size=32, intermediate_size_mlp=64, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.2)  # fmt: skip
+    save_pretrained(build_model(teacher, seed=5), None, workdir / "teacher")
+    cfg = load_train_config(
+        "train/tiny_cpu",
+        [*SMALL, "steps=10", "checkpoint_every=0", "objective=kd", f"distill.teacher={workdir / 'teacher'}"],
+    )
+    Trainer(cfg, device="cpu").fit()
+    history = losses(workdir / "runs/tiny_cpu")
+    assert all(v >= 0 for v in history.values())
+    assert sum(history[s] for s in (8, 9, 10)) < 0.95 * sum(history[s] for s in (1, 2, 3))

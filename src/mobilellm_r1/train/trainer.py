@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,8 @@ from ..tokenizer import load_tokenizer
 from ..typed_config import to_dict
 from . import parallel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .losses import chunked_cross_entropy
+from .config import DistillSection, TrainConfig
+from .losses import chunked_cross_entropy, kd_loss
 from .metrics import MetricsLogger, measure_peak_flops
 from .optim import build_optimizer, lr_factor, set_lr
 
@@ -39,26 +40,64 @@ class NonFiniteLossError(RuntimeError):
     """Raised after `max_bad_steps` consecutive steps with a non-finite loss or gradient."""
 
 
-class LMObjective(nn.Module):
-    """Model + chunked LM-head cross-entropy in one forward, so a sharded LM head is
-    gathered inside the forward like every other parameter. Returns the summed loss."""
+TeacherFn = Callable[[Batch], torch.Tensor]  # batch -> teacher logits [B, T, V]
 
-    def __init__(self, model: Transformer, chunk_tokens: int, document_mask: bool) -> None:
+
+class LMObjective(nn.Module):
+    """Model + chunked LM-head loss in one forward, so a sharded LM head is gathered inside
+    the forward like every other parameter. Returns the loss summed over tokens.
+
+    Without a teacher: next-token cross-entropy. With one (`objective: kd`): KL(teacher ||
+    student) at `temperature`, mixed with `alpha_ce` x cross-entropy (paper: pure KL). The
+    teacher is a plain callable, not a submodule: never sharded, trained or checkpointed."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        chunk_tokens: int,
+        document_mask: bool,
+        teacher: TeacherFn | None = None,
+        distill: DistillSection | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
+        self.teacher, self.distill = teacher, distill
 
     def forward(self, batch: Batch) -> torch.Tensor:
         kwargs = {}
         if self.document_mask:
             kwargs = {"position_ids": batch.position_ids, "doc_ids": batch.doc_ids}
-        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs)  # [B, T, d]
-        return chunked_cross_entropy(
-            hidden.flatten(0, 1),
-            self.model.lm_head.weight,
-            batch.labels.flatten(),
+        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs).flatten(0, 1)  # [B*T, d]
+        weight, labels = self.model.lm_head.weight, batch.labels.flatten()
+        if self.teacher is None:
+            return chunked_cross_entropy(
+                hidden, weight, labels, chunk_size=self.chunk_tokens, reduction="sum"
+            )
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch).flatten(0, 1)  # [B*T, V]
+        return kd_loss(
+            hidden,
+            weight,
+            labels,
+            teacher_logits,
+            alpha_ce=self.distill.alpha_ce,
+            temperature=self.distill.temperature,
             chunk_size=self.chunk_tokens,
             reduction="sum",
         )
+
+
+def hf_teacher(path: str, device: torch.device) -> TeacherFn:
+    """A frozen bf16 transformers causal LM (e.g. Llama-3.1-8B-Instruct) as a logits function."""
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    model = model.to(device).eval().requires_grad_(False)
+
+    def logits(batch: Batch) -> torch.Tensor:
+        return model(input_ids=batch.input_ids).logits
+
+    return logits
 
 
 @dataclass
@@ -117,7 +156,14 @@ class Trainer:
         if cfg.compile:
             for layer in model.layers:
                 layer.compile()
-        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask=cfg.data.document_mask)
+        teacher = None
+        if cfg.objective == "kd":
+            if cfg.distill.teacher is None:
+                raise ValueError(
+                    "offline top-k distillation (distill.topk_dir) is not wired into the trainer yet"
+                )
+            teacher = hf_teacher(cfg.distill.teacher, self.dist.device)
+        objective = LMObjective(model, cfg.loss_chunk_tokens, cfg.data.document_mask, teacher, cfg.distill)
         if self.dist.distributed:
             parallel.apply_fsdp(objective, model.layers, bf16=cfg.precision == "bf16")
         return objective
