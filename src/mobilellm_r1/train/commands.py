@@ -10,6 +10,7 @@ One entry point for every stage; under torchrun it trains with FSDP2 on every ra
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 
 NAME = "train"
@@ -25,12 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from .config import load_train_config
     from .trainer import Trainer
 
     cfg = load_train_config(args.recipe, args.overrides)
     trainer = Trainer(cfg, resume=args.resume, device=args.device)
     summary = trainer.fit()
-    if trainer.dist.is_main:
+    is_main = trainer.dist.is_main
+    # Free the sharded model before leaving the process group: gloo can abort at exit otherwise.
+    del trainer
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if is_main:
         print(json.dumps({"run": cfg.name, "out_dir": cfg.out_dir, **summary}))
     return 0
