@@ -1,0 +1,124 @@
+"""Multi-GPU scaling of the trainer with FSDP2: 1 GPU vs N GPUs at the same global batch.
+
+Runs `mobilellm-r1 train` twice on the embedded synthetic corpus (packed to --seq tokens):
+  1 GPU : micro-batch M, grad_accum N      (global batch M x N sequences)
+  N GPUs: micro-batch M, grad_accum 1, torchrun --nproc-per-node N
+Each forward sees M sequences in both runs, so tokens/s per GPU compares directly:
+scaling efficiency = (N-GPU tokens/s / N) / (1-GPU tokens/s). The loss curves of the two runs
+are compared step by step (same data, same global batch; numerics differ only in bf16
+rounding: autocast on 1 GPU, FSDP2 bf16 parameter gathering on N).
+
+    python benchmarks/train_scaling.py --gpus 2 --preset 950m --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_training(gpus: int, args: argparse.Namespace, out: Path) -> list[dict]:
+    sets = [
+        f"name=scale_{gpus}gpu",
+        f"out_dir={out}",
+        f"model.preset={args.preset}",
+        f"steps={args.steps}",
+        f"data.micro_batch={args.micro_batch}",
+        f"data.grad_accum={args.gpus if gpus == 1 else 1}",
+        f"data.seq_len={args.seq}",
+        "optim.lr=1e-3",
+        "optim.warmup_steps=5",
+        "precision=bf16",
+        "compile=true",
+        "checkpoint_every=0",
+        "eval_every=0",
+        "log_every=1",
+        "loss_chunk_tokens=4096",
+    ]
+    cli = ["-m", "mobilellm_r1.cli", "train", "--recipe", "train/tiny_cpu"] + [
+        x for s in sets for x in ("--set", s)
+    ]
+    launcher = (
+        [sys.executable]
+        if gpus == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
+    )
+    subprocess.run([*launcher, *cli], check=True)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def summarize(records: list[dict], skip: int) -> dict:
+    steady = records[skip:]
+    return {
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steady),
+        "mfu": statistics.median(r["mfu"] for r in steady),
+        "max_mem_gib": max(r.get("max_mem_gib", 0.0) for r in records),
+        "losses": [r["loss"] for r in records],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpus", type=int, default=2)
+    p.add_argument("--preset", default="950m")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--skip", type=int, default=5, help="steps excluded from the rates (compilation)")
+    p.add_argument("--workdir", default="scaling_runs")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+
+    import torch
+
+    work = Path(args.workdir)
+    one = summarize(run_training(1, args, work / "one"), args.skip)
+    many = summarize(run_training(args.gpus, args, work / "many"), args.skip)
+    diffs = [abs(a - b) for a, b in zip(one["losses"], many["losses"], strict=True)]
+    result = {
+        "benchmark": "train_scaling",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {
+            "gpu": torch.cuda.get_device_name(),
+            "gpus": torch.cuda.device_count(),
+            "torch": torch.__version__,
+        },
+        "config": vars(args),
+        "one_gpu": one,
+        "n_gpus": many,
+        "tokens_per_s_per_gpu": many["tokens_per_s"] / args.gpus,
+        "scaling_efficiency": many["tokens_per_s"] / args.gpus / one["tokens_per_s"],
+        "loss_max_abs_diff": max(diffs),
+        "loss_max_abs_diff_first10": max(diffs[:10]),
+    }
+    out = (
+        Path(args.out) if args.out else RESULTS / f"train_scaling_{args.gpus}gpu_{datetime.date.today()}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+    print(f"{'run':>8} {'tok/s':>10} {'tok/s/GPU':>10} {'MFU':>6} {'GiB':>5}")
+    print(
+        f"{'1 GPU':>8} {one['tokens_per_s']:10.0f} {one['tokens_per_s']:10.0f} {one['mfu']:6.1%} {one['max_mem_gib']:5.1f}"
+    )
+    per = many["tokens_per_s"] / args.gpus
+    print(
+        f"{f'{args.gpus} GPUs':>8} {many['tokens_per_s']:10.0f} {per:10.0f} {many['mfu']:6.1%} {many['max_mem_gib']:5.1f}"
+    )
+    print(
+        f"scaling efficiency {result['scaling_efficiency']:.1%}; loss max |diff| {max(diffs):.4f} (first 10 steps {max(diffs[:10]):.4f})"
+    )
+    os.makedirs(work, exist_ok=True)
+
+
+if __name__ == "__main__":
+    main()
