@@ -281,7 +281,6 @@ def test_jsonl_units_by_line_count(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- real data
-@pytest.mark.skipif(not GSM8K.is_file(), reason="shared gsm8k corpus not present")
 def test_gsm8k_with_template() -> None:
     spec = SourceSpec("gsm8k", str(GSM8K), template=GSM_TEMPLATE)
     stats = ReadStats()
