@@ -1,0 +1,1 @@
+"""Evaluation: benchmark tasks, answer grading, safe code execution, pass@k."""
