@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from helpers import SHARED_DATA
 from mobilellm_r1.data.recipes import build_loader, load_mixture
 from mobilellm_r1.typed_config import ConfigError
 
@@ -60,7 +59,7 @@ def test_missing_shards_are_named(tmp_path) -> None:
         build_loader(recipe, batch_size=1, eos_id=0)
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "corpora"
+SHARED = SHARED_DATA / "corpora"
 
 
 def test_real_small_recipe_tokenizes_real_text(tmp_path) -> None:

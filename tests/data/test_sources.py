@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SHARED_DATA
 from mobilellm_r1.data.sources import (
     DataError,
     ReadStats,
@@ -20,7 +21,7 @@ from mobilellm_r1.data.sources import (
     read_unit,
 )
 
-GSM8K = Path("/work/shared/data/corpora/gsm8k/train.jsonl")
+GSM8K = SHARED_DATA / "corpora" / "gsm8k" / "train.jsonl"
 GSM_TEMPLATE = "Question: {question}\nAnswer: {answer}"
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -9,34 +9,16 @@ import time
 import pytest
 import torch
 
+from helpers import VOCAB, small_config
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy.sampling import argmax_last, sampling_probs, select_tokens
-from mobilellm_r1.model import ModelConfig, build_model
+from mobilellm_r1.model import build_model
 from mobilellm_r1.tokenizer import load_tokenizer
-
-VOCAB = 1000
-
-
-def small_cfg(**overrides) -> ModelConfig:
-    values = dict(
-        hidden_size=64,
-        intermediate_size_mlp=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=VOCAB,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=[2],
-    )
-    return ModelConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    return build_model(small_cfg(), seed=0).eval()
+    return build_model(small_config(), seed=0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +29,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def big_vocab_model(tokenizer) -> torch.nn.Module:
     """A tiny model over the real Llama-3 vocabulary, for text prompts and stop strings."""
-    cfg = small_cfg(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id, eos_token_id=[])
+    cfg = small_config(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id, eos_token_id=[])
     return build_model(cfg, seed=1).eval()
 
 
@@ -383,7 +365,7 @@ def test_exponential_race_samples_the_distribution() -> None:
 # ------------------------------------------------------------------ compiled decode step
 def test_compiled_matches_eager() -> None:
     """torch.compile of the decode step on CPU (about 15 s on 2 cores): same greedy tokens."""
-    cfg = small_cfg(hidden_size=32, intermediate_size_mlp=64, num_attention_heads=2, num_key_value_heads=1)
+    cfg = small_config(hidden_size=32, intermediate_size_mlp=64, num_attention_heads=2, num_key_value_heads=1)
     model = build_model(cfg, seed=0).eval()
     prompts = prompts_of([3, 7])
     params = SamplingParams(max_new_tokens=12, stop_token_ids=())

@@ -13,32 +13,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import mobilellm_r1.model.hf as hf_io
-from mobilellm_r1.model import ModelConfig, build_model
+from helpers import VOCAB, small_config
+from mobilellm_r1.model import build_model
 from mobilellm_r1.model.hf import CheckpointError, load_pretrained, save_pretrained
 from mobilellm_r1.tokenizer import load_tokenizer
 
-VOCAB = 1000
-
-
-def tiny_cfg(**overrides) -> ModelConfig:
-    values = dict(
-        hidden_size=64,
-        intermediate_size_mlp=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=VOCAB,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=[2],
-    )
-    return ModelConfig(**{**values, **overrides})
-
 
 def make_model(seed: int = 0, **overrides) -> torch.nn.Module:
-    model = build_model(tiny_cfg(**overrides), seed=seed).eval()
+    model = build_model(small_config(**overrides), seed=seed).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -6,28 +6,14 @@ import pytest
 import torch
 import transformers
 
+from helpers import VOCAB, small_config
 from mobilellm_r1.model import KVCache, ModelConfig, build_model
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.model.model import doc_ids_from_position_ids
 
-VOCAB = 1000
-
 
 def tiny_cfg(**overrides) -> ModelConfig:
-    values = dict(
-        hidden_size=64,
-        intermediate_size_mlp=128,
-        num_hidden_layers=3,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=VOCAB,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=[2],
-    )
-    return ModelConfig(**{**values, **overrides})
+    return small_config(**{"num_hidden_layers": 3, "num_attention_heads": 6, **overrides})
 
 
 def random_norms(model: torch.nn.Module, seed: int = 0) -> None:

@@ -9,7 +9,7 @@ torchrun: `get_state_dict` / `set_state_dict` turn either into canonical-FQN sta
                              rng_rank{r}.safetensors        (per-rank RNG states)
     root/latest              "step_00001000"
 
-A save writes into `root/.step_XXXXXXXX.tmp/`; once every rank is done, rank 0 fsyncs it,
+A save writes into `root/.step_<step:08d>.tmp/`; once every rank is done, rank 0 fsyncs it,
 renames it to its final name and atomically rewrites `latest`. A kill at any point leaves
 the previous checkpoint complete; stale `.tmp` directories are removed by the next save.
 Our own state is never pickled (DCP tensors, safetensors, JSON). DCP itself pickles its
