@@ -1,0 +1,144 @@
+"""HumanEval and MBPP: loading, program assembly, the MBPP few-shot prompt, and sandboxed checking.
+
+Data layout (see ``shared/data/eval/SOURCES.md``)::
+
+    D/humaneval/HumanEval.jsonl.gz   # openai/human-eval, 164 tasks
+    D/mbpp/mbpp.jsonl                # full MBPP (974 tasks, fields text/code/test_list/test_setup_code/...)
+    D/mbpp/mbpp_test.jsonl           # test split 11-510 (DeepSeek-Coder copy, fields prompt/test/code)
+
+MBPP records are normalised to the original field names (``text``, ``code``, ``test_list``,
+``test_setup_code``, ``challenge_test_list``). The test split is taken from ``mbpp.jsonl`` when that file
+is present (it carries ``test_setup_code``, which task 367 needs); otherwise ``mbpp_test.jsonl`` is used
+with an empty ``test_setup_code``.
+
+MBPP prompt: the 3-shot format of the MBPP paper (Austin et al. 2021, "Program Synthesis with Large
+Language Models", tasks 2, 3, 4 as exemplars), as used by common harnesses (DeepSeek-Coder
+``Evaluation/MBPP``, bigcode-evaluation-harness ``mbpp``, lm-evaluation-harness ``mbpp``)::
+
+    You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:
+
+    {test_list joined by newlines}
+    [BEGIN]
+    {code}
+    [DONE]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from mobilellm_r1.eval.sandbox import ExecResult, Job, run_many
+
+MBPP_SPLITS: dict[str, tuple[int, int]] = {
+    "prompt": (1, 10),
+    "test": (11, 510),
+    "validation": (511, 600),
+    "train": (601, 974),
+    "full": (1, 974),
+}
+MBPP_SHOT_IDS = (2, 3, 4)
+_HUMANEVAL_FILE = "HumanEval.jsonl.gz"
+_MBPP_FULL = "mbpp.jsonl"
+_MBPP_TEST = "mbpp_test.jsonl"
+
+
+def _resolve(path_or_dir: str | Path, subdir: str, names: tuple[str, ...]) -> Path:
+    """Return the data file: ``path`` itself, or the first of ``names`` in ``path`` or ``path/subdir``."""
+    path = Path(path_or_dir)
+    if path.is_file():
+        return path
+    candidates = [base / name for name in names for base in (path / subdir, path)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{subdir} data not found at {path}: put {' or '.join(names)} in {path / subdir} "
+        f"(shared layout D/{subdir}/{names[0]}), or pass the file path itself; see shared/data/eval/SOURCES.md"
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Read a (possibly gzip-compressed) JSON-lines file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_humaneval(path_or_dir: str | Path) -> list[dict]:
+    """Load the 164 HumanEval tasks (task_id, prompt, canonical_solution, test, entry_point)."""
+    return _read_jsonl(_resolve(path_or_dir, "humaneval", (_HUMANEVAL_FILE,)))
+
+
+def _normalise_mbpp(record: dict) -> dict:
+    """Map the DeepSeek-Coder test-file fields (prompt/test) to the original MBPP names."""
+    return {
+        "task_id": record["task_id"],
+        "text": record.get("text", record.get("prompt", "")),
+        "code": record["code"],
+        "test_list": list(record.get("test_list", record.get("test", []))),
+        "test_setup_code": record.get("test_setup_code", ""),
+        "challenge_test_list": list(record.get("challenge_test_list", [])),
+    }
+
+
+def load_mbpp(path_or_dir: str | Path, split: str = "test") -> list[dict]:
+    """Load an MBPP split (``test`` 11-510, ``validation``, ``train``, ``prompt`` 1-10 or ``full``)."""
+    if split not in MBPP_SPLITS:
+        raise ValueError(f"unknown MBPP split {split!r}; expected one of {sorted(MBPP_SPLITS)}")
+    names = (_MBPP_FULL, _MBPP_TEST) if split == "test" else (_MBPP_FULL,)
+    path = _resolve(path_or_dir, "mbpp", names)
+    lo, hi = MBPP_SPLITS[split]
+    records = [_normalise_mbpp(r) for r in _read_jsonl(path)]
+    return [r for r in records if lo <= r["task_id"] <= hi]
+
+
+def mbpp_shots(path_or_dir: str | Path) -> list[dict]:
+    """The standard exemplars, MBPP tasks 2, 3 and 4 (from the full ``mbpp.jsonl``)."""
+    by_id = {r["task_id"]: r for r in load_mbpp(path_or_dir, split="prompt")}
+    return [by_id[i] for i in MBPP_SHOT_IDS]
+
+
+def humaneval_program(record: dict, completion: str) -> str:
+    """HumanEval check program: prompt + completion + test code + ``check(entry_point)``."""
+    prompt, test, entry = record["prompt"], record["test"], record["entry_point"]
+    return prompt + completion + "\n\n" + test + f"\n\ncheck({entry})\n"
+
+
+def mbpp_program(record: dict, code: str) -> str:
+    """MBPP check program: ``code`` + ``test_setup_code`` + the asserts of ``test_list``.
+
+    The setup goes after the code: the only tasks with setup code (367 in test, 927 in train) build
+    trees with the ``Node`` class that the solution itself defines, so setup-first raises NameError.
+    """
+    parts = [code, record.get("test_setup_code", ""), *record["test_list"]]
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def _mbpp_block(record: dict) -> str:
+    """One prompt block up to and including ``[BEGIN]\\n``."""
+    tests = "\n".join(record["test_list"])
+    return (
+        f"You are an expert Python programmer, and here is your task: {record['text']} "
+        f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n"
+    )
+
+
+def mbpp_prompt(record: dict, shots: list[dict]) -> str:
+    """Few-shot MBPP prompt: each exemplar with its ``code`` and ``[DONE]``, then ``record`` up to ``[BEGIN]``."""
+    examples = "".join(_mbpp_block(s) + s["code"] + "\n[DONE]\n" for s in shots)
+    return examples + _mbpp_block(record)
+
+
+def extract_mbpp_code(completion: str) -> str:
+    """The code in a completion: text before the first ``[DONE]``, without a leading ``[BEGIN]``."""
+    code = completion.split("[DONE]", 1)[0].strip()
+    if code.startswith("[BEGIN]"):
+        code = code[len("[BEGIN]") :]
+    return code.strip("\n")
+
+
+def run_code_checks(programs: list[str], timeout_s: float = 10, workers: int = 2) -> list[ExecResult]:
+    """Run each check program in the sandbox (in parallel); ``status == "ok"`` means it passed."""
+    return run_many([Job(source=p, timeout_s=timeout_s) for p in programs], workers=workers)
