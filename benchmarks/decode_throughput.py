@@ -55,6 +55,16 @@ def _prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:
     return torch.randint(0, vocab, (batch, length), generator=g).tolist()
 
 
+def _rates(batch: int, new_tokens: int, prefill: float, total: float) -> dict:
+    """End-to-end and after-prefill tokens/s from a one-token call's time and a full call's."""
+    return {
+        "e2e_tok_s": batch * new_tokens / total,
+        "decode_tok_s": batch * (new_tokens - 1) / max(total - prefill, 1e-9),
+        "prefill_s": prefill,
+        "total_s": total,
+    }
+
+
 def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool) -> dict:
     gen = Generator(model, compile=compile)
     full = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
@@ -62,13 +72,7 @@ def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool) -> d
     gen.generate(prompts, full)  # warm-up: compiles and records graphs
     prefill = min(_timed(lambda: gen.generate(prompts, first), device) for _ in range(2))
     total = min(_timed(lambda: gen.generate(prompts, full), device) for _ in range(2))
-    b = len(prompts)
-    return {
-        "e2e_tok_s": b * new_tokens / total,
-        "decode_tok_s": b * (new_tokens - 1) / max(total - prefill, 1e-9),
-        "prefill_s": prefill,
-        "total_s": total,
-    }
+    return _rates(len(prompts), new_tokens, prefill, total)
 
 
 def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
@@ -94,13 +98,7 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
     run(new_tokens)  # warm-up (compiles for static_compiled)
     prefill = _timed(lambda: run(1), device)
     total = _timed(lambda: run(new_tokens), device)
-    b = len(prompts)
-    return {
-        "e2e_tok_s": b * new_tokens / total,
-        "decode_tok_s": b * (new_tokens - 1) / max(total - prefill, 1e-9),
-        "prefill_s": prefill,
-        "total_s": total,
-    }
+    return _rates(len(prompts), new_tokens, prefill, total)
 
 
 def machine(device: str) -> dict:

@@ -5,26 +5,25 @@ import random
 import pytest
 import torch
 
+from helpers import small_config
 from mobilellm_r1.eval.loglik import (
     continuation_logprobs,
     encode_pair,
     score_multiple_choice,
     score_partial,
 )
-from mobilellm_r1.model import ModelConfig, Transformer, build_model
+from mobilellm_r1.model import Transformer, build_model
 
 VOCAB = 300
 
 
 @pytest.fixture(scope="module")
 def model() -> Transformer:
-    cfg = ModelConfig(
+    cfg = small_config(
         hidden_size=32,
         intermediate_size_mlp=64,
-        num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
         vocab_size=VOCAB,
         initializer_range=0.2,
     )

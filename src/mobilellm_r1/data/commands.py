@@ -78,30 +78,29 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_tokenize(args: argparse.Namespace) -> int:
     from ..tokenizer import load_tokenizer
-    from .recipes import load_mixture, source_spec
+    from .recipes import MixSource, load_mixture, source_spec
     from .shards import tokenize_source
-    from .sources import SourceSpec
 
     tokenizer = load_tokenizer(args.tokenizer)
     if args.recipe:
         recipe = load_mixture(args.recipe, args.overrides)
-        specs = [source_spec(recipe, s) for s in recipe.sources if s.files]
+        specs = [source_spec(s, recipe.data_root) for s in recipe.sources if s.files]
         if not specs:
             raise ValueError(f"recipe {recipe.name!r} lists no raw files to tokenize")
         root = Path(args.out or recipe.shards_root)
     else:
         if not (args.name and args.files):
             raise ValueError("give --recipe, or --name and --files")
-        specs = [
-            SourceSpec(
-                name=args.name,
-                path=args.files,
-                format=args.format,
-                text_field=args.text_field,
-                template=args.template,
-                on_error=args.on_error,
-            )
-        ]
+        source = MixSource(
+            name=args.name,
+            weight=1.0,
+            files=args.files,
+            format=args.format,
+            text_field=args.text_field,
+            template=args.template,
+            on_error=args.on_error,
+        )
+        specs = [source_spec(source)]
         root = Path(args.out or "data/shards")
     for spec in specs:
         report = tokenize_source(

@@ -89,11 +89,11 @@ class MixtureRecipe:
         return {s.name: s.weight / total for s in self.active}
 
 
-def source_spec(recipe: MixtureRecipe, source: MixSource) -> SourceSpec:
-    """The raw-data description of a mixture source, for tokenization."""
+def source_spec(source: MixSource, data_root: str | os.PathLike = ".") -> SourceSpec:
+    """The raw-data description of a mixture source (relative files under `data_root`)."""
     from .sources import SourceSpec
 
-    root = Path(recipe.data_root)
+    root = Path(data_root)
     files = [f if Path(f).is_absolute() or source.format == "hf" else str(root / f) for f in source.files]
     return SourceSpec(
         name=source.name,
@@ -117,7 +117,7 @@ def prepare(recipe: MixtureRecipe, tokenizer: Tokenizer, workers: int = 2) -> li
     reports = []
     for source in recipe.active:
         if source.files and not (recipe.shard_dir(source) / "meta.json").exists():
-            spec = source_spec(recipe, source)
+            spec = source_spec(source, recipe.data_root)
             reports.append(tokenize_source(spec, recipe.shards_root, tokenizer=tokenizer, workers=workers))
     return reports
 

@@ -131,6 +131,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.loader = self._build_loader()
         self.step, self.bad_steps = 0, 0
+        self._eval_cache: dict[str, list[list[int]]] | None = None
         if resume:
             self._resume()
         self.logger = MetricsLogger(
@@ -225,7 +226,7 @@ class Trainer:
     # ------------------------------------------------------------------ held-out NLL
     def _eval_docs(self) -> dict[str, list[list[int]]]:
         """First `eval_docs` texts of each eval file, tokenized once (BOS + text + EOS)."""
-        if not hasattr(self, "_eval_cache"):
+        if self._eval_cache is None:
             self._eval_cache = {}
             for path in self.cfg.eval_files:
                 with open(path) as f:
