@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 from .data import commands as _data_commands
+from .eval import commands as _eval_commands
 from .train import commands as _train_commands
 
 PROG = "mobilellm-r1"
@@ -519,6 +520,7 @@ def _register_stage(module: Any) -> None:
 
 _register_stage(_data_commands)
 _register_stage(_train_commands)
+_register_stage(_eval_commands)
 
 
 # =========================================================================== main

@@ -14,7 +14,7 @@ import gc
 import json
 
 NAME = "train"
-HELP = "train a model from a recipe (pretraining, mid-training)"
+HELP = "train a model from a recipe (pretraining, mid-training, SFT, GRPO)"
 DESCRIPTION = __doc__
 
 
@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     cfg = load_train_config(args.recipe, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume, device=args.device)
+    trainer_cls = Trainer
+    if cfg.objective == "grpo":
+        from .grpo import GRPOTrainer as trainer_cls
+    trainer = trainer_cls(cfg, resume=args.resume, device=args.device)
     summary = trainer.fit()
     is_main = trainer.dist.is_main
     # Free the sharded model before leaving the process group: gloo can abort at exit otherwise.

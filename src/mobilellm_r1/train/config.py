@@ -67,16 +67,37 @@ class DistillSection:
 
 
 @dataclass
+class GRPOSection:
+    """GRPO (`objective: grpo`, see `train/grpo.py`); the paper's study: 100 steps, 32 prompts x 8."""
+
+    prompts: list[str] = field(default_factory=list)  # jsonl files of verifiable prompts
+    system: str | None = "math"  # system prompt for rows given as plain problem text
+    domain: str | None = "math"  # keep rows whose meta.domain is this (null: all)
+    prompts_per_step: int = 32
+    group_size: int = 8
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    clip_eps: float = 0.2
+    kl_beta: float = 0.04  # weight of the k3 KL to the frozen initial policy (0: no reference model)
+    iterations: int = 1  # gradient passes per rollout (mu)
+    loss_agg: Literal["seq", "token"] = "seq"  # per-completion mean (GRPO) or token mean (DAPO)
+    micro_batch: int = 8  # rows per forward/backward
+    judge_workers: int = 2
+
+
+@dataclass
 class TrainConfig:
     """A training run."""
 
     name: str
-    objective: Literal["lm", "kd"] = "lm"
+    objective: Literal["lm", "kd", "sft", "grpo"] = "lm"
     steps: int = 1000
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     distill: DistillSection = field(default_factory=DistillSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast over fp32 master weights
     compile: bool = False
     activation_checkpointing: bool = False
@@ -87,7 +108,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # held-out NLL every N steps (0: off)
     eval_files: list[str] = field(default_factory=list)  # jsonl with a "text" field
-    eval_docs: int = 64
+    # Benchmarks whose reference solutions are scored (eval.nll), read from eval_data_dir/<task>/
+    eval_tasks: list[str] = field(default_factory=list)
+    eval_data_dir: str = "data/synth/eval"
+    eval_docs: int = 64  # examples per eval file / task
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     seed: int = 0
 
@@ -96,6 +120,8 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.objective == "kd" and not (self.distill.teacher or self.distill.topk_dir):
             raise ValueError("objective kd needs distill.teacher or distill.topk_dir")
+        if self.objective == "grpo" and not self.grpo.prompts:
+            raise ValueError("objective grpo needs grpo.prompts (jsonl files of verifiable prompts)")
         self.out_dir = self.out_dir.format(name=self.name)
 
 

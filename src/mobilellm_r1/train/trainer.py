@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data.mixture import Batch, MixtureLoader
 from ..data.recipes import build_loader, load_mixture, prepare
+from ..eval.nll import reference_examples
 from ..model import Transformer, build_model, preset
 from ..model.hf import load_pretrained, save_pretrained
 from ..tokenizer import load_tokenizer
@@ -106,6 +107,7 @@ class StepResult:
     grad_norm: float
     tokens: int
     skipped: bool
+    extra: dict[str, float] = field(default_factory=dict)  # objective-specific metrics (GRPO)
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -224,37 +226,42 @@ class Trainer:
         return StepResult(mean_loss, grad_norm, tokens, skipped)
 
     # ------------------------------------------------------------------ held-out NLL
-    def _eval_docs(self) -> dict[str, list[list[int]]]:
-        """First `eval_docs` texts of each eval file, tokenized once (BOS + text + EOS)."""
+    def _eval_docs(self) -> dict[str, list[tuple[list[int], list[int]]]]:
+        """(ids, labels) per held-out example, tokenized once: the first `eval_docs` texts of
+        each eval file (BOS + text + EOS, every token scored) and the reference solutions of
+        each eval task (only the solution tokens scored)."""
         if self._eval_cache is None:
             self._eval_cache = {}
             for path in self.cfg.eval_files:
                 with open(path) as f:
                     texts = [json.loads(line)["text"] for line in itertools.islice(f, self.cfg.eval_docs)]
-                ids = self.tokenizer.encode_batch(texts, bos=True, eos=True)
-                self._eval_cache[Path(path).stem] = [x[: self.seq_len + 1] for x in ids]
+                ids = [x[: self.seq_len + 1] for x in self.tokenizer.encode_batch(texts, bos=True, eos=True)]
+                self._eval_cache[Path(path).stem] = [(x, x) for x in ids]
+            for task in self.cfg.eval_tasks:
+                self._eval_cache[task] = reference_examples(
+                    task,
+                    self.cfg.eval_data_dir,
+                    self.tokenizer,
+                    limit=self.cfg.eval_docs,
+                    max_len=self.seq_len,
+                )
         return self._eval_cache
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean per-token NLL on each eval file (the paper tracks benchmark NLL, its Fig. 7)."""
+        """Token-mean NLL on each eval file and task (the paper tracks benchmark NLL, its Fig. 7)."""
         self.objective.eval()
         result = {}
-        for name, docs in self._eval_docs().items():
+        for name, examples in self._eval_docs().items():
             total, count = 0.0, 0
-            for ids in docs:
+            for ids, labels in examples:
                 t = torch.tensor([ids], device=self.dist.device)
-                zeros = torch.zeros_like(t[:, :-1])
-                batch = Batch(
-                    t[:, :-1],
-                    t[:, 1:],
-                    torch.arange(t.shape[1] - 1, device=t.device)[None],
-                    zeros,
-                    zeros[:, 0],
-                )
+                y = torch.tensor([labels[1:]], device=self.dist.device)
+                zeros = torch.zeros_like(y)
+                positions = torch.arange(y.shape[1], device=t.device)[None]
                 with self._autocast():
-                    total += float(self.objective(batch))
-                count += t.shape[1] - 1
+                    total += float(self.objective(Batch(t[:, :-1], y, positions, zeros, zeros[:, 0])))
+                count += int((y != -100).sum())
             result[f"nll/{name}"] = total / max(count, 1)
         self.objective.train()
         return result
@@ -287,6 +294,7 @@ class Trainer:
                 if self.peak_flops
                 else None,
                 "skipped": int(result.skipped),
+                **result.extra,
             },
             force=self.step % cfg.log_every == 0 or self.step == cfg.steps,
         )
@@ -301,7 +309,7 @@ class Trainer:
             self.step += 1
             last = result
             self._after_step(result, time.perf_counter() - start)
-            if cfg.eval_every and cfg.eval_files and self.step % cfg.eval_every == 0:
+            if cfg.eval_every and (cfg.eval_files or cfg.eval_tasks) and self.step % cfg.eval_every == 0:
                 self.logger.log_eval(self.step, self.evaluate())
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self._checkpoint()

@@ -1,0 +1,338 @@
+"""GRPO (Shao et al. 2024, DeepSeekMath): reinforcement learning from verifiable rewards.
+
+One optimizer step (``objective: grpo``):
+
+1. take ``prompts_per_step`` prompts (seeded shuffle per epoch, resumable), render each with the
+   chat template (the math system prompt by default);
+2. sample ``group_size`` completions per prompt from the current policy with our KV-cache
+   :class:`~mobilellm_r1.deploy.generate.Generator`;
+3. reward each completion with the evaluation harness's math judge: 1 if its final answer
+   (last ``\\boxed{}``, then "the answer is", then last number) equals the gold answer, else 0;
+4. group-normalised advantage ``A_i = (r_i - mean(r_group)) / (std(r_group) + eps)``, the same
+   for every token of completion i (groups whose rewards are all equal carry no signal);
+5. ``iterations`` gradient passes over the rollouts minimising, per completion token t,
+
+       -min(rho_t A, clip(rho_t, 1 - clip_eps, 1 + clip_eps) A) + beta * KL_t,
+       rho_t = pi(y_t) / pi_old(y_t),  KL_t = exp(q_t) - q_t - 1,  q_t = log pi_ref(y_t) - log pi(y_t)
+
+   (the k3 estimator of KL(pi || pi_ref) against the frozen initial policy), averaged over each
+   completion's tokens then over completions (``loss_agg: seq``, the GRPO paper) or over all
+   tokens of the step (``loss_agg: token``, DAPO). With ``iterations: 1`` pi_old is the policy
+   itself, so rho = 1 and nothing is clipped: clipping only acts from the second pass on.
+
+Logs per step: mean reward, reward std, completion length, KL, clip fraction, the fraction of
+groups with a learning signal, plus the trainer's loss / lr / grad norm / tokens/s.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from ..deploy.generate import Generator
+from ..deploy.sampling import SamplingParams
+from ..eval.math_grading import MathJudge, math_gold
+from ..tokenizer import chat_messages
+from .optim import lr_factor, set_lr
+from .trainer import StepResult, Trainer
+
+IGNORE = -100
+
+
+@dataclass
+class Prompt:
+    """A verifiable prompt: chat messages (no assistant turn) and the gold final answer."""
+
+    id: str
+    messages: list[dict[str, str]]
+    answer: str
+
+
+def _answer_of(row: dict[str, Any], where: str) -> str:
+    """Gold answer: ``answer``, ``meta.answer``, or the last boxed of ``solution``."""
+    for value in (row.get("answer"), (row.get("meta") or {}).get("answer")):
+        if value not in (None, ""):
+            return str(value)
+    if row.get("solution"):
+        boxed = math_gold(str(row["solution"]))
+        if boxed:
+            return boxed
+    raise ValueError(f"{where}: no gold answer (fields answer, meta.answer, or a boxed solution)")
+
+
+def _messages_of(row: dict[str, Any], where: str, system: str | None) -> list[dict[str, str]]:
+    """Chat without the assistant reply: ``messages`` minus trailing assistant turns, else the
+    ``problem`` / ``question`` / ``prompt`` text with the configured system prompt."""
+    if row.get("messages"):
+        msgs = [dict(m) for m in row["messages"]]
+        while msgs and msgs[-1]["role"] == "assistant":
+            msgs.pop()
+        if msgs:
+            return msgs
+    for key in ("problem", "question", "prompt"):
+        if row.get(key):
+            return chat_messages(str(row[key]), system=system)
+    raise ValueError(f"{where}: no prompt (fields messages, problem, question or prompt)")
+
+
+def load_prompts(paths: list[str], system: str | None = "math", domain: str | None = "math") -> list[Prompt]:
+    """Verifiable prompts from jsonl files (NuminaMath-TIR style ``problem`` + ``solution``, GSM8K
+    style ``question`` + ``answer``, or SFT records with ``messages`` + ``meta.answer``).
+
+    Rows whose ``meta.domain`` differs from ``domain`` are skipped (``domain: null`` keeps all).
+    A row without a prompt or an answer raises ValueError naming ``file:line``.
+    """
+    prompts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{where}: not JSON ({err.msg})") from None
+                meta_domain = (row.get("meta") or {}).get("domain")
+                if domain and meta_domain and meta_domain != domain:
+                    continue
+                answer = row.get("answer", "")
+                if isinstance(answer, str) and "####" in answer:  # GSM8K: the number after ####
+                    row = row | {"answer": answer.split("####")[-1].strip().replace(",", "")}
+                rid = str(row.get("id", f"{Path(path).stem}:{lineno}"))
+                prompts.append(Prompt(rid, _messages_of(row, where, system), _answer_of(row, where)))
+    if not prompts:
+        raise ValueError(f"no prompts in {paths}")
+    return prompts
+
+
+class PromptSampler:
+    """Endless seeded epochs over the prompts; ``state_dict`` resumes exactly."""
+
+    def __init__(self, prompts: list[Prompt], seed: int) -> None:
+        self.prompts, self.seed = prompts, seed
+        self.epoch, self.index = 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(len(self.prompts)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Prompt]:
+        out = []
+        while len(out) < n:
+            if self.index == len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.prompts[self._order[self.index]])
+            self.index += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = self._shuffle()
+
+
+# ------------------------------------------------------------------------------ maths
+def group_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
+    """rewards [P, G] -> advantages [P, G]: (r - group mean) / (group std + eps), std with ddof=0."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, correction=0)
+    return (rewards - mean) / (std + eps)
+
+
+def token_logprobs(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int = 1024) -> Tensor:
+    """log p(targets) from final hidden states, without materialising all logits.
+
+    hidden [N, d], weight [V, d], targets [N] -> [N] float32. Each chunk's [chunk, V] logits are
+    recomputed in backward (activation checkpointing), so only one chunk's logits are alive.
+    """
+
+    def piece(h: Tensor, y: Tensor) -> Tensor:
+        logits = (h @ weight.T).float()  # [n, V]
+        return logits.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+    outs = []
+    for lo in range(0, hidden.shape[0], chunk):
+        h, y = hidden[lo : lo + chunk], targets[lo : lo + chunk]
+        outs.append(checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y))
+    return torch.cat(outs) if outs else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def grpo_token_loss(
+    logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, adv: Tensor, clip_eps: float, beta: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token GRPO loss, KL and clipped flag (all [N]); see the module docstring."""
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    surrogate = torch.minimum(ratio * adv, clipped * adv)
+    was_clipped = (ratio * adv > clipped * adv).float()
+    if ref_logp is None:
+        kl = torch.zeros_like(logp)
+    else:
+        q = ref_logp - logp
+        kl = torch.exp(q) - q - 1
+    return -(surrogate - beta * kl), kl.detach(), was_clipped
+
+
+@dataclass
+class Rollout:
+    """One step's completions, flattened over prompts x group: rows are prompt + completion."""
+
+    ids: Tensor  # [R, L] right-padded
+    targets: Tensor  # [R, L-1]: next tokens, IGNORE outside completions
+    adv: Tensor  # [R]
+    rewards: Tensor  # [P, G]
+    lengths: list[int]  # completion tokens per row
+    old_logp: Tensor | None = None  # [R, L-1]
+    ref_logp: Tensor | None = None  # [R, L-1]
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class GRPOTrainer(Trainer):
+    """The trainer with GRPO steps (prompts instead of a token mixture; see module docstring)."""
+
+    def _build_loader(self) -> PromptSampler:
+        g = self.cfg.grpo
+        if self.dist.distributed:
+            raise ValueError("GRPO runs in one process (one GPU or CPU); launch it without torchrun")
+        self.seq_len = self.model.config.max_position_embeddings
+        self.judge = MathJudge(workers=g.judge_workers)
+        self.reference = None
+        if g.kl_beta > 0:  # built before any resume: the reference is always the initial policy
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.generator = Generator(self.model, self.tokenizer)
+        return PromptSampler(load_prompts(g.prompts, system=g.system, domain=g.domain), seed=self.cfg.seed)
+
+    def fit(self) -> dict:
+        try:
+            return super().fit()
+        finally:
+            self.judge.close()
+
+    # ------------------------------------------------------------------ rollout
+    def _sample(self, prompts: list[Prompt]) -> tuple[list[list[int]], list[list[Any]]]:
+        g = self.cfg.grpo
+        encoded = [
+            list(self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)) for p in prompts
+        ]
+        params = SamplingParams(
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            n=g.group_size,
+            seed=self.cfg.seed * 100_003 + self.step,
+            stop_token_ids=tuple(self.tokenizer.stop_ids),
+        )
+        with self._autocast():
+            completions = self.generator.generate(encoded, params)
+        self.model.train()
+        return encoded, completions
+
+    def _rollout(self) -> Rollout:
+        g = self.cfg.grpo
+        prompts = self.loader.take(g.prompts_per_step)
+        encoded, completions = self._sample(prompts)
+        pairs = [
+            (p.answer, c.text or "") for p, group in zip(prompts, completions, strict=True) for c in group
+        ]
+        verdicts = self.judge.judge_many(pairs)
+        rewards = torch.tensor([float(v.correct) for v in verdicts]).view(len(prompts), g.group_size)
+        rows = [(ids, c.token_ids) for ids, group in zip(encoded, completions, strict=True) for c in group]
+        width = max(len(p) + len(c) for p, c in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        targets = torch.full((len(rows), width - 1), IGNORE, dtype=torch.long)
+        for r, (p, c) in enumerate(rows):
+            seq = torch.tensor(p + c)
+            ids[r, : len(seq)] = seq
+            targets[r, len(p) - 1 : len(seq) - 1] = seq[len(p) :]
+        has_signal = (rewards.std(dim=1) > 0).float().mean().item()
+        return Rollout(
+            ids, targets, group_advantages(rewards).flatten(), rewards, [len(c) for _, c in rows],
+            extra={"groups_with_signal": has_signal},
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ loss
+    def _logp(self, model: torch.nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
+        """[R, L-1] log-probs of `targets` (0 where IGNORE)."""
+        hidden = model(ids[:, :-1], return_hidden=True)  # [R, L-1, d]
+        flat_t = targets.flatten()
+        keep = flat_t != IGNORE
+        out = torch.zeros(flat_t.shape, device=ids.device, dtype=torch.float32)
+        out[keep] = token_logprobs(hidden.flatten(0, 1)[keep], model.lm_head.weight, flat_t[keep])
+        return out.view_as(targets)
+
+    def _per_row(self, fn, roll: Rollout) -> Tensor:
+        g, dev = self.cfg.grpo, self.dist.device
+        outs = []
+        for lo in range(0, roll.ids.shape[0], g.micro_batch):
+            ids, tg = roll.ids[lo : lo + g.micro_batch].to(dev), roll.targets[lo : lo + g.micro_batch].to(dev)
+            with self._autocast():
+                outs.append(fn(ids, tg).cpu())
+        return torch.cat(outs)
+
+    def _token_weights(self, targets: Tensor) -> Tensor:
+        """[R, L-1] weights that turn per-token losses into the configured mean."""
+        mask = (targets != IGNORE).float()
+        if self.cfg.grpo.loss_agg == "token":
+            return mask / mask.sum().clamp(min=1)
+        return mask / mask.sum(dim=1, keepdim=True).clamp(min=1) / mask.shape[0]
+
+    def train_step(self) -> StepResult:
+        g, dev = self.cfg.grpo, self.dist.device
+        roll = self._rollout()
+        with torch.no_grad():
+            if self.reference is not None:
+                roll.ref_logp = self._per_row(lambda i, t: self._logp(self.reference, i, t), roll)
+            if g.iterations > 1:
+                roll.old_logp = self._per_row(lambda i, t: self._logp(self.model, i, t), roll)
+        weights = self._token_weights(roll.targets)
+        set_lr(self.optimizer, self.cfg.optim.lr * lr_factor(self.step, self.cfg.steps, self.cfg.optim))
+        stats = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
+        grad_norm = 0.0
+        for _ in range(g.iterations):
+            for lo in range(0, roll.ids.shape[0], g.micro_batch):
+                sl = slice(lo, lo + g.micro_batch)
+                part = self._micro_loss(roll, sl, weights[sl].to(dev))
+                for k in stats:
+                    stats[k] += part[k] / g.iterations
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
+            )
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        tokens = sum(roll.lengths)
+        extra = {
+            "reward": roll.rewards.mean().item(),
+            "reward_std": roll.rewards.std(correction=0).item(),
+            "completion_len": tokens / len(roll.lengths),
+            "kl": stats["kl"],
+            "clip_frac": stats["clip"],
+            **roll.extra,
+        }
+        return StepResult(stats["loss"], grad_norm, tokens, skipped=False, extra=extra)
+
+    def _micro_loss(self, roll: Rollout, sl: slice, w: Tensor) -> dict[str, float]:
+        g, dev = self.cfg.grpo, self.dist.device
+        ids, tg = roll.ids[sl].to(dev), roll.targets[sl].to(dev)
+        with self._autocast():
+            logp = self._logp(self.model, ids, tg)
+        old = roll.old_logp[sl].to(dev) if roll.old_logp is not None else logp.detach()
+        ref = roll.ref_logp[sl].to(dev) if roll.ref_logp is not None else None
+        adv = roll.adv[sl].to(dev)[:, None].expand_as(logp)
+        per_tok, kl, clipped = grpo_token_loss(logp, old, ref, adv, g.clip_eps, g.kl_beta)
+        loss = (per_tok * w).sum()
+        loss.backward()
+        return {"loss": float(loss.detach()), "kl": float((kl * w).sum()), "clip": float((clipped * w).sum())}

@@ -1,0 +1,162 @@
+"""GRPO: advantages, the clipped/KL loss, chunked token log-probs, prompts, and a reward that rises."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from helpers import small_config
+from mobilellm_r1.model import build_model
+from mobilellm_r1.model.hf import save_pretrained
+from mobilellm_r1.tokenizer import load_tokenizer
+from mobilellm_r1.train.config import load_train_config
+from mobilellm_r1.train.grpo import (
+    GRPOTrainer,
+    PromptSampler,
+    group_advantages,
+    grpo_token_loss,
+    load_prompts,
+    token_logprobs,
+)
+
+
+def test_group_advantages() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    adv = group_advantages(rewards)
+    assert torch.allclose(adv[0], torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-3)
+    assert torch.equal(adv[1], torch.zeros(4))  # no signal in a uniform group
+
+
+def test_token_loss_clipping_and_kl() -> None:
+    logp = torch.log(torch.tensor([0.5, 0.5, 0.5]))
+    old = torch.log(torch.tensor([0.25, 0.5, 0.8]))  # ratios 2.0, 1.0, 0.625
+    adv = torch.tensor([1.0, 1.0, -1.0])
+    loss, kl, clipped = grpo_token_loss(logp, old, logp.clone(), adv, clip_eps=0.2, beta=0.1)
+    # ratio 2 with A>0 is clipped to 1.2; ratio 0.625 with A<0 is clipped to 0.8 (min picks -0.8)
+    assert torch.allclose(loss, torch.tensor([-1.2, -1.0, 0.8]))
+    assert torch.equal(kl, torch.zeros(3)) and clipped.tolist() == [1.0, 0.0, 1.0]
+    ref = torch.log(torch.tensor([0.25, 0.5, 0.5]))
+    _, kl, _ = grpo_token_loss(logp, logp, ref, torch.zeros(3), 0.2, 1.0)
+    q = torch.log(torch.tensor(0.5))
+    assert torch.allclose(kl[0], torch.exp(q) - q - 1) and kl[1] == 0  # k3 >= 0, zero when equal
+
+
+def test_token_logprobs_equal_full_softmax() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    got = token_logprobs(hidden, weight, targets, chunk=10)
+    want = torch.log_softmax(hidden @ weight.T, -1).gather(1, targets[:, None]).squeeze(1)
+    assert torch.allclose(got.double(), want, atol=1e-6)
+    g1 = torch.autograd.grad(got.sum(), (hidden, weight))
+    g2 = torch.autograd.grad(want.sum(), (hidden, weight))
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_load_prompts_formats_and_errors(tmp_path) -> None:
+    path = tmp_path / "p.jsonl"
+    rows = [
+        {"problem": "What is 1+1?", "solution": "It is $\\boxed{2}$."},  # NuminaMath-TIR
+        {"question": "Two apples and one more?", "answer": "2 + 1 = 3\n#### 3"},  # GSM8K
+        {"messages": [{"role": "user", "content": "5*5?"}, {"role": "assistant", "content": "25"}],
+         "meta": {"domain": "math", "answer": "25"}},
+        {"messages": [{"role": "user", "content": "code"}], "meta": {"domain": "code", "answer": "x"}},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load_prompts([str(path)])
+    assert [p.answer for p in prompts] == ["2", "3", "25"]  # the code row is filtered out
+    assert prompts[0].messages[0]["role"] == "system" and prompts[0].messages[-1]["content"] == "What is 1+1?"
+    assert prompts[2].messages == [{"role": "user", "content": "5*5?"}]  # assistant reply dropped
+    path.write_text(json.dumps({"problem": "no answer"}) + "\n")
+    with pytest.raises(ValueError, match=r"p\.jsonl:1: no gold answer"):
+        load_prompts([str(path)])
+
+
+def test_prompt_sampler_resumes() -> None:
+    prompts = load_prompts_stub(7)
+    a = PromptSampler(prompts, seed=3)
+    a.take(10)
+    b = PromptSampler(prompts, seed=3)
+    b.load_state_dict(a.state_dict())
+    assert [p.id for p in a.take(9)] == [p.id for p in b.take(9)]
+
+
+def load_prompts_stub(n: int):
+    from mobilellm_r1.train.grpo import Prompt
+
+    return [Prompt(str(i), [{"role": "user", "content": str(i)}], str(i)) for i in range(n)]
+
+
+def _sum_rows(n: int, rng: random.Random) -> list[dict]:
+    """Additions whose sum is always 7: one right answer for the policy to discover."""
+    rows = []
+    for i in range(n):
+        a = rng.randrange(8)
+        content = f"What is {a} + {7 - a}?"
+        rows.append({"id": f"s{i}", "messages": [{"role": "user", "content": content}], "answer": "7"})
+    return rows
+
+
+def _warm_start(tmp_path, tokenizer, rows: list[dict]) -> str:
+    """A tiny model taught the answer format (one digit, then <|eot_id|>) with random digits as
+    labels, so the policy starts near 10% reward and only GRPO can tell it which digit is right."""
+    cfg = small_config(
+        vocab_size=tokenizer.vocab_size,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=list(tokenizer.stop_ids),
+        hidden_size=48,
+        head_dim=12,
+        initializer_range=0.02,
+    )
+    model = build_model(cfg, seed=0)
+    rng = random.Random(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        batch = rng.sample(rows, 16)
+        seqs, masks = [], []
+        for r in batch:
+            prompt = tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True)
+            answer = [*tokenizer.encode(str(rng.randrange(10))), tokenizer.eot_id]
+            seqs.append(prompt + answer)
+            masks.append([0] * len(prompt) + [1] * len(answer))
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
+        keep = torch.tensor([m + [0] * (width - len(m)) for m in masks])[:, 1:].bool()
+        logits = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    save_pretrained(model, tokenizer, tmp_path / "init")
+    return str(tmp_path / "init")
+
+
+def test_grpo_raises_reward(tmp_path) -> None:
+    tokenizer = load_tokenizer()
+    rows = _sum_rows(200, random.Random(0))
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    init = _warm_start(tmp_path, tokenizer, rows)
+    cfg = load_train_config(
+        "train/grpo_tiny_cpu",
+        [
+            f"model.init_from={init}",
+            f"grpo.prompts=[{tmp_path / 'prompts.jsonl'}]",
+            f"out_dir={tmp_path / 'run'}",
+            "steps=30",
+            "grpo.max_new_tokens=3",
+            "grpo.prompts_per_step=4",
+            "optim.lr=2e-3",
+            "checkpoint_every=0",
+        ],
+    )
+    trainer = GRPOTrainer(cfg, device="cpu")
+    trainer.fit()
+    log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in log if "reward" in r]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert first < 0.3 and last > first + 0.3, rewards
+    assert {"kl", "clip_frac", "completion_len", "groups_with_signal"} <= set(log[-1])
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
