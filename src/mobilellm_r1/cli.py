@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .model.config import ModelConfig
     from .tokenizer import Tokenizer
 
+from .curation import commands as _curate_commands
 from .data import commands as _data_commands
 from .eval import commands as _eval_commands
 from .train import commands as _train_commands
@@ -521,6 +522,7 @@ def _register_stage(module: Any) -> None:
 _register_stage(_data_commands)
 _register_stage(_train_commands)
 _register_stage(_eval_commands)
+_register_stage(_curate_commands)
 
 
 # =========================================================================== main

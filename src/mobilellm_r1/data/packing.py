@@ -27,7 +27,7 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -61,15 +61,15 @@ class SFTDataConfig:
         seed: order of the examples (reshuffled every epoch) and fractional-epoch subsets.
     """
 
-    sources: list[ConversationSource]
+    sources: list[ConversationSource] = field(default_factory=list)
     overlong: Literal["drop", "truncate"] = "drop"
     pack_buffer: int = 1024
     seed: int = 0
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"SFT data needs sources with distinct names, got {names}")
+        if len(set(names)) != len(names):  # an empty list is checked where SFT is used
+            raise ValueError(f"SFT sources need distinct names, got {names}")
         if self.overlong not in OVERLONG_MODES:
             raise ValueError(f"overlong must be one of {OVERLONG_MODES}, got {self.overlong!r}")
         if self.pack_buffer < 1:
@@ -348,6 +348,8 @@ def build_sft_loader(
     world_size: int = 1,
 ) -> SFTLoader:
     """Read, render and fit every source of ``cfg`` and pack it for ``rank`` of ``world_size``."""
+    if not cfg.sources:
+        raise ValueError("SFT data needs at least one source")
     parts, stats = [], {}
     for source in cfg.sources:
         examples, stats[source.name] = load_conversations(source, tokenizer, seq_len, cfg.overlong)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..data.packing import SFTDataConfig
 from ..data.recipes import recipe_path
 from ..typed_config import load_config
 
@@ -97,6 +98,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     distill: DistillSection = field(default_factory=DistillSection)
+    sft: SFTDataConfig = field(default_factory=SFTDataConfig)  # conversations (objective sft)
     grpo: GRPOSection = field(default_factory=GRPOSection)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast over fp32 master weights
     compile: bool = False
@@ -120,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.objective == "kd" and not (self.distill.teacher or self.distill.topk_dir):
             raise ValueError("objective kd needs distill.teacher or distill.topk_dir")
+        if self.objective == "sft" and not self.sft.sources:
+            raise ValueError("objective sft needs sft.sources (conversation files or hub datasets)")
         if self.objective == "grpo" and not self.grpo.prompts:
             raise ValueError("objective grpo needs grpo.prompts (jsonl files of verifiable prompts)")
         self.out_dir = self.out_dir.format(name=self.name)

@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 from ..data.mixture import Batch, MixtureLoader
+from ..data.packing import SFTLoader, build_sft_loader
 from ..data.recipes import build_loader, load_mixture, prepare
 from ..eval.nll import reference_examples
 from ..model import Transformer, build_model, preset
+from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
 from ..tokenizer import load_tokenizer
 from ..typed_config import to_dict
@@ -146,6 +148,9 @@ class Trainer:
         m = self.cfg.model
         if m.init_from:
             model, _ = load_pretrained(m.init_from, device=self.dist.device, dtype=torch.float32)
+            if m.long_context and model.config.max_position_embeddings < LONG_CONTEXT:
+                # reasoning SFT: raise rope_theta x8 for 32k context (kept in the exported config)
+                model.config = model.config.with_long_context()
             model.train()
             return model
         return build_model(
@@ -166,13 +171,26 @@ class Trainer:
                     "offline top-k distillation (distill.topk_dir) is not wired into the trainer yet"
                 )
             teacher = hf_teacher(cfg.distill.teacher, self.dist.device)
-        objective = LMObjective(model, cfg.loss_chunk_tokens, cfg.data.document_mask, teacher, cfg.distill)
+        document_mask = cfg.data.document_mask or cfg.objective == "sft"  # packed chats never mix
+        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill)
         if self.dist.distributed:
             parallel.apply_fsdp(objective, model.layers, bf16=cfg.precision == "bf16")
         return objective
 
-    def _build_loader(self) -> MixtureLoader:
+    def _build_loader(self) -> MixtureLoader | SFTLoader:
         d = self.cfg.data
+        if self.cfg.objective == "sft":
+            if not d.seq_len:
+                raise ValueError("objective sft needs data.seq_len (the packed row length)")
+            self.seq_len = d.seq_len
+            return build_sft_loader(
+                self.cfg.sft,
+                self.tokenizer,
+                seq_len=d.seq_len,
+                batch_size=d.micro_batch,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+            )
         recipe = load_mixture(d.recipe, d.overrides + ([f"seq_len={d.seq_len}"] if d.seq_len else []))
         if self.dist.is_main:
             prepare(recipe, self.tokenizer)  # synthesise / tokenize what is missing
