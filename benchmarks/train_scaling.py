@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,20 +25,27 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_training(gpus: int, args: argparse.Namespace, out: Path) -> list[dict]:
+def run_training(
+    gpus: int,
+    args: argparse.Namespace,
+    out: Path,
+    steps: int,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+) -> list[dict]:
     sets = [
         f"name=scale_{gpus}gpu",
         f"out_dir={out}",
         f"model.preset={args.preset}",
-        f"steps={args.steps}",
+        f"steps={steps}",
         f"data.micro_batch={args.micro_batch}",
-        f"data.grad_accum={args.gpus if gpus == 1 else 1}",
+        f"data.grad_accum={args.gpus // gpus}",
         f"data.seq_len={args.seq}",
         "optim.lr=1e-3",
         "optim.warmup_steps=5",
         "precision=bf16",
         "compile=true",
-        "checkpoint_every=0",
+        f"checkpoint_every={checkpoint_every}",
         "eval_every=0",
         "log_every=1",
         "loss_chunk_tokens=4096",
@@ -51,7 +58,7 @@ def run_training(gpus: int, args: argparse.Namespace, out: Path) -> list[dict]:
         if gpus == 1
         else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
     )
-    subprocess.run([*launcher, *cli], check=True)
+    subprocess.run([*launcher, *cli, *(["--resume"] if resume else [])], check=True)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
@@ -74,15 +81,21 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--skip", type=int, default=5, help="steps excluded from the rates (compilation)")
     p.add_argument("--workdir", default="scaling_runs")
+    p.add_argument("--reshard-to", type=int, default=0, help="resume the N-GPU checkpoint on this many GPUs")
+    p.add_argument("--extra-steps", type=int, default=5, help="steps after the resharding checkpoint")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
     import torch
 
     work = Path(args.workdir)
-    one = summarize(run_training(1, args, work / "one"), args.skip)
-    many = summarize(run_training(args.gpus, args, work / "many"), args.skip)
-    diffs = [abs(a - b) for a, b in zip(one["losses"], many["losses"], strict=True)]
+    one = summarize(run_training(1, args, work / "one", args.steps), args.skip)
+    total = args.steps + (args.extra_steps if args.reshard_to else 0)
+    many = summarize(
+        run_training(args.gpus, args, work / "many", total, checkpoint_every=args.steps), args.skip
+    )
+    reshard = resharded(args, work) if args.reshard_to else None
+    diffs = [abs(a - b) for a, b in zip(one["losses"], many["losses"][: args.steps], strict=True)]
     result = {
         "benchmark": "train_scaling",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -99,6 +112,7 @@ def main() -> None:
         "scaling_efficiency": many["tokens_per_s"] / args.gpus / one["tokens_per_s"],
         "loss_max_abs_diff": max(diffs),
         "loss_max_abs_diff_first10": max(diffs[:10]),
+        "reshard": reshard,
     }
     out = (
         Path(args.out) if args.out else RESULTS / f"train_scaling_{args.gpus}gpu_{datetime.date.today()}.json"
@@ -117,7 +131,37 @@ def main() -> None:
     print(
         f"scaling efficiency {result['scaling_efficiency']:.1%}; loss max |diff| {max(diffs):.4f} (first 10 steps {max(diffs[:10]):.4f})"
     )
-    os.makedirs(work, exist_ok=True)
+    if reshard:
+        print(
+            f"resumed the {args.gpus}-GPU step-{args.steps} checkpoint on {args.reshard_to} GPUs: losses "
+            f"{reshard['resumed_losses']} vs {reshard['reference_losses']} (max |diff| {reshard['max_abs_diff']:.4f})"
+        )
+
+
+def resharded(args: argparse.Namespace, work: Path) -> dict:
+    """Resume the N-GPU run's step-`steps` checkpoint on `reshard_to` GPUs (same global batch)
+    and compare its next losses with the N-GPU run's own."""
+    src, dst = work / "many" / "checkpoints", work / "reshard" / "checkpoints"
+    shutil.rmtree(work / "reshard", ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copytree(src / f"step_{args.steps:08d}", dst / f"step_{args.steps:08d}")
+    records = run_training(
+        args.reshard_to, args, work / "reshard", args.steps + args.extra_steps, resume=True
+    )
+    many = [
+        json.loads(x) for x in (work / "many" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
+    ]
+    reference = [r["loss"] for r in many if r["step"] > args.steps]
+    resumed = [r["loss"] for r in records]
+    return {
+        "from_gpus": args.gpus,
+        "to_gpus": args.reshard_to,
+        "resumed_at_step": args.steps,
+        "first_resumed_step": records[0]["step"],
+        "resumed_losses": resumed,
+        "reference_losses": reference,
+        "max_abs_diff": max(abs(a - b) for a, b in zip(resumed, reference, strict=True)),
+    }
 
 
 if __name__ == "__main__":
