@@ -40,7 +40,9 @@ def test_rankme_and_errors(tmp_path, capsys) -> None:
     save_pretrained(build_model(cfg, seed=0), tok, tmp_path / "m")
     src = tmp_path / "in.jsonl"
     _write(src, [f"{PROSE} {i}" for i in range(20)])
-    assert main(["curate", "rankme", "--model", str(tmp_path / "m"), "--in", str(src), "--device", "cpu"]) == 0
+    assert (
+        main(["curate", "rankme", "--model", str(tmp_path / "m"), "--in", str(src), "--device", "cpu"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["texts"] == 20 and 1.0 <= report["rankme"] <= 20.0
     assert main(["curate", "filter", "--in", str(src), "--out", str(tmp_path / "o.jsonl")]) == 1
