@@ -14,7 +14,6 @@ import importlib.resources
 import json
 import os
 import re
-import tempfile
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,8 @@ import jinja2.ext
 import tiktoken
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tiktoken.load import load_tiktoken_bpe
+
+from .atomic import atomic_write
 
 # Split regex of Llama 3 (identical to ``llama_models.llama3.tokenizer.Tokenizer.pat_str``).
 LLAMA3_PAT_STR = (
@@ -327,13 +328,13 @@ class Tokenizer:
         }
         if model_max_length is not None:
             config["model_max_length"] = int(model_max_length)
-        _atomic_write(directory / "tokenizer.json", self._tokenizer_json())
-        _atomic_write(
+        atomic_write(directory / "tokenizer.json", self._tokenizer_json())
+        atomic_write(
             directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n"
         )
         special_map = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN}
-        _atomic_write(directory / "special_tokens_map.json", json.dumps(special_map, indent=2) + "\n")
-        _atomic_write(directory / "chat_template.jinja", self.chat_template)
+        atomic_write(directory / "special_tokens_map.json", json.dumps(special_map, indent=2) + "\n")
+        atomic_write(directory / "chat_template.jinja", self.chat_template)
         return directory
 
     def _tokenizer_json(self) -> str:
@@ -342,18 +343,6 @@ class Tokenizer:
             text = _build_tokenizer_json(self._ranks, self._special_tokens, self.pat_str)
             _TOKENIZER_JSON_CACHE[self._enc] = text
         return text
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_tokenizer_json(ranks: dict[bytes, int], specials: Mapping[str, int], pat_str: str) -> str:

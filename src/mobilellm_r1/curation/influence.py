@@ -41,6 +41,7 @@ The chunked, resumable, data-parallel runner writing parquet lives in :mod:`.inf
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -228,12 +229,12 @@ def per_sample_gradients(
 
 
 # ====================================================================== preconditioners
-class Preconditioner:
+class Preconditioner(abc.ABC):
     """Maps probe gradients to queries u = P grad L_P (P symmetric positive definite)."""
 
+    @abc.abstractmethod
     def apply(self, grads: Sequence[Query]) -> list[Query]:
         """Queries for several probe gradients (one pass over any data the preconditioner needs)."""
-        raise NotImplementedError
 
     def __call__(self, grad_probe: Query) -> Query:
         return self.apply([grad_probe])[0]

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..tokenizer import Tokenizer, load_tokenizer
 from .sources import DEFAULT_PART_BYTES, ReadStats, SourceSpec, Unit, list_units, read_unit
 
@@ -82,14 +83,6 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 def shard_stem(k: int) -> str:
     """File stem of shard ``k``: ``shard_00000``."""
     return f"shard_{k:05d}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -150,10 +143,10 @@ def _write_shard(
     if stats.examples:
         record["skip_examples"] = stats.examples
     os.replace(bin_tmp, stem.with_suffix(".bin"))
-    _atomic_write(stem.with_suffix(".json"), _json_bytes(record))
+    atomic_write(stem.with_suffix(".json"), _json_bytes(record), fsync=True)
     buf = io.BytesIO()
     np.save(buf, offsets)
-    _atomic_write(stem.with_suffix(".idx.npy"), buf.getvalue())
+    atomic_write(stem.with_suffix(".idx.npy"), buf.getvalue(), fsync=True)
     return record
 
 
@@ -338,7 +331,7 @@ def tokenize_source(
     _check_existing(dest, settings, overwrite)
     for stale in [*dest.glob("*.tmp"), *dest.glob(".*.tmp")]:  # left by a killed run
         stale.unlink()
-    _atomic_write(dest / RUN_FILE, _json_bytes(settings))
+    atomic_write(dest / RUN_FILE, _json_bytes(settings), fsync=True)
     records = {k: rec for k in range(len(units)) if (rec := _complete_record(dest, k)) is not None}
     jobs = [_Job(spec, u, dest, k, batch_docs, num_threads) for k, u in enumerate(units) if k not in records]
     workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))
@@ -374,7 +367,7 @@ def _write_meta(dest: Path, settings: dict[str, Any], records: list[dict[str, An
         "skipped": dict(sorted(skipped.items())),
     }
     meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _atomic_write(dest / META_FILE, _json_bytes(meta))
+    atomic_write(dest / META_FILE, _json_bytes(meta), fsync=True)
     (dest / RUN_FILE).unlink(missing_ok=True)
     return meta
 

@@ -58,6 +58,7 @@ from typing import Any
 import torch.nn as nn
 
 from mobilellm_r1.eval.loglik import Request, TextEncoder, continuation_logprobs, encode_pair
+from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.metrics import mean_accuracy
 
 __all__ = [
@@ -134,11 +135,6 @@ def _find(data_dir: Path, task: str, variant: str, filename: str) -> Path:
         if path.is_file():
             return path
     raise _missing(task, candidates[0], candidates[1])
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
@@ -252,7 +248,7 @@ def _load_siqa(data_dir: Path) -> list[ChoiceItem]:
 
 def _load_boolq(data_dir: Path) -> list[ChoiceItem]:
     items = []
-    for i, rec in enumerate(_read_jsonl(_find(data_dir, "boolq", "llm_foundry", "boolq.jsonl"))):
+    for i, rec in enumerate(read_jsonl(_find(data_dir, "boolq", "llm_foundry", "boolq.jsonl"))):
         query = rec["query"]  # "Passage: {passage}\nQuestion: {question}?"
         if not query.startswith("Passage: ") or not query.endswith("?") or rec["choices"] != ["no", "yes"]:
             raise ValueError(f"boolq item {i}: unexpected record layout")
@@ -261,13 +257,13 @@ def _load_boolq(data_dir: Path) -> list[ChoiceItem]:
 
 
 def _load_openbookqa(data_dir: Path) -> list[ChoiceItem]:
-    records = _read_jsonl(_find(data_dir, "openbookqa", "llm_foundry", "openbook_qa.jsonl"))
+    records = read_jsonl(_find(data_dir, "openbookqa", "llm_foundry", "openbook_qa.jsonl"))
     return [_mc_item(i, rec["query"], rec["choices"], rec["gold"]) for i, rec in enumerate(records)]
 
 
 def _load_winogrande(data_dir: Path) -> list[ChoiceItem]:
     items = []
-    for i, rec in enumerate(_read_jsonl(_find(data_dir, "winogrande", "llm_foundry", "winogrande.jsonl"))):
+    for i, rec in enumerate(read_jsonl(_find(data_dir, "winogrande", "llm_foundry", "winogrande.jsonl"))):
         contexts, gold = list(rec["context_options"]), int(rec["gold"])
         if not 0 <= gold < len(contexts):
             raise ValueError(f"winogrande item {i}: gold {gold} outside {len(contexts)} contexts")
@@ -277,7 +273,7 @@ def _load_winogrande(data_dir: Path) -> list[ChoiceItem]:
 
 
 def _load_piqa(data_dir: Path) -> list[ChoiceItem]:
-    records = _read_jsonl(_find(data_dir, "piqa", "ybisk", "valid.jsonl"))
+    records = read_jsonl(_find(data_dir, "piqa", "ybisk", "valid.jsonl"))
     labels_path = _find(data_dir, "piqa", "ybisk", "valid-labels.lst")
     labels = [int(line) for line in labels_path.read_text(encoding="utf-8").split()]
     if len(labels) != len(records):
@@ -324,7 +320,7 @@ def load_hellaswag(data_dir: Path | str, *, hub: bool = True) -> list[ChoiceItem
     local = [data_dir / "commonsense" / "hellaswag" / HELLASWAG_FILE, data_dir / "hellaswag" / HELLASWAG_FILE]
     path = next((p for p in local if p.is_file()), None)
     if path is not None:
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
     elif not hub:
         raise _missing("hellaswag", local[0], local[1])
     else:

@@ -25,10 +25,9 @@ Language Models", tasks 2, 3, 4 as exemplars), as used by common harnesses (Deep
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
+from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.sandbox import ExecResult, Job, run_many
 
 MBPP_SPLITS: dict[str, tuple[int, int]] = {
@@ -59,16 +58,9 @@ def _resolve(path_or_dir: str | Path, subdir: str, names: tuple[str, ...]) -> Pa
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Read a (possibly gzip-compressed) JSON-lines file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_humaneval(path_or_dir: str | Path) -> list[dict]:
     """Load the 164 HumanEval tasks (task_id, prompt, canonical_solution, test, entry_point)."""
-    return _read_jsonl(_resolve(path_or_dir, "humaneval", (_HUMANEVAL_FILE,)))
+    return read_jsonl(_resolve(path_or_dir, "humaneval", (_HUMANEVAL_FILE,)))
 
 
 def _normalise_mbpp(record: dict) -> dict:
@@ -90,7 +82,7 @@ def load_mbpp(path_or_dir: str | Path, split: str = "test") -> list[dict]:
     names = (_MBPP_FULL, _MBPP_TEST) if split == "test" else (_MBPP_FULL,)
     path = _resolve(path_or_dir, "mbpp", names)
     lo, hi = MBPP_SPLITS[split]
-    records = [_normalise_mbpp(r) for r in _read_jsonl(path)]
+    records = [_normalise_mbpp(r) for r in read_jsonl(path)]
     return [r for r in records if lo <= r["task_id"] <= hi]
 
 

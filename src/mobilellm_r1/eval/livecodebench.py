@@ -62,7 +62,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from mobilellm_r1.eval.metrics import mean_pass_at_k
+from mobilellm_r1.eval.metrics import pass_summary
 from mobilellm_r1.eval.sandbox import ExecResult, Job, calibrate, run_many
 from mobilellm_r1.tokenizer import chat_messages
 
@@ -747,10 +747,7 @@ def grade(
         n_c[0] += 1
         n_c[1] += int(item["passed"])
     pairs = [(n, c) for n, c in counts.values()]
-    summary: dict[str, float] = {}
-    n_min = min(n for n, _ in pairs)
-    for k in sorted({1, n_min}):
-        summary[f"pass@{k}"], summary[f"pass@{k}_se"] = mean_pass_at_k(pairs, k)
+    summary: dict[str, float] = pass_summary(pairs)
     summary["n_problems"] = len(pairs)
-    summary["n_samples"] = n_min
+    summary["n_samples"] = min(n for n, _ in pairs)
     return summary, results

@@ -7,6 +7,7 @@ live, and how to build a few-shot prompt (base models) or a 0-shot chat (post-tr
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mobilellm_r1.eval.math_grading import MathJudge, gsm8k_gold, math_gold
+from mobilellm_r1.eval.metrics import pass_summary
 from mobilellm_r1.tokenizer import chat_messages as _chat
-
-try:  # pass@k with standard errors, when the metrics module is available
-    from mobilellm_r1.eval.metrics import mean_pass_at_k
-except ImportError:  # pragma: no cover - optional dependency inside the package
-    mean_pass_at_k = None
 
 Record = dict[str, Any]
 
@@ -116,8 +113,9 @@ MATH_EXEMPLARS: tuple[tuple[str, str, str], ...] = (
 
 
 def read_jsonl(path: Path) -> list[Record]:
-    """Read one JSON object per non-empty line."""
-    with open(path, encoding="utf-8") as fh:
+    """Read one JSON object per non-empty line (gzip-compressed when the name ends in .gz)."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
@@ -227,18 +225,6 @@ def group_predictions(
     return grouped
 
 
-def _summary(counts: list[tuple[int, int]]) -> dict[str, float]:
-    """pass@1 (and pass@n with standard errors when eval.metrics is available)."""
-    if not counts:
-        return {"pass@1": 0.0}
-    if mean_pass_at_k is None:
-        return {"pass@1": sum(c / n for n, c in counts) / len(counts)}
-    out: dict[str, float] = {}
-    for k in sorted({1, min(n for n, _ in counts)}):
-        out[f"pass@{k}"], out[f"pass@{k}_se"] = mean_pass_at_k(counts, k)
-    return out
-
-
 def score_predictions(
     task: MathTask, records: list[Record], predictions: list[dict[str, Any]], judge: MathJudge
 ) -> dict[str, Any]:
@@ -266,5 +252,5 @@ def score_predictions(
             {"id": rid, "gold": gold, "extracted": v.extracted, "correct": v.correct}
             | {"sympy": v.sympy, "disagree": v.disagree, "timeout": v.timeout, "error": v.error}
         )
-    result = _summary(list(tally.values()))
+    result = pass_summary(list(tally.values()))
     return result | {"n_problems_scored": len(tally), "missing": missing, "per_sample": per_sample}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["mean_accuracy", "mean_pass_at_k", "mean_with_se", "pass_at_k"]
+__all__ = ["mean_accuracy", "mean_pass_at_k", "mean_with_se", "pass_at_k", "pass_summary"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -50,3 +50,14 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> tuple[float, fl
 def mean_accuracy(flags: Sequence[bool | int | float]) -> tuple[float, float]:
     """(mean, standard error) of per-problem correctness flags (bools or 0/1 scores)."""
     return mean_with_se([float(f) for f in flags])
+
+
+def pass_summary(counts: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """pass@1 (mean over problems of the fraction of correct samples) and pass@n (n = fewest
+    samples of any problem) with standard errors; {"pass@1": 0.0} when nothing was scored."""
+    if not counts:
+        return {"pass@1": 0.0}
+    out: dict[str, float] = {}
+    for k in sorted({1, min(n for n, _ in counts)}):
+        out[f"pass@{k}"], out[f"pass@{k}_se"] = mean_pass_at_k(counts, k)
+    return out

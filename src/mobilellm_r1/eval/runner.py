@@ -17,8 +17,6 @@ a prediction.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from . import choice_tasks, reference
 from .engines import Engine, GenRequest
 from .math_grading import MathJudge
@@ -87,14 +86,6 @@ def read_predictions(path: Path) -> dict[str, list[Row]]:
                     raise ValueError(f"{path}:{lineno}: missing field {key!r}")
             grouped.setdefault(str(row["task"]), []).append(row)
     return grouped
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _jsonl(rows: Iterable[Row]) -> str:
@@ -221,15 +212,15 @@ class Evaluator:
                 else:
                     summary, rows = self.run_choice(name)
                 summary["seconds"] = round(time.perf_counter() - start, 3)
-                _atomic_write(o.out_dir / "samples" / f"{name}.jsonl", _jsonl(rows))
+                atomic_write(o.out_dir / "samples" / f"{name}.jsonl", _jsonl(rows))
                 self.summary[name] = summary
                 self._write_reports()
         return self.summary
 
     def _write_reports(self) -> None:
-        _atomic_write(self.opts.out_dir / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+        atomic_write(self.opts.out_dir / "summary.json", json.dumps(self.summary, indent=2) + "\n")
         paper = reference.reference_for(self.opts.model_name) if self.opts.model_name else None
-        _atomic_write(self.opts.out_dir / "results.md", markdown_table(self.summary, paper))
+        atomic_write(self.opts.out_dir / "results.md", markdown_table(self.summary, paper))
 
 
 HEADLINE = ("pass@1", "acc", "acc_norm", "nll")

@@ -22,10 +22,9 @@ from typing import Any
 
 from ..deploy.sampling import SamplingParams
 from ..tokenizer import chat_messages
-from . import code_tasks, livecodebench, math_tasks
+from . import code_tasks, livecodebench, math_tasks, metrics
 from .engines import GenRequest
 from .math_grading import MathJudge
-from .metrics import mean_pass_at_k
 from .sandbox import ExecResult
 
 Record = dict[str, Any]
@@ -38,13 +37,8 @@ HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Codex paper 
 
 
 def pass_summary(counts: list[tuple[int, int]]) -> dict[str, float]:
-    """pass@1 (mean over problems of the fraction of correct samples) and pass@n, with SEs."""
-    if not counts:
-        return {"pass@1": 0.0, "n_problems": 0.0}
-    out: dict[str, float] = {}
-    for k in sorted({1, min(n for n, _ in counts)}):
-        out[f"pass@{k}"], out[f"pass@{k}_se"] = mean_pass_at_k(counts, k)
-    return out | {"n_problems": float(len(counts))}
+    """:func:`metrics.pass_summary` plus the number of problems scored."""
+    return metrics.pass_summary(counts) | {"n_problems": float(len(counts))}
 
 
 @dataclass
@@ -93,11 +87,9 @@ def _math_task(name: str, base_max_new: int, stops: tuple[str, ...], chat_n: int
             raise ValueError("math grading needs GradeContext.judge (a MathJudge)")
         preds = [{"id": rid, "completion": c} for rid, comps in grouped.items() for c in comps]
         result = math_tasks.score_predictions(task, records, preds, ctx.judge)
-        rows = result.pop("per_sample")
-        result.pop("missing", None)
-        result.pop("n_problems_scored", None)
-        counts = _counts(rows, "correct")
-        return pass_summary(counts), rows
+        rows, scored = result.pop("per_sample"), result.pop("n_problems_scored")
+        del result["missing"]
+        return result | {"n_problems": float(scored)}, rows
 
     def reference(record: Record) -> tuple[str, str] | None:
         solution = record.get("answer") if name == "gsm8k" else record.get("solution")
@@ -142,16 +134,12 @@ def _code_rows(items: list[tuple[str, str]], programs: list[str], ctx: GradeCont
     ]
 
 
-def _chat_code(completion: str) -> str:
-    return livecodebench.extract_code(completion)
-
-
 def _humaneval_grade(records, ids, grouped, chat, ctx) -> Graded:
     items, programs = [], []
     for record, rid in zip(records, ids, strict=True):
         for completion in grouped.get(rid, []):
             if chat:
-                code = _chat_code(completion)
+                code = livecodebench.extract_code(completion)
                 defines = f"def {record['entry_point']}" in code
                 body = code if defines else record["prompt"] + code
                 program = body + "\n\n" + record["test"] + f"\n\ncheck({record['entry_point']})\n"
@@ -173,7 +161,9 @@ def _mbpp_grade(records, ids, grouped, chat, ctx) -> Graded:
     items, programs = [], []
     for record, rid in zip(records, ids, strict=True):
         for completion in grouped.get(rid, []):
-            code = _chat_code(completion) if chat else code_tasks.extract_mbpp_code(completion)
+            code = (
+                livecodebench.extract_code(completion) if chat else code_tasks.extract_mbpp_code(completion)
+            )
             items.append((rid, code))
             programs.append(code_tasks.mbpp_program(record, code))
     rows = _code_rows(items, programs, ctx)

@@ -13,12 +13,13 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ...atomic import atomic_write
 
 T = TypeVar("T")
 
@@ -131,14 +132,6 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 # ----------------------------------------------------------------------------- file IO
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to `path` via a temporary sibling file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def jsonl_bytes(records: Iterable[dict[str, Any]]) -> bytes:
     """JSON lines (ASCII-escaped, insertion-ordered keys, trailing newline) as bytes."""
     return "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
@@ -146,7 +139,7 @@ def jsonl_bytes(records: Iterable[dict[str, Any]]) -> bytes:
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Write records as JSON lines."""
-    _atomic_write(path, jsonl_bytes(records))
+    atomic_write(path, jsonl_bytes(records))
 
 
 def write_jsonl_gz(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -154,7 +147,7 @@ def write_jsonl_gz(path: Path, records: Sequence[dict[str, Any]]) -> None:
     buf = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
         gz.write(jsonl_bytes(records))
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def write_csv(path: Path, rows: Sequence[Sequence[str]]) -> None:
@@ -162,12 +155,12 @@ def write_csv(path: Path, rows: Sequence[Sequence[str]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerows(rows)
-    _atomic_write(path, buf.getvalue().encode("utf-8"))
+    atomic_write(path, buf.getvalue().encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Write a pretty-printed JSON document."""
-    _atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def sha256_file(path: Path) -> str:
