@@ -1,14 +1,10 @@
 """GRPO: advantages, the clipped/KL loss, chunked token log-probs, prompts, and a reward that rises."""
 
 import json
-import random
 
 import pytest
 import torch
 
-from helpers import small_config
-from mobilellm_r1.model import build_model
-from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.grpo import (
@@ -19,6 +15,7 @@ from mobilellm_r1.train.grpo import (
     load_prompts,
     token_logprobs,
 )
+from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
 
 
 def test_group_advantages() -> None:
@@ -90,55 +87,11 @@ def load_prompts_stub(n: int):
     return [Prompt(str(i), [{"role": "user", "content": str(i)}], str(i)) for i in range(n)]
 
 
-def _sum_rows(n: int, rng: random.Random) -> list[dict]:
-    """Additions whose sum is always 7: one right answer for the policy to discover."""
-    rows = []
-    for i in range(n):
-        a = rng.randrange(8)
-        content = f"What is {a} + {7 - a}?"
-        rows.append({"id": f"s{i}", "messages": [{"role": "user", "content": content}], "answer": "7"})
-    return rows
-
-
-def _warm_start(tmp_path, tokenizer, rows: list[dict]) -> str:
-    """A tiny model taught the answer format (one digit, then <|eot_id|>) with random digits as
-    labels, so the policy starts near 10% reward and only GRPO can tell it which digit is right."""
-    cfg = small_config(
-        vocab_size=tokenizer.vocab_size,
-        bos_token_id=tokenizer.bos_id,
-        eos_token_id=list(tokenizer.stop_ids),
-        hidden_size=48,
-        head_dim=12,
-        initializer_range=0.02,
-    )
-    model = build_model(cfg, seed=0)
-    rng = random.Random(1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(30):
-        batch = rng.sample(rows, 16)
-        seqs, masks = [], []
-        for r in batch:
-            prompt = tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True)
-            answer = [*tokenizer.encode(str(rng.randrange(10))), tokenizer.eot_id]
-            seqs.append(prompt + answer)
-            masks.append([0] * len(prompt) + [1] * len(answer))
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-        keep = torch.tensor([m + [0] * (width - len(m)) for m in masks])[:, 1:].bool()
-        logits = model(ids[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep])
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    save_pretrained(model, tokenizer, tmp_path / "init")
-    return str(tmp_path / "init")
-
-
 def test_grpo_raises_reward(tmp_path) -> None:
     tokenizer = load_tokenizer()
-    rows = _sum_rows(200, random.Random(0))
+    rows = sum_prompts(200, seed=0)
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    init = _warm_start(tmp_path, tokenizer, rows)
+    init = warm_start(tokenizer, rows, tmp_path / "init")
     cfg = load_train_config(
         "train/grpo_tiny_cpu",
         [
