@@ -6,6 +6,14 @@ mobilellm-r1 curate filter --in raw.jsonl --out edu.jsonl --classifier HuggingFa
 mobilellm-r1 curate ask-llm --in raw.jsonl --out top.jsonl --model DIR --domain math --top 0.1
 mobilellm-r1 curate dedup --in a.jsonl b.jsonl --out dedup.jsonl --minhash 0.8 [--semantic 0.95 --model DIR]
 mobilellm-r1 curate rankme --model DIR --in probe/math.jsonl [--limit 512]
+mobilellm-r1 curate loo --config curation/loo_synthetic [--set train_overrides=[steps=30]] [--out DIR]
+mobilellm-r1 curate mix --scores influence.parquet --recipe data/synthetic --out mix.yaml [--floor 0.01] \\
+    [--max-epochs 4 --token-budget 1e9]
+mobilellm-r1 curate coevolve --config curation/coevolve_synthetic [--set max_stages=3] [--device cpu]
+mobilellm-r1 curate probe-sets --config curation/probe_sets_synthetic --out runs/curation/probe_sets_synthetic
+mobilellm-r1 curate influence --config curation/influence_synthetic [--set batch_size=8]
+torchrun --nproc-per-node 8 -m mobilellm_r1.cli curate influence --samples rep/ --probe math=probe/math.jsonl \\
+    --checkpoint t1:1000:ckpt/t1 --checkpoint t2:2000:ckpt/t2 --out runs/influence [--preconditioner adam]
 
 Outputs are written to a temporary file and renamed; a JSON report goes to stdout.
 """
@@ -71,10 +79,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rk.add_argument("--limit", type=int, default=512, help="texts to embed")
     rk.set_defaults(curate_run=run_rankme)
 
+    lo = actions.add_parser("loo", help="leave-one-out source analysis (paper Eq. 1)")
+    lo.add_argument("--config", required=True, help="config file or shipped name")
+    lo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    lo.add_argument("--out", default=None, help="output directory (default: the config's out)")
+    lo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    lo.set_defaults(curate_run=run_loo)
+
+    mx = actions.add_parser("mix", help="Eq. 5 source weights from influence scores -> a data recipe")
+    mx.add_argument("--scores", required=True, type=Path, help="influence.parquet (curate influence)")
+    mx.add_argument("--recipe", required=True, help="base data recipe (file or shipped name)")
+    mx.add_argument("--out", required=True, type=Path, help="the new data recipe (yaml)")
+    mx.add_argument("--column", default="joint", help="score column (default: joint, Eq. 3-4)")
+    mx.add_argument("--floor", type=float, default=0.01, help="rho floor as a fraction of the largest rho")
+    mx.add_argument("--max-epochs", type=float, default=None, help="epoch cap per source")
+    mx.add_argument("--token-budget", type=float, default=None, help="training tokens (for --max-epochs)")
+    mx.add_argument("--name", default=None, help="recipe name (default: <base>_eq5)")
+    mx.set_defaults(curate_run=run_mix)
+
+    co = actions.add_parser("coevolve", help="data-model co-evolution (Eq. 6-7): score, filter, mix, train")
+    co.add_argument("--config", required=True, help="config file or shipped name")
+    co.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    co.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    co.set_defaults(curate_run=run_coevolve)
+
+    ps = actions.add_parser("probe-sets", help="representative subsets and capability-probing sets")
+    ps.add_argument("--config", required=True, help="config file or shipped name")
+    ps.add_argument("--out", required=True, type=Path, help="output directory")
+    ps.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ps.set_defaults(curate_run=run_probe_sets)
+
+    inf = actions.add_parser("influence", help="influence scores (Eq. 2-4) of samples on probing sets")
+    inf.add_argument("--config", default=None, help="job file or shipped name (flags override it)")
+    inf.add_argument("--samples", nargs="+", default=None, help="jsonl files, globs or directories")
+    inf.add_argument("--probe", action="append", default=[], metavar="CAP=FILE", help="repeatable")
+    inf.add_argument("--checkpoint", action="append", default=[], metavar="NAME:STEP:DIR[:ADAM]")
+    inf.add_argument("--out", default=None, help="output directory")
+    inf.add_argument("--tokenizer", default=None, help="default: the first checkpoint's directory")
+    inf.add_argument("--subset", default=None, help="all, embeddings, last:K (default: all)")
+    inf.add_argument("--preconditioner", choices=["identity", "adam", "datainf"], default=None)
+    inf.add_argument("--seq-len", dest="seq_len", type=int, default=None)
+    inf.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    inf.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    inf.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the JVPs")
+    inf.add_argument("--device", default=None, help="default: cuda:<LOCAL_RANK> when available, else cpu")
+    inf.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks per rank")
+    inf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    inf.set_defaults(curate_run=run_influence)
+
 
 def run(args: argparse.Namespace) -> int:
     report = args.curate_run(args)
-    print(json.dumps(report, indent=2, default=str))
+    if report is not None:  # None: a non-zero rank under torchrun
+        print(json.dumps(report, indent=2, default=str))
     return 0
 
 
@@ -163,3 +220,59 @@ def run_rankme(args: argparse.Namespace) -> dict:
         if len(texts) >= args.limit:
             break
     return {"rankme": rankme_of_model(model, tokenizer, texts, args.batch_size), "texts": len(texts)}
+
+
+def run_loo(args: argparse.Namespace) -> dict:
+    from ..cli import _resolve_device
+    from .loo import load_loo_config
+    from .loo import run_loo as _run
+
+    cfg = load_loo_config(args.config, args.overrides)
+    if args.out:
+        cfg.out = args.out
+    return _run(cfg, device=_resolve_device(args.device))
+
+
+def run_mix(args: argparse.Namespace) -> dict:
+    from .mixing import run_mix as _run
+
+    return _run(
+        args.scores,
+        args.recipe,
+        args.out,
+        column=args.column,
+        floor=args.floor,
+        max_epochs=args.max_epochs,
+        token_budget=args.token_budget,
+        name=args.name,
+    )
+
+
+def run_coevolve(args: argparse.Namespace) -> dict:
+    from .coevolve import load_coevolve_config
+    from .coevolve import run_coevolve as _run
+
+    cfg = load_coevolve_config(args.config, args.overrides)
+    if args.device:
+        cfg.device = args.device
+    return _run(cfg)
+
+
+def run_probe_sets(args: argparse.Namespace) -> dict:
+    from .probe_sets import build_probe_sets, load_probe_config
+
+    return build_probe_sets(load_probe_config(args.config, args.overrides), args.out)
+
+
+def run_influence(args: argparse.Namespace) -> dict | None:
+    from ..data.recipes import recipe_path
+    from .influence_job import load_job, parse_checkpoint, parse_probe, run_job
+
+    names = ("samples", "out", "tokenizer", "subset", "preconditioner", "seq_len", "batch_size", "chunk_size")
+    flags = {k: getattr(args, k) for k in (*names, "bf16", "device") if getattr(args, k) is not None}
+    if args.probe:
+        flags["probes"] = dict(parse_probe(p) for p in args.probe)
+    if args.checkpoint:
+        flags["checkpoints"] = [parse_checkpoint(c) for c in args.checkpoint]
+    config = recipe_path(args.config) if args.config else None
+    return run_job(load_job(config, flags, args.overrides), max_chunks=args.max_chunks)

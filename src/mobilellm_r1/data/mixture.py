@@ -9,10 +9,10 @@ How a batch is made:
      goes next) chooses the source of every global sample: after N samples each source
      has served within one sample of weight * N, so token shares match the recipe from the
      first batches on. The seed sets the starting credits and the document orders.
-  3. Global sample i belongs to rank i % world_size. Every rank advances every stream
-     through all samples (cheap: document lengths only) and reads the tokens of its own,
-     so ranks see disjoint data whose union is the 1-rank stream, and the loader state is
-     the same on every rank.
+  3. Global sample i (`Batch.sample_ids`) belongs to rank i % world_size. Every rank
+     advances every stream through all samples (cheap: document lengths only) and reads the
+     tokens of its own, so ranks see disjoint data whose union is the 1-rank stream, and the
+     loader state is the same on every rank.
 
 A sample gives input_ids = t[:-1], labels = t[1:], position_ids restarting at 0 for each
 document (a sample may start mid-document: positions continue from the offset) and doc_ids
@@ -141,6 +141,7 @@ class Batch:
     position_ids: torch.Tensor
     doc_ids: torch.Tensor
     source: torch.Tensor  # index into `MixtureLoader.names`
+    sample_ids: torch.Tensor | None = None  # [B] global sample indices (mixture loader; top-k KD store)
 
 
 @dataclass
@@ -197,11 +198,13 @@ class MixtureLoader:
         world_size samples, of which this rank reads its batch_size, so every rank ends the
         call in the same state."""
         rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        sample_ids = []
         for _ in range(self.batch_size * self.world_size):
-            owner = self.sample_index % self.world_size
+            index = self.sample_index
             s, segments = self._next_global()
-            if owner == self.rank:
+            if index % self.world_size == self.rank:
                 rows.append((s, *self.streams[s].read(segments, self.eos_id)))
+                sample_ids.append(index)
         tokens = torch.from_numpy(np.stack([r[1] for r in rows]))
         return Batch(
             input_ids=tokens[:, :-1],
@@ -209,6 +212,7 @@ class MixtureLoader:
             position_ids=torch.from_numpy(np.stack([r[2][:-1] for r in rows])),
             doc_ids=torch.from_numpy(np.stack([r[3][:-1] for r in rows])),
             source=torch.tensor([r[0] for r in rows]),
+            sample_ids=torch.tensor(sample_ids),
         )
 
     def __iter__(self):

@@ -1,10 +1,18 @@
-"""`mobilellm-r1 train --recipe FILE [--set key=value ...] [--resume]`.
+"""`mobilellm-r1 train --recipe FILE [--set key=value ...] [--resume | --dump-topk [--samples N]]`.
 
 One entry point for every stage; under torchrun it trains with FSDP2 on every rank:
 
     mobilellm-r1 train --recipe train/tiny_cpu
     mobilellm-r1 train --recipe train/tiny_cpu --set steps=200 --set optim.lr=1e-3
     torchrun --nproc-per-node 8 -m mobilellm_r1.cli train --recipe train/pretrain_950m_phase1 --resume
+
+`--dump-topk` trains nothing: for a KD recipe it runs `distill.teacher` once over the samples the
+run will consume (steps x micro_batch x grad_accum x `--ranks`, or `--samples`) and writes its
+top-k log-probs to `distill.topk_dir` (resumable; data-parallel under torchrun). The same recipe
+with `distill.topk_dir` set then trains from the store (`train/topk_store.py`):
+
+    mobilellm-r1 train --recipe R --set distill.topk_dir=D --dump-topk --ranks 8   # R: a kd recipe
+    torchrun --nproc-per-node 8 -m mobilellm_r1.cli train --recipe R --set distill.topk_dir=D
 """
 
 from __future__ import annotations
@@ -12,6 +20,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 NAME = "train"
 HELP = "train a model from a recipe (pretraining, mid-training, SFT, GRPO)"
@@ -23,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    dump = parser.add_argument_group("offline top-k distillation (objective kd)")
+    dump.add_argument("--dump-topk", action="store_true", help="write the teacher top-k store, do not train")
+    dump.add_argument("--samples", type=int, default=None, help="global samples to dump (default: the run's)")
+    dump.add_argument(
+        "--ranks", type=int, default=None, help="GPUs the training run will use (default: these)"
+    )
+    dump.add_argument("--shard-size", type=int, default=128, help="samples per shard file")
+    dump.add_argument("--batch-size", type=int, default=4, help="samples per teacher forward")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     cfg = load_train_config(args.recipe, args.overrides)
+    if args.dump_topk:
+        return _dump_topk(cfg, args)
     trainer_cls = Trainer
     if cfg.objective == "grpo":
         from .grpo import GRPOTrainer as trainer_cls
@@ -45,4 +67,26 @@ def run(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
     if is_main:
         print(json.dumps({"run": cfg.name, "out_dir": cfg.out_dir, **summary}))
+    return 0
+
+
+def _dump_topk(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """`--dump-topk`: write the teacher top-k store and print its report (rank 0)."""
+    import torch.distributed as dist
+
+    from .topk_store import dump_topk
+
+    report = dump_topk(
+        cfg,
+        samples=args.samples,
+        ranks=args.ranks,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if is_main:
+        print(json.dumps({"run": cfg.name, **report}))
     return 0

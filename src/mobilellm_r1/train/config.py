@@ -6,11 +6,14 @@ cfg = load_train_config("train/tiny_cpu", overrides=["steps=50", "optim.lr=1e-3"
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..data.packing import SFTDataConfig
-from ..data.recipes import recipe_path
+from ..data.recipes import MixtureRecipe, load_mixture, recipe_path
 from ..typed_config import load_config
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 
 @dataclass
@@ -22,6 +25,12 @@ class ModelSection:
     long_context: bool = False  # post-trained 32k variant (rope_theta x8)
     seed: int = 0  # weight initialisation
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields, e.g. hidden_size
+
+    def tokenizer(self) -> Tokenizer:
+        """The run's tokenizer: `init_from`'s, else the default Llama-3 one."""
+        from ..tokenizer import load_tokenizer
+
+        return load_tokenizer(self.init_from) if self.init_from else load_tokenizer()
 
 
 @dataclass
@@ -36,6 +45,12 @@ class DataSection:
     # Attend only within each packed document (positions restart per document). Off: plain
     # causal attention over the packed row with positions 0..T-1, as the seeds pretrained.
     document_mask: bool = False
+
+    def mixture(self) -> MixtureRecipe:
+        """The mixture recipe with `overrides` and `seq_len` applied (what the loader streams)."""
+        return load_mixture(
+            self.recipe, self.overrides + ([f"seq_len={self.seq_len}"] if self.seq_len else [])
+        )
 
 
 @dataclass
@@ -59,12 +74,17 @@ class OptimSection:
 
 @dataclass
 class DistillSection:
-    """Logit distillation (`objective: kd`): student minimises KL to the teacher's logits."""
+    """Logit distillation (`objective: kd`): student minimises KL to the teacher's logits.
 
-    teacher: str | None = None  # HF causal-LM directory sharing the tokenizer
+    Live: the teacher runs every step. Offline (`topk_dir`): `train --dump-topk` runs it once
+    and stores its top-k log-probs (`train/topk_store.py`); training then reads the store."""
+
+    teacher: str | None = None  # HF causal-LM directory (or hub id) sharing the tokenizer
     temperature: float = 1.0
     alpha_ce: float = 0.0  # weight of next-token CE mixed in (paper: 0, pure KL)
     topk_dir: str | None = None  # offline mode: stored teacher top-k instead of a live teacher
+    topk: int = 64  # k of the store that `--dump-topk` writes
+    topk_dtype: Literal["float16", "float32"] = "float16"  # stored log-prob precision
 
 
 @dataclass
@@ -114,6 +134,7 @@ class TrainConfig:
     eval_tasks: list[str] = field(default_factory=list)
     eval_data_dir: str = "data/synth/eval"
     eval_docs: int = 64  # examples per eval file / task
+    eval_rankme: bool = True  # also RankMe (Eq. 8) of the pooled hidden states of <= eval_docs eval texts
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     seed: int = 0
 

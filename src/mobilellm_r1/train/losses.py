@@ -286,6 +286,15 @@ def _mask_or_all(mask: Tensor | None, hidden: Tensor) -> Tensor:
     return mask.bool()
 
 
+def _check_topk(hidden: Tensor, topk_ids: Tensor, topk_logprobs: Tensor) -> None:
+    """topk_ids and topk_logprobs must both be [N, k] for hidden [N, d]."""
+    if topk_ids.dim() != 2 or topk_ids.shape != topk_logprobs.shape or topk_ids.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"topk_ids / topk_logprobs must both be [N={hidden.shape[0]}, k], got "
+            f"{tuple(topk_ids.shape)}, {tuple(topk_logprobs.shape)}"
+        )
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -407,12 +416,38 @@ def topk_kl_distill(
     log-ratio on the tail (the tail itself is not seen: the gradient pushes the student's tail
     mass towards 0 instead of towards the teacher's eps).
     """
-    if topk_ids.dim() != 2 or topk_ids.shape != topk_logprobs.shape or topk_ids.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"topk_ids / topk_logprobs must both be [N={hidden.shape[0]}, k], got "
-            f"{tuple(topk_ids.shape)}, {tuple(topk_logprobs.shape)}"
-        )
+    _check_topk(hidden, topk_ids, topk_logprobs)
     keep = _mask_or_all(mask, hidden)
     weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
     fn = _topk_fn(topk_ids.long(), topk_logprobs.detach(), keep, weights, temperature)
+    return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)
+
+
+def topk_kd_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    *,
+    alpha_ce: float = 0.0,
+    temperature: float = 1.0,
+    chunk_size: int = KD_CHUNK,
+    reduction: str = "mean",
+    ignore_index: int = IGNORE_INDEX,
+    return_stats: bool = False,
+) -> Tensor | tuple[Tensor, LossStats]:
+    """`kd_loss` with stored teacher top-k: (1 - alpha_ce) * `topk_kl_distill` + alpha_ce * CE.
+
+    One pass over the logits; tokens count where `labels != ignore_index`, for both terms.
+    The top-k term's approximation of the full KL is stated in `topk_kl_distill`.
+    """
+    if labels.shape != hidden.shape[:1]:
+        raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
+    _check_topk(hidden, topk_ids, topk_logprobs)
+    keep = labels != ignore_index
+    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    fn = _topk_fn(topk_ids.long(), topk_logprobs.detach(), keep, weights * (1.0 - alpha_ce), temperature)
+    if alpha_ce != 0.0:
+        fn = _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index))
     return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)

@@ -6,7 +6,8 @@ global batch compute the same update. bf16 autocast (single process) or FSDP2 bf
 parameter gathering (several) over fp32 master weights; gradient clipping; a step whose
 loss or gradient norm is not finite is skipped, counted, and `max_bad_steps` in a row stop
 the run. Checkpoints (DCP) hold model, optimizer, RNG, step and data-loader state;
-`resume=True` continues from the latest one exactly.
+`resume=True` continues from the latest one exactly. Every `eval_every` steps: held-out NLL
+and RankMe (paper Eq. 8) of the pooled final hidden states of the eval texts.
 """
 
 from __future__ import annotations
@@ -16,34 +17,35 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..curation.rankme import rankme_of_model
 from ..data.mixture import Batch, MixtureLoader
 from ..data.packing import SFTLoader, build_sft_loader
-from ..data.recipes import build_loader, load_mixture, prepare
+from ..data.recipes import build_loader, prepare
 from ..eval.nll import reference_examples
 from ..model import Transformer, build_model, preset
 from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
-from ..tokenizer import load_tokenizer
 from ..typed_config import to_dict
 from . import parallel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DistillSection, TrainConfig
-from .losses import chunked_cross_entropy, kd_loss
+from .losses import chunked_cross_entropy, kd_loss, topk_kd_loss
 from .metrics import MetricsLogger, measure_peak_flops
 from .optim import build_optimizer, lr_factor, set_lr
+from .topk_store import TeacherFn, TopkStore, load_teacher
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised after `max_bad_steps` consecutive steps with a non-finite loss or gradient."""
 
 
-TeacherFn = Callable[[Batch], torch.Tensor]  # batch -> teacher logits [B, T, V]
+TopkFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> top-k ids, log-probs [B, T, k]
 
 
 class LMObjective(nn.Module):
@@ -51,8 +53,11 @@ class LMObjective(nn.Module):
     the forward like every other parameter. Returns the loss summed over tokens.
 
     Without a teacher: next-token cross-entropy. With one (`objective: kd`): KL(teacher ||
-    student) at `temperature`, mixed with `alpha_ce` x cross-entropy (paper: pure KL). The
-    teacher is a plain callable, not a submodule: never sharded, trained or checkpointed."""
+    student) at `temperature`, mixed with `alpha_ce` x cross-entropy (paper: pure KL), the
+    teacher either live (`teacher`: input ids -> logits) or its stored top-k (`topk`, see
+    `topk_store`). Both are plain callables, not submodules: never sharded, trained or
+    checkpointed. `output="nll"` gives the cross-entropy whatever the objective (held-out NLL),
+    `output="hidden"` the final hidden states [B, T, d] (RankMe)."""
 
     def __init__(
         self,
@@ -61,46 +66,44 @@ class LMObjective(nn.Module):
         document_mask: bool,
         teacher: TeacherFn | None = None,
         distill: DistillSection | None = None,
+        topk: TopkFn | None = None,
     ) -> None:
         super().__init__()
         self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
-        self.teacher, self.distill = teacher, distill
+        self.teacher, self.distill, self.topk = teacher, distill, topk
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, output: str = "loss") -> torch.Tensor:
         kwargs = {}
         if self.document_mask:
             kwargs = {"position_ids": batch.position_ids, "doc_ids": batch.doc_ids}
-        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs).flatten(0, 1)  # [B*T, d]
-        weight, labels = self.model.lm_head.weight, batch.labels.flatten()
-        if self.teacher is None:
-            return chunked_cross_entropy(
-                hidden, weight, labels, chunk_size=self.chunk_tokens, reduction="sum"
-            )
+        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs)
+        if output == "hidden":
+            return hidden
+        hidden, weight, labels = hidden.flatten(0, 1), self.model.lm_head.weight, batch.labels.flatten()
+        common = {"chunk_size": self.chunk_tokens, "reduction": "sum"}
+        if output == "nll" or (self.teacher is None and self.topk is None):
+            return chunked_cross_entropy(hidden, weight, labels, **common)
+        kd = {"alpha_ce": self.distill.alpha_ce, "temperature": self.distill.temperature, **common}
+        if self.topk is not None:
+            ids, logprobs = self.topk(batch)
+            return topk_kd_loss(hidden, weight, labels, ids.flatten(0, 1), logprobs.flatten(0, 1), **kd)
         with torch.no_grad():
-            teacher_logits = self.teacher(batch).flatten(0, 1)  # [B*T, V]
-        return kd_loss(
-            hidden,
-            weight,
-            labels,
-            teacher_logits,
-            alpha_ce=self.distill.alpha_ce,
-            temperature=self.distill.temperature,
-            chunk_size=self.chunk_tokens,
-            reduction="sum",
-        )
+            teacher_logits = self.teacher(batch.input_ids).flatten(0, 1)  # [B*T, V]
+        return kd_loss(hidden, weight, labels, teacher_logits, **kd)
 
 
-def hf_teacher(path: str, device: torch.device) -> TeacherFn:
-    """A frozen bf16 transformers causal LM (e.g. Llama-3.1-8B-Instruct) as a logits function."""
-    import transformers
+class _HiddenStates(nn.Module):
+    """The objective seen as `model(ids, return_hidden=True)`, what `curation.rankme` calls;
+    going through the objective's forward lets FSDP gather the weights."""
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-    model = model.to(device).eval().requires_grad_(False)
+    def __init__(self, objective: nn.Module) -> None:
+        super().__init__()
+        self.objective = objective
 
-    def logits(batch: Batch) -> torch.Tensor:
-        return model(input_ids=batch.input_ids).logits
-
-    return logits
+    def forward(self, ids: torch.Tensor, return_hidden: bool = True) -> torch.Tensor:
+        zeros = torch.zeros_like(ids)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        return self.objective(Batch(ids, zeros, positions, zeros, zeros[:, 0]), output="hidden")
 
 
 @dataclass
@@ -114,10 +117,10 @@ class StepResult:
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     return Batch(
-        *(
-            t.to(device, non_blocking=True)
-            for t in (batch.input_ids, batch.labels, batch.position_ids, batch.doc_ids, batch.source)
-        )
+        **{
+            f.name: None if (t := getattr(batch, f.name)) is None else t.to(device, non_blocking=True)
+            for f in fields(batch)
+        }
     )
 
 
@@ -129,13 +132,16 @@ class Trainer:
         self.dist = parallel.init_distributed(device)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.out = Path(cfg.out_dir)
-        self.tokenizer = load_tokenizer(cfg.model.init_from) if cfg.model.init_from else load_tokenizer()
+        self.tokenizer = cfg.model.tokenizer()
         self.model = self._build_model()
         self.objective = self._wrap(self.model)
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.loader = self._build_loader()
+        if self.topk_store is not None:
+            self.topk_store.check_run(cfg, self.loader, self.dist.world_size, self.model.config.vocab_size)
         self.step, self.bad_steps = 0, 0
         self._eval_cache: dict[str, list[list[int]]] | None = None
+        self._eval_texts: list[str] = []  # held-out texts for RankMe
         if resume:
             self._resume()
         self.logger = MetricsLogger(
@@ -154,7 +160,7 @@ class Trainer:
             model.train()
             return model
         return build_model(
-            preset(m.preset, long_context=m.long_context), device=self.dist.device, seed=m.seed
+            preset(m.preset, long_context=m.long_context, **m.overrides), device=self.dist.device, seed=m.seed
         )
 
     def _wrap(self, model: Transformer) -> nn.Module:
@@ -164,15 +170,13 @@ class Trainer:
         if cfg.compile:
             for layer in model.layers:
                 layer.compile()
-        teacher = None
-        if cfg.objective == "kd":
-            if cfg.distill.teacher is None:
-                raise ValueError(
-                    "offline top-k distillation (distill.topk_dir) is not wired into the trainer yet"
-                )
-            teacher = hf_teacher(cfg.distill.teacher, self.dist.device)
+        teacher, offline = None, cfg.objective == "kd" and cfg.distill.topk_dir
+        self.topk_store = TopkStore(cfg.distill.topk_dir) if offline else None
+        if cfg.objective == "kd" and not offline:
+            teacher, _ = load_teacher(cfg.distill.teacher, self.dist.device)
         document_mask = cfg.data.document_mask or cfg.objective == "sft"  # packed chats never mix
-        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill)
+        topk = self.topk_store.lookup if self.topk_store else None
+        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill, topk)
         if self.dist.distributed:
             parallel.apply_fsdp(objective, model.layers, bf16=cfg.precision == "bf16")
         return objective
@@ -191,7 +195,7 @@ class Trainer:
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
             )
-        recipe = load_mixture(d.recipe, d.overrides + ([f"seq_len={d.seq_len}"] if d.seq_len else []))
+        recipe = d.mixture()
         if self.dist.is_main:
             prepare(recipe, self.tokenizer)  # synthesise / tokenize what is missing
         parallel.barrier()
@@ -247,14 +251,18 @@ class Trainer:
     def _eval_docs(self) -> dict[str, list[tuple[list[int], list[int]]]]:
         """(ids, labels) per held-out example, tokenized once: the first `eval_docs` texts of
         each eval file (BOS + text + EOS, every token scored) and the reference solutions of
-        each eval task (only the solution tokens scored)."""
+        each eval task (only the solution tokens scored). Also sets the RankMe texts: up to
+        `eval_docs` of the eval files' texts, taken from each file in turn."""
         if self._eval_cache is None:
-            self._eval_cache = {}
+            self._eval_cache, per_file = {}, []
             for path in self.cfg.eval_files:
                 with open(path) as f:
                     texts = [json.loads(line)["text"] for line in itertools.islice(f, self.cfg.eval_docs)]
                 ids = [x[: self.seq_len + 1] for x in self.tokenizer.encode_batch(texts, bos=True, eos=True)]
                 self._eval_cache[Path(path).stem] = [(x, x) for x in ids]
+                per_file.append(texts)
+            mixed = [t for group in itertools.zip_longest(*per_file) for t in group if t is not None]
+            self._eval_texts = mixed[: self.cfg.eval_docs]
             for task in self.cfg.eval_tasks:
                 self._eval_cache[task] = reference_examples(
                     task,
@@ -267,7 +275,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Token-mean NLL on each eval file and task (the paper tracks benchmark NLL, its Fig. 7)."""
+        """Token-mean NLL on each eval file and task (the paper tracks benchmark NLL, its Fig. 7)
+        and, with `eval_rankme`, RankMe (Eq. 8) of the mean-pooled final hidden states of the eval
+        texts. Every rank computes the same values (rank 0 logs them)."""
         self.objective.eval()
         result = {}
         for name, examples in self._eval_docs().items():
@@ -278,9 +288,16 @@ class Trainer:
                 zeros = torch.zeros_like(y)
                 positions = torch.arange(y.shape[1], device=t.device)[None]
                 with self._autocast():
-                    total += float(self.objective(Batch(t[:, :-1], y, positions, zeros, zeros[:, 0])))
+                    batch = Batch(t[:, :-1], y, positions, zeros, zeros[:, 0])
+                    total += float(self.objective(batch, output="nll"))
                 count += int((y != -100).sum())
             result[f"nll/{name}"] = total / max(count, 1)
+        if self.cfg.eval_rankme and self._eval_texts:
+            with self._autocast():
+                hidden = _HiddenStates(self.objective)
+                result["rankme"] = rankme_of_model(
+                    hidden, self.tokenizer, self._eval_texts, max_tokens=self.seq_len
+                )
         self.objective.train()
         return result
 

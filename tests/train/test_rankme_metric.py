@@ -1,0 +1,64 @@
+"""RankMe (paper Eq. 8) as a trainer metric: logged with the held-out NLL at every eval."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from mobilellm_r1.curation.rankme import rankme_of_model
+from mobilellm_r1.train.config import TrainConfig, load_train_config
+from mobilellm_r1.train.trainer import Trainer
+
+EVAL_DOCS = 8
+RUN = [
+    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
+    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    "data.overrides=[seq_len=32, 'synth={out: data/synth, seed: 0, scale: 0.05}']",
+    "data.micro_batch=2",
+    "optim.warmup_steps=1",
+    "precision=fp32",
+    "loss_chunk_tokens=64",
+    "steps=2",
+    "checkpoint_every=0",
+    "eval_every=1",
+    f"eval_docs={EVAL_DOCS}",
+]
+
+
+def config(*extra: str) -> TrainConfig:
+    return load_train_config("train/tiny_cpu", [*RUN, *extra])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rankme")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path)  # the recipe's data/ paths are relative
+        yield path
+
+
+def test_rankme_is_logged_at_every_eval_and_matches_the_curation_metric(workdir) -> None:
+    trainer = Trainer(config(), device="cpu")
+    trainer.fit()
+    records = [
+        json.loads(line) for line in (workdir / "runs/tiny_cpu/metrics.jsonl").read_text().splitlines()
+    ]
+    evals = {r["step"]: r for r in records if "rankme" in r}
+    assert sorted(evals) == [1, 2]
+    assert all("nll/math" in r and 1.0 <= r["rankme"] <= EVAL_DOCS for r in evals.values())
+    # the texts: up to eval_docs of the eval files' texts, taken from each file in turn
+    per_file = []
+    for path in trainer.cfg.eval_files:
+        with open(path) as f:
+            per_file.append([json.loads(line)["text"] for line in itertools.islice(f, EVAL_DOCS)])
+    texts = [t for group in zip(*per_file, strict=True) for t in group][:EVAL_DOCS]
+    want = rankme_of_model(trainer.model, trainer.tokenizer, texts, max_tokens=trainer.seq_len)
+    assert abs(evals[2]["rankme"] - want) < 1e-6 * want  # no training after the last eval
+    assert abs(trainer.evaluate()["rankme"] - want) < 1e-6 * want
+
+
+def test_rankme_can_be_turned_off(workdir) -> None:
+    result = Trainer(config("eval_rankme=false", "out_dir=runs/off"), device="cpu").evaluate()
+    assert "rankme" not in result and "nll/math" in result
