@@ -193,7 +193,7 @@ class Attention(nn.Module):
             scores = torch.matmul(qg * hd**-0.5, k_all.transpose(-1, -2)).float()  # [B, kvh, rep, S]
             probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             out = torch.matmul(probs.to(v_all.dtype), v_all)
-        return out.view(b, self.n_heads, 1, hd)
+        return out.reshape(b, self.n_heads, 1, hd)  # CUDA SDPA may return [B, kvh, rep, hd] strided
 
 
 class FeedForward(nn.Module):
