@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mobilellm_r1.cli import main
-from mobilellm_r1.curation.mixing import cap_epochs, source_stats, source_weights
+from mobilellm_r1.curation.mixing import cap_epochs, check_sources, source_stats, source_weights
 from mobilellm_r1.data.recipes import load_mixture
 
 # (source, I(x), len(x)): rho_a = (1*10 + 3*20)/2 = 35, rho_b = (-2*10 + 0.5*4)/2 = -9, rho_c = 0.25*40 = 10
@@ -119,3 +119,13 @@ def test_curate_mix_names_missing_sources(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "recipe sources without scores ['d']" in err and "not in the recipe ['c']" in err
     assert not out.exists()
+
+
+def test_synthetic_noisy_recipe_matches_the_probe_sets_sources() -> None:
+    """Scores of the shipped probe-sets config's representative subsets map onto data/synthetic_noisy."""
+    from mobilellm_r1.curation.probe_sets import load_probe_config
+
+    recipe = load_mixture("data/synthetic_noisy")
+    names = [s.name for s in load_probe_config("curation/probe_sets_synthetic").sources]
+    check_sources(recipe, names)
+    assert recipe.normalized_weights() == pytest.approx(dict.fromkeys(names, 1 / len(names)))
