@@ -49,6 +49,7 @@ def run_training(
         "eval_every=0",
         "log_every=1",
         "loss_chunk_tokens=4096",
+        f"fsdp_reshard_after_forward={str(not args.no_reshard).lower()}",
     ]
     cli = ["-m", "mobilellm_r1.cli", "train", "--recipe", "train/tiny_cpu"] + [
         x for s in sets for x in ("--set", s)
@@ -83,6 +84,11 @@ def main() -> None:
     p.add_argument("--workdir", default="scaling_runs")
     p.add_argument("--reshard-to", type=int, default=0, help="resume the N-GPU checkpoint on this many GPUs")
     p.add_argument("--extra-steps", type=int, default=5, help="steps after the resharding checkpoint")
+    p.add_argument(
+        "--no-reshard",
+        action="store_true",
+        help="FSDP2: keep gathered layer weights from forward to backward",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
 

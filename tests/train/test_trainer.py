@@ -82,8 +82,9 @@ def test_kill_and_resume_gives_the_same_losses(workdir) -> None:
     assert [got[s] for s in range(1, 9)] == [want[s] for s in range(1, 9)]
 
 
-def test_two_rank_fsdp_matches_one_rank(workdir) -> None:
-    common = overrides("steps=3", "checkpoint_every=0")
+@pytest.mark.parametrize("reshard", [True, False])
+def test_two_rank_fsdp_matches_one_rank(workdir, reshard: bool) -> None:
+    common = overrides("steps=3", "checkpoint_every=0", f"fsdp_reshard_after_forward={str(reshard).lower()}")
     one = cli(["train", "--recipe", "train/tiny_cpu", *common, "--set", "out_dir=runs/one"], workdir)
     assert one.wait(timeout=300) == 0
     env = {

@@ -123,6 +123,7 @@ class TrainConfig:
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast over fp32 master weights
     compile: bool = False
     activation_checkpointing: bool = False
+    fsdp_reshard_after_forward: bool = True  # False: keep gathered layer weights for backward
     loss_chunk_tokens: int = 4096  # chunked LM-head loss: tokens per chunk
     out_dir: str = "runs/{name}"
     checkpoint_every: int = 500

@@ -71,13 +71,18 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
 
 
-def apply_fsdp(root: nn.Module, layers: nn.ModuleList, bf16: bool) -> None:
+def apply_fsdp(
+    root: nn.Module, layers: nn.ModuleList, bf16: bool, reshard_after_forward: bool = True
+) -> None:
     """FSDP2: shard every decoder layer, then the root (embedding/LM head, final norm).
 
     With bf16, parameters are gathered in bf16 and gradients reduced in fp32; the sharded
-    master weights and optimizer state stay fp32."""
+    master weights and optimizer state stay fp32. `reshard_after_forward=False` keeps each
+    layer's gathered parameters from its forward to its backward (no second all-gather, one
+    unsharded copy of the layers in memory: ZeRO-2 style); the root is never resharded after
+    forward (FSDP2's default for the root)."""
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
     kwargs = {"mp_policy": mp} if mp is not None else {}
     for layer in layers:
-        fully_shard(layer, **kwargs)
+        fully_shard(layer, reshard_after_forward=reshard_after_forward, **kwargs)
     fully_shard(root, **kwargs)

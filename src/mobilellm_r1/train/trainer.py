@@ -178,7 +178,9 @@ class Trainer:
         topk = self.topk_store.lookup if self.topk_store else None
         objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill, topk)
         if self.dist.distributed:
-            parallel.apply_fsdp(objective, model.layers, bf16=cfg.precision == "bf16")
+            parallel.apply_fsdp(
+                objective, model.layers, cfg.precision == "bf16", cfg.fsdp_reshard_after_forward
+            )
         return objective
 
     def _build_loader(self) -> MixtureLoader | SFTLoader:
