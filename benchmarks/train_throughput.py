@@ -4,6 +4,9 @@ ours  : `LMObjective` (our model + chunked LM-head cross-entropy), bf16 autocast
         weights, each decoder layer `torch.compile`d, fused AdamW (the trainer's own code path).
 seeds : transformers `Llama4ForCausalLM` (same config), bf16 autocast, SDPA attention,
         `model(input_ids, labels=labels).loss`, fused AdamW.
+liger : (--liger) the seeds' path with the seeds' efficiency switch, Liger kernels for Llama-4
+        (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE), measured after all other rows
+        because Liger patches transformers' Llama-4 module globally.
 For each preset the largest micro-batch in --micro-batches that fits is timed (sequence 2048).
 MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq (the
 issue's formula), peak = a measured 8192^3 bf16 matmul on this GPU.
@@ -17,7 +20,6 @@ import argparse
 import datetime
 import gc
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.train.config import OptimSection
@@ -73,12 +76,16 @@ def ours_step(cfg, micro: int, seq: int, chunk: int):
     return step
 
 
-def seeds_step(cfg, micro: int, seq: int, hf_dir: str):
+def seeds_step(cfg, micro: int, seq: int, hf_dir: str, liger: bool = False):
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(
         hf_dir, dtype=torch.float32, attn_implementation="sdpa"
     )
+    if liger:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama4
+
+        apply_liger_kernel_to_llama4(model=model)
     model = model.cuda().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     ids = torch.randint(0, cfg.vocab_size, (micro, seq), device="cuda")
@@ -127,10 +134,9 @@ def main() -> None:
     p.add_argument("--seeds-micro-batches", nargs="+", type=int, default=[16, 4])
     p.add_argument("--chunk", type=int, default=4096, help="tokens per LM-head loss chunk")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--liger", action="store_true", help="also the seeds' path with Liger kernels")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-
-    import transformers
 
     peak = measure_peak_flops(torch.device("cuda"))
     rows = []
@@ -148,43 +154,61 @@ def main() -> None:
             args.steps,
         )
         torch._dynamo.reset()
-        with tempfile.TemporaryDirectory() as tmp:
-            save_pretrained(build_model(cfg, device="cpu", seed=0), None, tmp + "/ckpt")
-            row["seeds"] = measure(
-                lambda m, cfg=cfg, tmp=tmp: seeds_step(cfg, m, args.seq, tmp + "/ckpt"),
-                args.seeds_micro_batches,
-                args.seq,
-                fpt,
-                peak,
-                args.steps,
-            )
+        row["seeds"] = measure_seeds(cfg, args, fpt, peak, liger=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        result = {
-            "benchmark": "train_throughput",
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "machine": {
-                "gpu": torch.cuda.get_device_name(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "cuda": torch.version.cuda,
-                "python": platform.python_version(),
-                "measured_peak_tflops": peak / 1e12,
-            },
-            "results": rows,
-        }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_suffix(".json.tmp")
-        tmp_out.write_text(json.dumps(result, indent=2))
-        os.replace(tmp_out, out)
+        write_result(out, rows, peak)
+    for row in rows if args.liger else []:  # Liger patches transformers globally: last
+        fpt = row["flops_per_token"]
+        row["liger"] = measure_seeds(preset(row["preset"]), args, fpt, peak, liger=True)
+        print(json.dumps(row), flush=True)
+        write_result(out, rows, peak)
+    print_table(rows, out, peak)
+
+
+def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: float, liger: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(build_model(cfg, device="cpu", seed=0), None, tmp + "/ckpt")
+        return measure(
+            lambda m: seeds_step(cfg, m, args.seq, tmp + "/ckpt", liger),
+            args.seeds_micro_batches,
+            args.seq,
+            fpt,
+            peak,
+            args.steps,
+        )
+
+
+def write_result(out: Path, rows: list[dict], peak: float) -> None:
+    import transformers
+
+    result = {
+        "benchmark": "train_throughput",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {
+            "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "measured_peak_tflops": peak / 1e12,
+        },
+        "results": rows,
+    }
+    atomic_write(out, json.dumps(result, indent=2))
+
+
+def print_table(rows: list[dict], out: Path, peak: float) -> None:
     print(f"\nwrote {out}; measured peak {peak / 1e12:.0f} TFLOP/s")
     print(
-        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'GiB':>5}"
+        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | liger (same columns)"
     )
     for r in rows:
         cells = []
-        for key in ("ours", "seeds"):
+        for key in ("ours", "seeds", "liger"):
+            if key not in r:
+                continue
             m = r[key]
             if m["micro_batch"] is None:
                 cells.append(f"{'OOM':>8} {'':>9} {'':>6} {'':>5}")
