@@ -264,6 +264,7 @@ def main() -> None:
     p.add_argument("--probe-size", type=int, default=48)
     p.add_argument("--floor", type=float, default=0.01)
     p.add_argument("--max-epochs", type=float, default=1.0, help="Eq. 5 epoch cap per source")
+    p.add_argument("--column", default="joint", help="score for Eq. 5: joint (paper) or balanced")
     p.add_argument("--doc-cap", type=int, default=3000, help="documents per real source")
     p.add_argument("--out", default=None)
     p.add_argument("--plot", default=None, help="only draw the PNG of an existing result JSON")
@@ -296,21 +297,23 @@ def main() -> None:
     uniform = train("uniform", uniform_recipe, heldout, args, checkpoints=args.checkpoints)
     scores = influence(sources, heldout, uniform, args)
     budget = args.steps * args.micro_batch * args.seq_len
+    mixed = "influence" if args.column == "joint" else f"influence_{args.column}"
     mix = run_mix(
         scores,
         uniform_recipe,
-        work / "influence.yaml",
+        work / f"{mixed}.yaml",
         floor=args.floor,
         max_epochs=args.max_epochs,
         token_budget=budget,
-        name="influence",
+        column=args.column,
+        name=mixed,
     )
     runs = {"uniform": uniform, "natural": train("natural", natural_recipe, heldout, args)}
-    runs["influence"] = train("influence", Path(mix["recipe"]), heldout, args)
+    runs[mixed] = train(mixed, Path(mix["recipe"]), heldout, args)
     weights = {
         "uniform": {n: 1 / len(sources) for n in sources},
         "natural": {n: t / sum(tokens.values()) for n, t in tokens.items()},
-        "influence": mix["weights"],
+        mixed: mix["weights"],
     }
     result = {
         "benchmark": "influence_mixture",
@@ -333,16 +336,17 @@ def main() -> None:
     }
     final = {n: {k: v[-1] for k, v in r["curve"].items() if k != "step"} for n, r in result["runs"].items()}
     result["final_nll"] = final
-    out = Path(args.out or RESULTS / f"influence_mixture_{args.corpus}.json")
+    suffix = "" if args.column == "joint" else f"_{args.column}"
+    out = Path(args.out or RESULTS / f"influence_mixture_{args.corpus}{suffix}.json")
     atomic_write(out, json.dumps(result, indent=2))
     try:
         plot(result, out.with_suffix(".png"))
     except ImportError:
         print("matplotlib missing: no plot (rerun with --plot on a machine that has it)")
     print(f"wrote {out}")
-    print(f"{'source':<22}" + "".join(f"{n:>11}" for n in runs))
+    print(f"{'source':<22}" + "".join(f"{n:>20}" for n in runs))
     for g in sources:
-        print(f"{g:<22}" + "".join(f"{weights[n][g]:>11.3f}" for n in runs))
+        print(f"{g:<22}" + "".join(f"{weights[n][g]:>20.3f}" for n in runs))
     columns = ["mean", *CAPABILITIES, *sorted(k for k in final["uniform"] if k.startswith("bench_"))]
     print(f"\n{'final held-out NLL':<22}" + "".join(f"{c.removeprefix('bench_'):>11}" for c in columns))
     for n, row in final.items():

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mobilellm_r1.cli import main
-from mobilellm_r1.curation.mixing import cap_epochs, check_sources, source_stats, source_weights
+from mobilellm_r1.curation.mixing import (
+    balanced_joint,
+    cap_epochs,
+    check_sources,
+    source_stats,
+    source_weights,
+)
 from mobilellm_r1.data.recipes import load_mixture
 
 # (source, I(x), len(x)): rho_a = (1*10 + 3*20)/2 = 35, rho_b = (-2*10 + 0.5*4)/2 = -9, rho_c = 0.25*40 = 10
@@ -129,3 +136,30 @@ def test_synthetic_noisy_recipe_matches_the_probe_sets_sources() -> None:
     names = [s.name for s in load_probe_config("curation/probe_sets_synthetic").sources]
     check_sources(recipe, names)
     assert recipe.normalized_weights() == pytest.approx(dict.fromkeys(names, 1 / len(names)))
+
+
+def test_balanced_column_scales_each_capability_to_unit_std(tmp_path: Path) -> None:
+    """A capability whose scores are 100x larger no longer decides the joint score."""
+    code = np.array([100.0, -100.0, 300.0, -300.0])  # large gradients: favours sample 2
+    math = np.array([-1.0, 3.0, -1.0, 1.0])  # small gradients: favours sample 1
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d"],
+            "source": ["s1", "s1", "s2", "s2"],
+            "tokens": pa.array([10, 10, 10, 10], pa.int64()),
+            "code@t1": code,
+            "math@t1": math,
+            "joint": 0.5 * code + 0.5 * math,
+        }
+    )
+    weights = {"code@t1": 0.5, "math@t1": 0.5}
+    got = balanced_joint(table, weights)
+    np.testing.assert_allclose(got, code / code.std() + math / math.std())
+    pq.write_table(table, tmp_path / "influence.parquet")
+    (tmp_path / "meta.json").write_text(json.dumps({"weights": weights}))
+    stats = source_stats(tmp_path / "influence.parquet", "balanced")
+    assert stats["s1"].rho == pytest.approx(10 * got[:2].mean())
+    assert stats["s2"].rho == pytest.approx(10 * got[2:].mean())
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"meta\.json"):
+        source_stats(tmp_path / "influence.parquet", "balanced")

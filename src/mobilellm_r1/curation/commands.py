@@ -90,7 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mx.add_argument("--scores", required=True, type=Path, help="influence.parquet (curate influence)")
     mx.add_argument("--recipe", required=True, help="base data recipe (file or shipped name)")
     mx.add_argument("--out", required=True, type=Path, help="the new data recipe (yaml)")
-    mx.add_argument("--column", default="joint", help="score column (default: joint, Eq. 3-4)")
+    mx.add_argument(
+        "--column",
+        default="joint",
+        help="score column (default: joint, Eq. 3-4; balanced: capabilities scaled to unit std)",
+    )
     mx.add_argument("--floor", type=float, default=0.01, help="rho floor as a fraction of the largest rho")
     mx.add_argument("--max-epochs", type=float, default=None, help="epoch cap per source")
     mx.add_argument("--token-budget", type=float, default=None, help="training tokens (for --max-epochs)")

@@ -81,9 +81,40 @@ def _table(scores: pa.Table | PathLike) -> tuple[pa.Table, str]:
     return pq.read_table(path), str(path)
 
 
+def balanced_joint(table: pa.Table, weights: Mapping[str, float]) -> np.ndarray:
+    """Eq. 3-4 with every capability's term scaled to unit standard deviation over the samples:
+    ``sum_c J_c / std(J_c)``, ``J_c = sum_t alpha_{c,t} I(x; theta_{c,t})``.  Not in the paper: its
+    unnormalised sum lets the capability whose probe gradients are largest decide the joint score.
+    ``weights``: ``{"<capability>@<checkpoint>": alpha}`` (the ``weights`` of the run's meta.json)."""
+    per_capability: dict[str, np.ndarray] = {}
+    for key, alpha in weights.items():
+        capability = key.split("@", 1)[0]
+        values = table.column(key).to_numpy(zero_copy_only=False).astype(np.float64)
+        per_capability[capability] = per_capability.get(capability, 0.0) + alpha * values
+    total = np.zeros(table.num_rows)
+    for capability, values in per_capability.items():
+        std = values.std()
+        if std == 0:
+            raise ValueError(f"capability {capability!r}: its scores have zero spread; cannot balance")
+        total += values / std
+    return total
+
+
+def _with_balanced(table: pa.Table, where: str) -> pa.Table:
+    """Add the ``balanced`` column from the weights in the meta.json beside the scores file."""
+    meta = Path(where).parent / "meta.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"column 'balanced' needs the run's {meta} (the Eq. 4 weights)")
+    weights = json.loads(meta.read_text())["weights"]
+    return table.append_column("balanced", pa.array(balanced_joint(table, weights), pa.float64()))
+
+
 def source_stats(scores: pa.Table | PathLike, column: str = "joint") -> dict[str, SourceStats]:
-    """N_g, token count and rho_g (Eq. 5) of every source in an influence table (sorted by name)."""
+    """N_g, token count and rho_g (Eq. 5) of every source in an influence table (sorted by name).
+    ``column="balanced"`` on an ``influence.parquet`` path uses :func:`balanced_joint`."""
     table, where = _table(scores)
+    if column == "balanced" and column not in table.column_names:
+        table = _with_balanced(table, where)
     missing = [c for c in ("source", "tokens", column) if c not in table.column_names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}; has {table.column_names}")
