@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
@@ -148,10 +149,7 @@ def write_result(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: 
         "dtype": str(dtype).removeprefix("torch."),
         "results": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(result, indent=2))
 
 
 def main() -> None:

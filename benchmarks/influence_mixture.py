@@ -41,8 +41,9 @@ from mobilellm_r1.curation.influence_run import Checkpoint, InfluenceConfig, Inf
 from mobilellm_r1.curation.mixing import run_mix, write_recipe
 from mobilellm_r1.curation.probe_sets import ProbeSetsConfig, ProbeSource, build_probe_sets
 from mobilellm_r1.data.recipes import MixSource, MixtureRecipe, load_mixture, prepare
+from mobilellm_r1.data.shards import ShardedSource
 from mobilellm_r1.model import build_model, preset
-from mobilellm_r1.tokenizer import load_tokenizer
+from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
 from mobilellm_r1.train.checkpoint import load_checkpoint
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.trainer import LMObjective, Trainer
@@ -197,7 +198,7 @@ def curves(run: Path) -> dict[str, list]:
     return out
 
 
-def checkpoints_of(run: Path, seq_len: int) -> list[Checkpoint]:
+def checkpoints_of(run: Path) -> list[Checkpoint]:
     """The uniform run's DCP checkpoints as loaded models (Eq. 4 weights them by step)."""
     result = []
     for path in sorted((run / "checkpoints").glob("step_*")):
@@ -207,7 +208,7 @@ def checkpoints_of(run: Path, seq_len: int) -> list[Checkpoint]:
     return result
 
 
-def influence(sources: dict, heldout: dict, uniform: Path, args: argparse.Namespace) -> Path:
+def influence(sources: dict, uniform: Path, tokenizer: Tokenizer, args: argparse.Namespace) -> Path:
     work = Path(args.work)
     probe_cfg = ProbeSetsConfig(
         sources=[ProbeSource(n, capabilities=caps, files=[f]) for n, (f, caps) in sources.items()],
@@ -221,7 +222,7 @@ def influence(sources: dict, heldout: dict, uniform: Path, args: argparse.Namesp
     cfg = InfluenceConfig(
         seq_len=args.seq_len, batch_size=8, chunk_size=256, subset="all", device=args.device
     )
-    scorer = InfluenceScorer(checkpoints_of(uniform, args.seq_len), probes, load_tokenizer(), cfg)
+    scorer = InfluenceScorer(checkpoints_of(uniform), probes, tokenizer, cfg)
     report = scorer.run(reps, work / "influence")
     return Path(report["output"])
 
@@ -286,16 +287,13 @@ def main() -> None:
         atomic_write(prepared, json.dumps([sources, heldout]))
     if args.prepare_only:
         return
-    tokenizer = load_tokenizer()
     uniform_recipe = mixture("uniform", sources, dict.fromkeys(sources, 1.0), work, args.seq_len)
-    prepare(load_mixture(uniform_recipe), tokenizer)
-    tokens = {
-        s.name: json.loads((Path(work / "shards" / s.name) / "meta.json").read_text())["totals"]["tokens"]
-        for s in load_mixture(uniform_recipe).sources
-    }
+    recipe, tokenizer = load_mixture(uniform_recipe), load_tokenizer()
+    prepare(recipe, tokenizer)
+    tokens = {s.name: ShardedSource(recipe.shard_dir(s)).num_tokens for s in recipe.sources}
     natural_recipe = mixture("natural", sources, tokens, work, args.seq_len)
     uniform = train("uniform", uniform_recipe, heldout, args, checkpoints=args.checkpoints)
-    scores = influence(sources, heldout, uniform, args)
+    scores = influence(sources, uniform, tokenizer, args)
     budget = args.steps * args.micro_batch * args.seq_len
     mixed = "influence" if args.column == "joint" else f"influence_{args.column}"
     mix = run_mix(

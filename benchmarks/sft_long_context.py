@@ -15,7 +15,6 @@ import argparse
 import datetime
 import gc
 import json
-import os
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.data.mixture import Batch
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import OptimSection
@@ -137,10 +137,7 @@ def main() -> None:
         "flops_per_token": fpt,
         "results": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(result, indent=2))
     print(f"\nwrote {out}")
     print(f"{'docs':>5} {'step s':>8} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9}")
     for r in rows:

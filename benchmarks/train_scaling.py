@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mobilellm_r1.atomic import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -123,8 +125,7 @@ def main() -> None:
     out = (
         Path(args.out) if args.out else RESULTS / f"train_scaling_{args.gpus}gpu_{datetime.date.today()}.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write(out, json.dumps(result, indent=2))
     print(f"\nwrote {out}")
     print(f"{'run':>8} {'tok/s':>10} {'tok/s/GPU':>10} {'MFU':>6} {'GiB':>5}")
     print(

@@ -26,13 +26,7 @@ TEXTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one intra-op thread is much faster (and immune to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -34,14 +34,7 @@ from mobilellm_r1.curation.influence_run import Checkpoint, InfluenceScorer, sco
 from mobilellm_r1.model import build_model
 from mobilellm_r1.model.hf import save_pretrained
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one intra-op thread is much faster (and immune to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

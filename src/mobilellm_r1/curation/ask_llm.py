@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..deploy.generate import prefill_mask
-from ..model.model import Transformer
+from ..model.model import Transformer, module_device
 from .filters import JsonlWriter, PathLike, batched, optional_writer, read_records
 
 DOC_SLOT = "{document}"
@@ -112,10 +112,6 @@ def _single_token_ids(tokenizer: ChatTokenizer, spellings: Sequence[str]) -> lis
     return sorted(set(ids))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, T] padded on ``side`` and the lengths [B]."""
     width = max(len(r) for r in rows)
@@ -137,7 +133,7 @@ def next_token_logits(
     ``model``: our :class:`Transformer`, or (right padding only) any causal LM module whose forward
     takes ids [B, T] and returns logits [B, T, V] or an output with ``.logits``.
     """
-    device = _model_device(model)
+    device = module_device(model)
     ids, lengths = _pad(rows, pad_id, padding_side)
     ids, lengths = ids.to(device), lengths.to(device)
     if padding_side == "left":

@@ -36,6 +36,7 @@ import torch
 
 from ..data import sources
 from ..data.sources import DataError, ReadStats, RowFormatter, SourceSpec
+from ..model.model import module_device
 
 PathLike = str | os.PathLike[str]
 
@@ -408,7 +409,7 @@ class QualityClassifier:
     @torch.no_grad()
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
         """Float32 logits [N, num_labels] of texts, in batches of ``batch_size``."""
-        device = next(self.model.parameters()).device
+        device = module_device(self.model)
         out = []
         for batch in batched(texts, self.batch_size):
             enc = self.tokenizer(

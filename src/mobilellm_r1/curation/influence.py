@@ -53,6 +53,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..model.model import module_device
+
 IGNORE_INDEX = -100
 CHUNK_TOKENS = 8192  # positions per LM-head chunk: [chunk, vocab] logits are formed at a time
 Rows = Sequence[Sequence[int]]
@@ -98,10 +100,6 @@ def pad_batch(rows: Rows, pad_id: int = 0, device: torch.device | str | None = N
     for i, row in enumerate(rows):
         ids[i, : len(row)] = labels[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
     return ids.to(device), labels.to(device)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _head_name(model: nn.Module) -> str | None:
@@ -182,7 +180,7 @@ def probe_loss(
     with sdpa_kernel(SDPBackend.MATH):
         total, count = 0.0, 0
         for _, rows in _batches(probe_rows, batch_size):
-            ids, labels = pad_batch(rows, device=_device(model))
+            ids, labels = pad_batch(rows, device=module_device(model))
             sums, counts = _loss_sums(model, full, ids, labels, CHUNK_TOKENS)
             total, count = total + float(sums.sum()), count + int(counts.sum())
     return total / max(count, 1)
@@ -200,7 +198,7 @@ def probe_gradient(
     acc = [torch.zeros_like(p) for p in params.values()]
     live = dict(model.named_parameters())
     for _, rows in _batches(probe_rows, batch_size):
-        ids, labels = pad_batch(rows, device=_device(model))
+        ids, labels = pad_batch(rows, device=module_device(model))
         sums, _ = _loss_sums(model, live, ids, labels, CHUNK_TOKENS)
         grads = torch.autograd.grad(sums.sum() / n_tokens, [live[n] for n in names])
         for a, g in zip(acc, grads, strict=True):
@@ -223,7 +221,7 @@ def per_sample_gradients(
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
     with sdpa_kernel(SDPBackend.MATH):
         for idx, batch in _batches(rows, batch_size):
-            ids, labels = pad_batch(batch, device=_device(model))
+            ids, labels = pad_batch(batch, device=module_device(model))
             g = per_sample(primals, ids, labels)
             yield idx, [g[n] for n in params]
 
@@ -450,7 +448,7 @@ def influence_scores(
     qs: list[Query] = [list(queries)] if single else [list(q) for q in queries]  # type: ignore[arg-type]
     out = torch.zeros(len(qs), len(rows), dtype=torch.float64)
     for idx, batch in _batches(rows, batch_size):
-        ids, labels = pad_batch(batch, device=_device(model))
+        ids, labels = pad_batch(batch, device=module_device(model))
         s = jvp_scores(
             model,
             params,
@@ -495,7 +493,7 @@ def score_finite_difference(
     out = torch.zeros(len(rows), dtype=torch.float64)
     with sdpa_kernel(SDPBackend.MATH):
         for idx, batch in _batches(rows, batch_size):
-            ids, labels = pad_batch(batch, device=_device(model))
+            ids, labels = pad_batch(batch, device=module_device(model))
             hi = per_sample_loss(model, ids, labels, plus).double()
             lo = per_sample_loss(model, ids, labels, minus).double()
             out[idx] = ((hi - lo) / (2 * e)).cpu()

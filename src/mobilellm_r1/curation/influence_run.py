@@ -23,9 +23,9 @@ rank that finds every part present merges them (no final barrier).
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..atomic import atomic_write
 from .filters import PathLike, batched, read_records
 from .influence import (
     AdamPreconditioner,
@@ -106,22 +107,16 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)``, then rename over ``path`` (the temp file is removed on failure)."""
-    tmp = _atomic_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _torch_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def _texts(source: PathLike | Sequence[str]) -> list[str]:
@@ -275,7 +270,7 @@ class InfluenceScorer:
                     f"{out} holds a run with other settings (meta.json differs); use a new directory"
                 )
             return
-        _write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(path, text)
 
     def _score_chunk(self, out: Path, records: list[Any]) -> pa.Table:
         rows = [self._encode(r.text) for r in records]
@@ -325,7 +320,7 @@ class InfluenceScorer:
                 queries = {
                     c: [u.detach().cpu() for u in q] for c, q in self._compute_queries(ck, train).items()
                 }
-                _write_atomic(path, lambda tmp, q=queries: torch.save(q, tmp))
+                atomic_write(path, _torch_bytes(queries))
         _barrier()
         parts = out / "parts"
         computed, skipped, scored, n_chunks, start = [], [], 0, 0, time.perf_counter()
@@ -340,7 +335,7 @@ class InfluenceScorer:
             if max_chunks is not None and len(computed) >= max_chunks:
                 continue
             table = self._score_chunk(out, records)
-            _write_atomic(part, lambda tmp, t=table: pq.write_table(t, tmp))
+            atomic_write(part, _parquet_bytes(table))
             computed.append(i)
             scored += len(records)
         seconds = time.perf_counter() - start
@@ -365,7 +360,7 @@ class InfluenceScorer:
             table = pa.concat_tables([pq.read_table(p) for p in paths])
         else:
             table = pa.table({n: pa.array([], t) for n, t in _empty_schema(self.columns)})
-        _write_atomic(target, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(target, _parquet_bytes(table))
         return target
 
 

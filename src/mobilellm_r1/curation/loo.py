@@ -41,6 +41,7 @@ import yaml
 
 from ..atomic import atomic_write
 from ..data.recipes import MixtureRecipe, prepare, recipe_path
+from ..eval.nll import text_examples
 from ..typed_config import load_config, to_dict
 from .filters import read_records
 from .influence import Rows, probe_loss
@@ -215,7 +216,7 @@ def probe_rows(probes: Mapping[str, str], tokenizer: Any, limit: int, seq_len: i
         texts = [record.text for record in itertools.islice(read_records(path), limit)]
         if not texts:
             raise ValueError(f"probing set {capability!r}: {path} has no texts")
-        rows[capability] = [ids[: seq_len + 1] for ids in tokenizer.encode_batch(texts, bos=True, eos=True)]
+        rows[capability] = text_examples(tokenizer, texts, seq_len)
     return rows
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model.model import module_device
+
 
 def rankme(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
     """RankMe of an embedding matrix [N, d] (computed in float64)."""
@@ -29,16 +31,12 @@ def rankme(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _pooled_batch(
     model: nn.Module, rows: Sequence[Sequence[int]], pad_id: int, skip_first: bool
 ) -> torch.Tensor:
     """Mean of the final hidden states over each row's tokens (right padded, one forward)."""
-    device = _model_device(model)
+    device = module_device(model)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     weights = torch.zeros(len(rows), width)
@@ -62,7 +60,7 @@ def embed_texts(
     and put back in its previous mode.
     """
     if not texts:
-        return torch.zeros(0, model.config.hidden_size, device=_model_device(model))
+        return torch.zeros(0, model.config.hidden_size, device=module_device(model))
     rows = [tokenizer.encode(t, bos=True)[:max_tokens] for t in texts]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     was_training = model.training

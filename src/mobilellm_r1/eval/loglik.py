@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
+from ..model.model import module_device
+
 __all__ = ["continuation_logprobs", "encode_pair", "score_multiple_choice", "score_partial"]
 
 Request = tuple[list[int], list[int]]
@@ -23,10 +25,6 @@ class TextEncoder(Protocol):
     """Anything with `encode(text, bos=...) -> list[int]` (e.g. `mobilellm_r1.tokenizer.Tokenizer`)."""
 
     def encode(self, text: str, bos: bool = False) -> list[int]: ...
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _score_batch(model: nn.Module, batch: Sequence[Request], pad_id: int) -> list[tuple[float, bool]]:
@@ -41,7 +39,7 @@ def _score_batch(model: nn.Module, batch: Sequence[Request], pad_id: int) -> lis
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     for row, seq in enumerate(seqs):
         ids[row, : len(seq) - 1] = torch.tensor(seq[:-1], dtype=torch.long)
-    logits = model(ids.to(_model_device(model)))  # [B, L, V]
+    logits = model(ids.to(module_device(model)))  # [B, L, V]
     out: list[tuple[float, bool]] = []
     for row, (ctx, cont) in enumerate(batch):
         start = len(ctx) - 1

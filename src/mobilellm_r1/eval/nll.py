@@ -17,6 +17,12 @@ from .tasks import get_task
 IGNORE = -100
 
 
+def text_examples(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
+    """Token ids of plain held-out texts (probing sets, eval files), every token scored: BOS + text +
+    EOS, cut to ``max_len + 1`` tokens."""
+    return [ids[: max_len + 1] for ids in tokenizer.encode_batch(texts, bos=True, eos=True)]
+
+
 def reference_examples(
     task_name: str, data_dir: Path | str, tokenizer: Any, *, limit: int | None = None, max_len: int = 4096
 ) -> list[tuple[list[int], list[int]]]:

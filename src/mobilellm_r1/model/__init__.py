@@ -2,6 +2,6 @@
 Hugging Face checkpoint I/O (`hf.py`)."""
 
 from .config import PRESETS, ModelConfig, preset
-from .model import KVCache, Transformer, build_model
+from .model import KVCache, Transformer, build_model, module_device
 
-__all__ = ["PRESETS", "KVCache", "ModelConfig", "Transformer", "build_model", "preset"]
+__all__ = ["PRESETS", "KVCache", "ModelConfig", "Transformer", "build_model", "module_device", "preset"]

@@ -306,6 +306,11 @@ class Transformer(nn.Module):
         return h if return_hidden else self.lm_head(h)
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's (first) parameter."""
+    return next(module.parameters()).device
+
+
 def build_model(
     cfg: ModelConfig,
     *,

@@ -286,6 +286,21 @@ def _mask_or_all(mask: Tensor | None, hidden: Tensor) -> Tensor:
     return mask.bool()
 
 
+def _label_weights(
+    hidden: Tensor, weight: Tensor, labels: Tensor, reduction: str, ignore_index: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(keep [N], reduction weights [N], count) of the tokens whose label is not `ignore_index`."""
+    if labels.shape != hidden.shape[:1]:
+        raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
+    keep = labels != ignore_index
+    return keep, *_token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+
+
+def _with_ce(fn: ChunkFn, labels: Tensor, weights: Tensor, alpha_ce: float, ignore_index: int) -> ChunkFn:
+    """`fn` plus alpha_ce x cross-entropy on the same logits (just `fn` when alpha_ce is 0)."""
+    return _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index)) if alpha_ce != 0.0 else fn
+
+
 def _check_topk(hidden: Tensor, topk_ids: Tensor, topk_logprobs: Tensor) -> None:
     """topk_ids and topk_logprobs must both be [N, k] for hidden [N, d]."""
     if topk_ids.dim() != 2 or topk_ids.shape != topk_logprobs.shape or topk_ids.shape[0] != hidden.shape[0]:
@@ -316,10 +331,7 @@ def chunked_cross_entropy(
     counted tokens; 0 with zero grads when none count). Returns a float32 0-dim loss, and with
     `return_stats` also `LossStats(loss_sum, count)`.
     """
-    if labels.shape != hidden.shape[:1]:
-        raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
-    keep = labels != ignore_index
-    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    _, weights, count = _label_weights(hidden, weight, labels, reduction, ignore_index)
     loss = _apply(hidden, weight, _ce_fn(labels, weights, ignore_index), chunk_size)
     return _finish(loss, count, reduction, return_stats)
 
@@ -372,13 +384,9 @@ def kd_loss(
     alpha_ce = 0 (the default) is the paper's pure-KL mid-training objective; the CE term is at
     temperature 1. Arguments as for `chunked_kl_distill` / `chunked_cross_entropy`.
     """
-    if labels.shape != hidden.shape[:1]:
-        raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
-    keep = labels != ignore_index
-    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    _, weights, count = _label_weights(hidden, weight, labels, reduction, ignore_index)
     fn = _kl_fn(_as_teacher_fn(teacher_logits), weights * (1.0 - alpha_ce), temperature)
-    if alpha_ce != 0.0:
-        fn = _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index))
+    fn = _with_ce(fn, labels, weights, alpha_ce, ignore_index)
     return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)
 
 
@@ -442,12 +450,8 @@ def topk_kd_loss(
     One pass over the logits; tokens count where `labels != ignore_index`, for both terms.
     The top-k term's approximation of the full KL is stated in `topk_kl_distill`.
     """
-    if labels.shape != hidden.shape[:1]:
-        raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
+    keep, weights, count = _label_weights(hidden, weight, labels, reduction, ignore_index)
     _check_topk(hidden, topk_ids, topk_logprobs)
-    keep = labels != ignore_index
-    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
     fn = _topk_fn(topk_ids.long(), topk_logprobs.detach(), keep, weights * (1.0 - alpha_ce), temperature)
-    if alpha_ce != 0.0:
-        fn = _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index))
+    fn = _with_ce(fn, labels, weights, alpha_ce, ignore_index)
     return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)

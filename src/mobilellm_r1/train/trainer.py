@@ -13,7 +13,6 @@ and RankMe (paper Eq. 8) of the pooled final hidden states of the eval texts.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -23,11 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..curation.filters import read_records
 from ..curation.rankme import rankme_of_model
 from ..data.mixture import Batch, MixtureLoader
 from ..data.packing import SFTLoader, build_sft_loader
 from ..data.recipes import build_loader, prepare
-from ..eval.nll import reference_examples
+from ..eval.nll import reference_examples, text_examples
 from ..model import Transformer, build_model, preset
 from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
@@ -258,9 +258,8 @@ class Trainer:
         if self._eval_cache is None:
             self._eval_cache, per_file = {}, []
             for path in self.cfg.eval_files:
-                with open(path) as f:
-                    texts = [json.loads(line)["text"] for line in itertools.islice(f, self.cfg.eval_docs)]
-                ids = [x[: self.seq_len + 1] for x in self.tokenizer.encode_batch(texts, bos=True, eos=True)]
+                texts = [r.text for r in itertools.islice(read_records(path), self.cfg.eval_docs)]
+                ids = text_examples(self.tokenizer, texts, self.seq_len)
                 self._eval_cache[Path(path).stem] = [(x, x) for x in ids]
                 per_file.append(texts)
             mixed = [t for group in itertools.zip_longest(*per_file) for t in group if t is not None]
