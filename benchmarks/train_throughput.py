@@ -56,11 +56,11 @@ def _timeit(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def ours_step(cfg, micro: int, seq: int, chunk: int):
+def ours_step(cfg, micro: int, seq: int, chunk: int, fused: bool = True):
     model = build_model(cfg, device="cuda", seed=0)
     for layer in model.layers:
         layer.compile()
-    objective = LMObjective(model, chunk_tokens=chunk, document_mask=False)
+    objective = LMObjective(model, chunk_tokens=chunk, document_mask=False, fused_loss=fused)
     opt = build_optimizer(objective, OptimSection(lr=1e-4))
     ids = torch.randint(0, cfg.vocab_size, (micro, seq + 1), device="cuda")
     batch = _Batch(ids)

@@ -82,6 +82,19 @@ def test_ce_matches_full_logits(chunk, reduction):
     check_against(ours, ref_ce(h @ w.T, y, reduction), h, w)
 
 
+def test_fused_ce_matches_full_logits_and_eager():
+    """The torch.compile'd chunk (one test: compiling on CPU takes ~20 s): fp64 exact against
+    the full logits, with chunks of two sizes; under bf16 autocast equal to the eager path."""
+    h, w, y, _ = problem()
+    ours = chunked_cross_entropy(h, w, y, chunk_size=13, fused=True)
+    check_against(ours, ref_ce(h @ w.T, y), h, w)
+    h32, w32 = (t.detach().float().requires_grad_() for t in (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = chunked_cross_entropy(h32, w32, y, chunk_size=13, fused=True)
+        eager = chunked_cross_entropy(h32, w32, y, chunk_size=13)
+    check_against(fused, eager, h32, w32, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_ce_all_ignored_is_zero(reduction):
     h, w, y, _ = problem()

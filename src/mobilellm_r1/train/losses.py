@@ -43,7 +43,8 @@ TeacherFn = Callable[[int, int], Tensor]
 ChunkFn = Callable[[int, int, Tensor, bool], "tuple[Tensor, Tensor | None]"]
 """`fn(start, stop, logits [n, V], need_grad) -> (weighted loss (0-dim), dloss/dlogits [n, V])`.
 
-May overwrite `logits`; returns float32 (or wider) tensors; the gradient is None if not needed.
+May overwrite `logits`; returns a float32 (or wider) loss and a float32 or compute-dtype
+gradient (None if not needed).
 """
 
 
@@ -186,8 +187,36 @@ def _scaled_log_softmax(x: Tensor, temperature: float, dtype: torch.dtype) -> Te
     return z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))
 
 
-def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int) -> ChunkFn:
-    """Cross-entropy chunk: loss_i = lse_i - z_i[y_i]; dloss/dz_i = softmax(z_i) - onehot(y_i)."""
+def _ce_chunk(
+    logits: Tensor, y: Tensor, w: Tensor, ignore_index: int, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One cross-entropy chunk written out of place for `torch.compile`, which fuses it into a
+    log-sum-exp reduction and one pointwise pass that reads the compute-dtype logits [n, V] and
+    writes the gradient in the same dtype (the eager `_ce_fn` makes ~7 float32 passes instead)."""
+    z = logits.to(_acc_dtype(logits.dtype))  # [n, V]
+    valid = y != ignore_index
+    safe = torch.where(valid, y, 0)[:, None]  # [n, 1]
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [n, 1]
+    per_token = torch.where(valid, (lse - z.gather(1, safe)).squeeze(1), 0.0)
+    loss = (per_token * w).sum()
+    if not need_grad:
+        return loss, None
+    target = (torch.arange(z.shape[1], device=z.device) == safe) & valid[:, None]  # one-hot [n, V]
+    grad = (torch.exp(z - lse) - target.to(z.dtype)) * w[:, None]
+    return loss, grad.to(logits.dtype)
+
+
+_fused_ce_chunk = torch.compile(_ce_chunk, dynamic=True)  # compiled on first call
+
+
+def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int, fused: bool = False) -> ChunkFn:
+    """Cross-entropy chunk: loss_i = lse_i - z_i[y_i]; dloss/dz_i = softmax(z_i) - onehot(y_i).
+
+    `fused`: the `torch.compile`d `_ce_chunk` (GPU training); else in place, eager, lean."""
+    if fused:
+        return lambda start, stop, logits, need_grad: _fused_ce_chunk(
+            logits, labels[start:stop], weights[start:stop], ignore_index, need_grad
+        )
 
     def fn(start: int, stop: int, logits: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         z = logits.to(_acc_dtype(logits.dtype))  # may alias logits (then overwritten in place)
@@ -322,6 +351,7 @@ def chunked_cross_entropy(
     reduction: str = "mean",
     ignore_index: int = IGNORE_INDEX,
     return_stats: bool = False,
+    fused: bool = False,
 ) -> Tensor | tuple[Tensor, LossStats]:
     """Cross-entropy of `hidden @ weight.T` against `labels`, never materialising all logits.
 
@@ -329,10 +359,11 @@ def chunked_cross_entropy(
     `ignore_index` for tokens that do not count. Equals
     `F.cross_entropy(hidden @ weight.T, labels, ignore_index=..., reduction=...)` (mean over
     counted tokens; 0 with zero grads when none count). Returns a float32 0-dim loss, and with
-    `return_stats` also `LossStats(loss_sum, count)`.
+    `return_stats` also `LossStats(loss_sum, count)`. `fused` runs each chunk's softmax and
+    gradient as `torch.compile`d kernels (same values within float32 rounding; compiles once).
     """
     _, weights, count = _label_weights(hidden, weight, labels, reduction, ignore_index)
-    loss = _apply(hidden, weight, _ce_fn(labels, weights, ignore_index), chunk_size)
+    loss = _apply(hidden, weight, _ce_fn(labels, weights, ignore_index, fused), chunk_size)
     return _finish(loss, count, reduction, return_stats)
 
 

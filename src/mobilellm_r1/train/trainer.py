@@ -57,7 +57,8 @@ class LMObjective(nn.Module):
     teacher either live (`teacher`: input ids -> logits) or its stored top-k (`topk`, see
     `topk_store`). Both are plain callables, not submodules: never sharded, trained or
     checkpointed. `output="nll"` gives the cross-entropy whatever the objective (held-out NLL),
-    `output="hidden"` the final hidden states [B, T, d] (RankMe)."""
+    `output="hidden"` the final hidden states [B, T, d] (RankMe). `fused_loss`: cross-entropy
+    chunks as compiled kernels (`chunked_cross_entropy(fused=True)`), on with `compile`."""
 
     def __init__(
         self,
@@ -67,10 +68,11 @@ class LMObjective(nn.Module):
         teacher: TeacherFn | None = None,
         distill: DistillSection | None = None,
         topk: TopkFn | None = None,
+        fused_loss: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
-        self.teacher, self.distill, self.topk = teacher, distill, topk
+        self.teacher, self.distill, self.topk, self.fused_loss = teacher, distill, topk, fused_loss
 
     def forward(self, batch: Batch, output: str = "loss") -> torch.Tensor:
         kwargs = {}
@@ -82,7 +84,7 @@ class LMObjective(nn.Module):
         hidden, weight, labels = hidden.flatten(0, 1), self.model.lm_head.weight, batch.labels.flatten()
         common = {"chunk_size": self.chunk_tokens, "reduction": "sum"}
         if output == "nll" or (self.teacher is None and self.topk is None):
-            return chunked_cross_entropy(hidden, weight, labels, **common)
+            return chunked_cross_entropy(hidden, weight, labels, fused=self.fused_loss, **common)
         kd = {"alpha_ce": self.distill.alpha_ce, "temperature": self.distill.temperature, **common}
         if self.topk is not None:
             ids, logprobs = self.topk(batch)
@@ -176,7 +178,9 @@ class Trainer:
             teacher, _ = load_teacher(cfg.distill.teacher, self.dist.device)
         document_mask = cfg.data.document_mask or cfg.objective == "sft"  # packed chats never mix
         topk = self.topk_store.lookup if self.topk_store else None
-        objective = LMObjective(model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill, topk)
+        objective = LMObjective(
+            model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill, topk, fused_loss=cfg.compile
+        )
         if self.dist.distributed:
             parallel.apply_fsdp(
                 objective, model.layers, cfg.precision == "bf16", cfg.fsdp_reshard_after_forward
