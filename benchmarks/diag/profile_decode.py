@@ -22,6 +22,9 @@ VARIANTS = {
     "C": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN"},
     "D": {},  # defaults, with decode attention as plain matmuls at every cache length
     "E": {},  # defaults, with batch-1 linears as matrix-vector products (cuBLAS gemv)
+    "F": {"combo_kernels": True},  # horizontal fusion of independent kernels
+    "G": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN", "epilogue_fusion": True},
+    "H": {"combo_kernels": True, "coordinate_descent_tuning": True},
 }
 _LINEAR_FORWARD = torch.nn.Linear.forward
 

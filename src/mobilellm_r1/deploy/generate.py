@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 
 CACHE_BUCKET = 256  # cache lengths are rounded up to this, so compiled graphs get reused
 # Inductor options of the compiled decode step: CUDA graphs, as mode="reduce-overhead" sets.
-# (coordinate_descent_tuning made 140m 8% faster and 950m 7% slower on an H100.)
 DEFAULT_COMPILE_OPTIONS = {"triton.cudagraphs": True}
+# Narrow models also get horizontal kernel fusion + coordinate-descent tuning: on an H100 that
+# made 140m (576 wide) decode 21% faster at batch 1 (1,218 -> 1,478 steps/s, 1k prompt) and 23%
+# at batch 16, but 360m 6% and 950m 12% slower (benchmarks/diag/NOTES.md).
+NARROW_COMPILE_OPTIONS = {"combo_kernels": True, "coordinate_descent_tuning": True}
+NARROW_MAX_WIDTH = 768
 StreamFn = Callable[[int, int, list[int]], None]  # (prompt index, sample index, new token ids)
 
 
@@ -104,7 +108,12 @@ class Generator:
         self.sync_every = max(1, sync_every)
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
-        self.compile_options = {**DEFAULT_COMPILE_OPTIONS, **(compile_options or {})}
+        narrow = model.config.hidden_size <= NARROW_MAX_WIDTH
+        self.compile_options = {
+            **DEFAULT_COMPILE_OPTIONS,
+            **(NARROW_COMPILE_OPTIONS if narrow else {}),
+            **(compile_options or {}),
+        }
         self._cache: KVCache | None = None
         self._steps: dict[tuple, Callable] = {}  # sampling settings -> decode step for this cache
 
