@@ -39,13 +39,13 @@ from mobilellm_r1.train.trainer import LMObjective
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class _Batch:
+class RandomBatch:
     def __init__(self, ids: torch.Tensor) -> None:
         self.input_ids, self.labels = ids[:, :-1], ids[:, 1:]
         self.position_ids = self.doc_ids = self.source = None
 
 
-def _timeit(step, steps: int, warmup: int) -> float:
+def time_step(step, steps: int, warmup: int) -> float:
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
@@ -63,7 +63,7 @@ def ours_step(cfg, micro: int, seq: int, chunk: int, fused: bool = True):
     objective = LMObjective(model, chunk_tokens=chunk, document_mask=False, fused_loss=fused)
     opt = build_optimizer(objective, OptimSection(lr=1e-4))
     ids = torch.randint(0, cfg.vocab_size, (micro, seq + 1), device="cuda")
-    batch = _Batch(ids)
+    batch = RandomBatch(ids)
     tokens = micro * seq
 
     def step() -> None:
@@ -110,7 +110,7 @@ def measure(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         try:
-            seconds = _timeit(make_step(micro), steps=steps, warmup=3)
+            seconds = time_step(make_step(micro), steps=steps, warmup=3)
         except torch.OutOfMemoryError:
             tried[micro] = "out of memory"
             continue

@@ -158,6 +158,24 @@ def test_kl_matches_full_logits(chunk, temperature, reduction):
     check_against(ours, ref, h, w)
 
 
+def test_fused_kd_matches_full_logits_and_eager():
+    """Compiled KL (+ CE) chunks: fp64 exact against the full-logit formula, with -inf teacher
+    logits and a callable teacher; under bf16 autocast equal to the eager chunks."""
+    h, w, y, t = problem(3)
+    keep = y != -100
+    ours = kd_loss(h, w, y, lambda a, b: t[a:b], alpha_ce=0.3, temperature=2.0, chunk_size=13, fused=True)
+    ref = 0.7 * ref_kl(h @ w.T, t, 2.0, keep) + 0.3 * ref_ce(h @ w.T, y)
+    check_against(ours, ref, h, w)
+    t[:5, :50] = float("-inf")  # p_t = 0 there (the full-logit reference gives nan)
+    kd = {"alpha_ce": 0.3, "temperature": 2.0, "chunk_size": 13}
+    check_against(kd_loss(h, w, y, t, fused=True, **kd), kd_loss(h, w, y, t, **kd), h, w)
+    h32, w32 = (x.detach().float().requires_grad_() for x in (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = chunked_kl_distill(h32, w32, t.float(), temperature=2.0, chunk_size=13, fused=True)
+        eager = chunked_kl_distill(h32, w32, t.float(), temperature=2.0, chunk_size=13)
+    check_against(fused, eager, h32, w32, rtol=1e-3, atol=1e-4)  # a bf16 ulp of dlogits apart
+
+
 def test_kl_teacher_callable_and_no_mask():
     h, w, _, t = problem(2)
     calls = []

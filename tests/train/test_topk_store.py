@@ -16,10 +16,10 @@ from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.train.config import TrainConfig, load_train_config
 from mobilellm_r1.train.losses import chunked_cross_entropy, topk_kd_loss, topk_kl_distill
+from mobilellm_r1.train.teacher import load_teacher
 from mobilellm_r1.train.topk_store import (
     TopkStore,
     dump_topk,
-    load_teacher,
     read_meta,
     shard_path,
     teacher_topk,
@@ -92,7 +92,7 @@ def test_store_holds_the_teachers_topk_of_the_runs_samples(workdir) -> None:
     )
     assert meta.complete and meta.vocab_size == 128256
     trainer = Trainer(config("out_dir=runs/probe"), device="cpu")
-    teacher, _ = load_teacher("teacher", torch.device("cpu"))
+    teacher = load_teacher("teacher", torch.device("cpu"))
     store = TopkStore("store")
     for _ in range(3):  # the samples the trainer's loader serves, looked up by their global ids
         batch = trainer.loader.next_batch()
@@ -105,7 +105,7 @@ def test_store_holds_the_teachers_topk_of_the_runs_samples(workdir) -> None:
 
 
 def test_offline_training_equals_the_live_teacher_topk_loss(workdir, offline_run) -> None:
-    teacher, _ = load_teacher("teacher", torch.device("cpu"))
+    teacher = load_teacher("teacher", torch.device("cpu"))
     online = Trainer(config("out_dir=runs/online"), device="cpu")
     online.objective.topk = lambda batch: teacher_topk(teacher(batch.input_ids), K, T)
     online_losses = []

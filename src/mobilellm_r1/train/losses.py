@@ -239,20 +239,56 @@ def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int, fused: bool = Fal
     return fn
 
 
-def _kl_fn(teacher: TeacherFn, weights: Tensor, temperature: float) -> ChunkFn:
-    """Distillation chunk: T^2 * KL(p_t || p_s) per token; dloss/ds = T * (p_s - p_t)."""
+def _check_teacher(teacher_logits: Tensor, logits: Tensor, start: int, stop: int) -> None:
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(
+            f"teacher logits for [{start}, {stop}) have shape {tuple(teacher_logits.shape)}, "
+            f"expected {tuple(logits.shape)}"
+        )
+
+
+def _kl_chunk(
+    logits: Tensor, teacher_logits: Tensor, w: Tensor, t: float, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One distillation chunk written out of place for `torch.compile` (cf. `_ce_chunk`): the two
+    log-sum-exps and the KL sum as reductions, the gradient T (p_s - p_t) w in one pointwise pass
+    in logits' dtype."""
+    acc = _acc_dtype(logits.dtype)
+    s, u = logits.to(acc) / t, teacher_logits.to(acc) / t  # [n, V]
+    log_ps = s - torch.logsumexp(s, dim=-1, keepdim=True)
+    log_pt = u - torch.logsumexp(u, dim=-1, keepdim=True)
+    p_t = log_pt.exp()
+    diff = log_pt.clamp(min=torch.finfo(acc).min) - log_ps  # -inf teacher log-probs: 0 * finite
+    loss = ((p_t * diff).sum(-1) * w).sum() * (t * t)
+    if not need_grad:
+        return loss, None
+    return loss, ((log_ps.exp() - p_t) * (w * t)[:, None]).to(logits.dtype)
+
+
+_fused_kl_chunk = torch.compile(_kl_chunk, dynamic=True)
+
+
+def _kl_fn(teacher: TeacherFn, weights: Tensor, temperature: float, fused: bool = False) -> ChunkFn:
+    """Distillation chunk: T^2 * KL(p_t || p_s) per token; dloss/ds = T * (p_s - p_t).
+
+    `fused`: the `torch.compile`d `_kl_chunk`; else eager, in place."""
     t = float(temperature)
+
+    def fused_fn(start: int, stop: int, logits: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        teacher_logits = teacher(start, stop).detach()
+        _check_teacher(teacher_logits, logits, start, stop)
+        w = weights[start:stop].to(_acc_dtype(logits.dtype))
+        return _fused_kl_chunk(logits, teacher_logits, w, t, need_grad)
+
+    if fused:
+        return fused_fn
 
     def fn(start: int, stop: int, logits: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         acc = _acc_dtype(logits.dtype)
         log_ps = _scaled_log_softmax(logits, t, acc)  # a copy: `logits` kept intact
         del logits
         teacher_logits = teacher(start, stop)
-        if teacher_logits.shape != log_ps.shape:
-            raise ValueError(
-                f"teacher logits for [{start}, {stop}) have shape {tuple(teacher_logits.shape)}, "
-                f"expected {tuple(log_ps.shape)}"
-            )
+        _check_teacher(teacher_logits, log_ps, start, stop)
         log_pt = _scaled_log_softmax(teacher_logits.detach(), t, acc)
         del teacher_logits
         p_t = log_pt.exp()
@@ -328,9 +364,11 @@ def _label_weights(
     return keep, *_token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
 
 
-def _with_ce(fn: ChunkFn, labels: Tensor, weights: Tensor, alpha_ce: float, ignore_index: int) -> ChunkFn:
+def _with_ce(
+    fn: ChunkFn, labels: Tensor, weights: Tensor, alpha_ce: float, ignore_index: int, fused: bool = False
+) -> ChunkFn:
     """`fn` plus alpha_ce x cross-entropy on the same logits (just `fn` when alpha_ce is 0)."""
-    return _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index)) if alpha_ce != 0.0 else fn
+    return _both(fn, _ce_fn(labels, weights * alpha_ce, ignore_index, fused)) if alpha_ce != 0.0 else fn
 
 
 def _check_topk(hidden: Tensor, topk_ids: Tensor, topk_logprobs: Tensor) -> None:
@@ -380,6 +418,7 @@ def chunked_kl_distill(
     chunk_size: int = KD_CHUNK,
     reduction: str = "mean",
     return_stats: bool = False,
+    fused: bool = False,
 ) -> Tensor | tuple[Tensor, LossStats]:
     """Logit distillation, T^2 * KL(p_t || p_s), chunked like `chunked_cross_entropy`.
 
@@ -391,11 +430,13 @@ def chunked_kl_distill(
     teacher_logits: a tensor [N, V] (any float dtype; sliced per chunk) or a callable
     `teacher(start, stop) -> [stop - start, V]` (e.g. running the teacher's head on its hidden
     states per chunk). They are detached, and must be finite except for -inf (p_t = 0), also on
-    masked-out rows. Both log-softmaxes are float32.
+    masked-out rows. Both log-softmaxes are float32. `fused`: compiled chunks, as for
+    `chunked_cross_entropy`.
     """
     keep = _mask_or_all(mask, hidden)
     weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
-    loss = _apply(hidden, weight, _kl_fn(_as_teacher_fn(teacher_logits), weights, temperature), chunk_size)
+    fn = _kl_fn(_as_teacher_fn(teacher_logits), weights, temperature, fused)
+    loss = _apply(hidden, weight, fn, chunk_size)
     return _finish(loss, count, reduction, return_stats)
 
 
@@ -411,6 +452,7 @@ def kd_loss(
     reduction: str = "mean",
     ignore_index: int = IGNORE_INDEX,
     return_stats: bool = False,
+    fused: bool = False,
 ) -> Tensor | tuple[Tensor, LossStats]:
     """(1 - alpha_ce) * T^2 KL(p_t || p_s) + alpha_ce * CE(labels), from one pass over the logits.
 
@@ -419,8 +461,8 @@ def kd_loss(
     temperature 1. Arguments as for `chunked_kl_distill` / `chunked_cross_entropy`.
     """
     _, weights, count = _label_weights(hidden, weight, labels, reduction, ignore_index)
-    fn = _kl_fn(_as_teacher_fn(teacher_logits), weights * (1.0 - alpha_ce), temperature)
-    fn = _with_ce(fn, labels, weights, alpha_ce, ignore_index)
+    fn = _kl_fn(_as_teacher_fn(teacher_logits), weights * (1.0 - alpha_ce), temperature, fused)
+    fn = _with_ce(fn, labels, weights, alpha_ce, ignore_index, fused)
     return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)
 
 

@@ -39,7 +39,6 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,16 +52,15 @@ from torch import Tensor
 from ..atomic import atomic_write
 from ..data.mixture import Batch, MixtureLoader
 from ..data.recipes import build_loader, prepare
-from ..model.hf import MODEL_TYPE, load_pretrained
 from ..typed_config import from_dict
 from . import parallel
 from .config import TrainConfig
+from .teacher import Teacher, load_teacher
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 DUMP_HINT = "`mobilellm-r1 train --recipe ... --set distill.topk_dir=DIR --dump-topk`"
-TeacherFn = Callable[[Tensor], Tensor]  # input_ids [B, T] -> logits [B, T, V]
 # meta.json fields a resumed dump must share with the store it continues
 DUMP_SETTINGS = ("k", "temperature", "seq_len", "fingerprint", "teacher", "shard_size", "dtype", "vocab_size")
 
@@ -158,23 +156,6 @@ def teacher_topk(logits: Tensor, k: int, temperature: float, chunk: int = 1024) 
     return torch.cat(ids).view(shape), torch.cat(logprobs).view(shape)
 
 
-def load_teacher(path: str, device: torch.device) -> tuple[TeacherFn, int]:
-    """A frozen teacher as `input_ids -> logits` (a plain callable, not a module) and its vocabulary
-    size; bf16 on GPU, fp32 on CPU. A local directory in our format (`model.hf`) loads with
-    `load_pretrained`; anything else (e.g. Llama-3.1-8B-Instruct) with transformers."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = Path(path) / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE:
-        model, _ = load_pretrained(path, device=device, dtype=dtype)
-        model.requires_grad_(False)
-        return (lambda ids: model(ids)), model.config.vocab_size
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    model = model.to(device).eval().requires_grad_(False)
-    return (lambda ids: model(input_ids=ids).logits), model.config.vocab_size
-
-
 # ---------------------------------------------------------------------------- dump
 def _start(out: Path, meta: TopkMeta) -> None:
     """Check an existing store was made with the same settings, then mark it incomplete."""
@@ -202,7 +183,7 @@ def _dump_shard(
     meta: TopkMeta,
     shard: int,
     batch: Batch,
-    teacher: TeacherFn,
+    teacher: Teacher,
     batch_size: int,
     device: torch.device,
 ) -> None:
@@ -244,7 +225,7 @@ def dump_topk(
         prepare(recipe, tokenizer)
     parallel.barrier()
     loader = build_loader(recipe, batch_size=shard_size, eos_id=tokenizer.eos_id)
-    teacher, vocab = load_teacher(d.teacher, info.device)
+    teacher = load_teacher(d.teacher, info.device)
     meta = TopkMeta(
         k=d.topk,
         temperature=d.temperature,
@@ -254,7 +235,7 @@ def dump_topk(
         samples=samples or run_samples(cfg, ranks or info.world_size),
         shard_size=shard_size,
         dtype=d.topk_dtype,
-        vocab_size=vocab,
+        vocab_size=teacher.vocab_size,
     )
     out = Path(d.topk_dir)
     if info.is_main:

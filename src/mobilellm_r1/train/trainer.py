@@ -38,7 +38,8 @@ from .config import DistillSection, TrainConfig
 from .losses import chunked_cross_entropy, kd_loss, topk_kd_loss
 from .metrics import MetricsLogger, measure_peak_flops
 from .optim import build_optimizer, lr_factor, set_lr
-from .topk_store import TeacherFn, TopkStore, load_teacher
+from .teacher import Teacher, load_teacher
+from .topk_store import TopkStore
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,18 +55,18 @@ class LMObjective(nn.Module):
 
     Without a teacher: next-token cross-entropy. With one (`objective: kd`): KL(teacher ||
     student) at `temperature`, mixed with `alpha_ce` x cross-entropy (paper: pure KL), the
-    teacher either live (`teacher`: input ids -> logits) or its stored top-k (`topk`, see
-    `topk_store`). Both are plain callables, not submodules: never sharded, trained or
+    teacher either live (`teacher`, its logits made one loss chunk at a time) or its stored
+    top-k (`topk`, see `topk_store`). Neither is a submodule: never sharded, trained or
     checkpointed. `output="nll"` gives the cross-entropy whatever the objective (held-out NLL),
-    `output="hidden"` the final hidden states [B, T, d] (RankMe). `fused_loss`: cross-entropy
-    chunks as compiled kernels (`chunked_cross_entropy(fused=True)`), on with `compile`."""
+    `output="hidden"` the final hidden states [B, T, d] (RankMe). `fused_loss`: cross-entropy and
+    KL chunks as compiled kernels (`fused=True` of the losses), on with `compile`."""
 
     def __init__(
         self,
         model: Transformer,
         chunk_tokens: int,
         document_mask: bool,
-        teacher: TeacherFn | None = None,
+        teacher: Teacher | None = None,
         distill: DistillSection | None = None,
         topk: TopkFn | None = None,
         fused_loss: bool = False,
@@ -89,9 +90,8 @@ class LMObjective(nn.Module):
         if self.topk is not None:
             ids, logprobs = self.topk(batch)
             return topk_kd_loss(hidden, weight, labels, ids.flatten(0, 1), logprobs.flatten(0, 1), **kd)
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.input_ids).flatten(0, 1)  # [B*T, V]
-        return kd_loss(hidden, weight, labels, teacher_logits, **kd)
+        teacher_logits = self.teacher.chunks(batch.input_ids)  # per loss chunk: [n, V]
+        return kd_loss(hidden, weight, labels, teacher_logits, fused=self.fused_loss, **kd)
 
 
 class _HiddenStates(nn.Module):
@@ -175,7 +175,7 @@ class Trainer:
         teacher, offline = None, cfg.objective == "kd" and cfg.distill.topk_dir
         self.topk_store = TopkStore(cfg.distill.topk_dir) if offline else None
         if cfg.objective == "kd" and not offline:
-            teacher, _ = load_teacher(cfg.distill.teacher, self.dist.device)
+            teacher = load_teacher(cfg.distill.teacher, self.dist.device)
         document_mask = cfg.data.document_mask or cfg.objective == "sft"  # packed chats never mix
         topk = self.topk_store.lookup if self.topk_store else None
         objective = LMObjective(

@@ -1,0 +1,141 @@
+"""Mid-training (live logit distillation) throughput: the paper's setting on one GPU.
+
+Student: our preset (default 950m), each layer compiled, bf16 autocast, fused AdamW, sequence
+4,096 (paper Table 4). Teacher: a randomly initialised Llama-3.1-8B-shaped transformers
+`LlamaForCausalLM` (the paper's teacher architecture; no hub access here), bf16, no grad, SDPA.
+Two loss paths, same step otherwise:
+  full  : the teacher's full logits [B*T, 128256] materialised, eager float32 KL chunks
+          (the trainer before session 4)
+  chunked: `Teacher` hands the loss its final hidden states and LM head, logits made per loss
+          chunk, KL chunks fused by `torch.compile` (what `compile: true` trains with now)
+Also timed: the teacher's forward alone, the floor a live teacher puts under each step.
+
+    python benchmarks/kd_throughput.py --student 950m --micro-batch 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from mobilellm_r1.atomic import atomic_write
+from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.train.config import DistillSection, OptimSection
+from mobilellm_r1.train.optim import build_optimizer
+from mobilellm_r1.train.teacher import Teacher
+from mobilellm_r1.train.trainer import LMObjective
+from train_throughput import RandomBatch, time_step
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LLAMA_31_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                   num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0,
+                   tie_word_embeddings=False)  # fmt: skip
+
+
+def build_teacher(layers: int) -> tuple[torch.nn.Module, Teacher, Teacher]:
+    import transformers
+
+    config = transformers.LlamaConfig(**{**LLAMA_31_8B, "num_hidden_layers": layers})
+    config._attn_implementation = "sdpa"
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = transformers.LlamaForCausalLM(config).eval().requires_grad_(False)
+    torch.set_default_dtype(torch.float32)
+    vocab = config.vocab_size
+    chunked = Teacher(lambda ids: model.model(input_ids=ids).last_hidden_state, model.lm_head.weight, vocab)
+    full = Teacher(lambda ids: model(input_ids=ids).logits, None, vocab)
+    return model, chunked, full
+
+
+def kd_step(student: str, teacher: Teacher, fused: bool, micro: int, seq: int, chunk: int):
+    model = build_model(preset(student), device="cuda", seed=0)
+    for layer in model.layers:
+        layer.compile()
+    objective = LMObjective(model, chunk, False, teacher, DistillSection(), fused_loss=fused)
+    opt = build_optimizer(objective, OptimSection(lr=1e-4))
+    batch = RandomBatch(torch.randint(0, 128000, (micro, seq + 1), device="cuda"))
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = objective(batch) / (micro * seq)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(step, micro: int, seq: int, steps: int) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        seconds = time_step(step, steps=steps, warmup=3)
+    except torch.OutOfMemoryError:
+        return {"error": "out of memory"}
+    return {
+        "tokens_per_s": micro * seq / seconds,
+        "step_s": seconds,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", default="950m")
+    p.add_argument("--teacher-layers", type=int, default=32, help="Llama-3.1-8B has 32")
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=4096)
+    p.add_argument("--chunk", type=int, default=4096, help="tokens per loss chunk")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    import transformers
+
+    teacher_model, chunked, full = build_teacher(args.teacher_layers)
+    ids = torch.randint(0, 128000, (args.micro_batch, args.seq), device="cuda")
+    rows = {
+        "teacher_forward_only": measure(lambda: chunked.chunks(ids), args.micro_batch, args.seq, args.steps)
+    }
+    for name, teacher, fused in (("full", full, False), ("chunked", chunked, True)):
+        step = kd_step(args.student, teacher, fused, args.micro_batch, args.seq, args.chunk)
+        rows[name] = measure(step, args.micro_batch, args.seq, args.steps)
+        print(name, json.dumps(rows[name]), flush=True)
+        del step
+    result = {
+        "benchmark": "kd_throughput",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {
+            "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+        "config": {
+            **vars(args),
+            "teacher": "Llama-3.1-8B shape, random init, bf16",
+            "teacher_params": sum(x.numel() for x in teacher_model.parameters()),
+        },
+        "results": rows,
+    }
+    out = (
+        Path(args.out) if args.out else RESULTS / f"kd_throughput_{args.student}_{datetime.date.today()}.json"
+    )
+    atomic_write(out, json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+    print(f"{'path':>22} {'tok/s':>9} {'s/step':>7} {'GiB':>6}")
+    for name, r in rows.items():
+        if "error" in r:
+            print(f"{name:>22} {r['error']}")
+        else:
+            print(f"{name:>22} {r['tokens_per_s']:9.0f} {r['step_s']:7.3f} {r['peak_mem_gib']:6.1f}")
+
+
+if __name__ == "__main__":
+    main()
