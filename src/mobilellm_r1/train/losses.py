@@ -16,10 +16,11 @@ of `chunk_size` rows. For each chunk, one `torch.autograd.Function` forward pass
 
 So only one chunk's logits live at a time (peak extra memory measured on an H100: about 2.5
 float32 `[chunk, V]` buffers for cross-entropy, about 4 for distillation), and backward merely scales the stored gradients by the incoming scalar `grad_output`. The loss is a
-float32 scalar. Double backward is not supported. With `fused=True` (cross-entropy; what the
-trainer uses under `compile: true`) step 2-3 run as one `torch.compile`d reduction and one
-pointwise pass that reads the compute-dtype logits and writes their gradient in that dtype, with
-float32 math in registers: no float32 `[chunk, V]` buffer at all (1.8x the 140M step speed on an H100).
+float32 scalar. Double backward is not supported. With `fused=True` (cross-entropy and
+distillation; what the trainer uses under `compile: true`) steps 2-3 run as `torch.compile`d
+reductions and one pointwise pass that reads the compute-dtype logits and writes their gradient
+in that dtype, with float32 math in registers: no float32 `[chunk, V]` buffer at all (1.8x the
+140M training step speed on an H100).
 
 Reductions: "mean" divides by the number of tokens that count (labels != ignore_index, or
 `mask`), and is 0 with zero gradients when none count; "sum" adds the per-token losses. For a
