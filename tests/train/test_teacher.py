@@ -50,3 +50,11 @@ def test_transformers_teacher(tmp_path, kind) -> None:
     ids = torch.randint(0, 300, (2, 11))
     with torch.no_grad():
         check_chunks(teacher, ids, model(input_ids=ids).logits)
+
+
+def test_missing_teacher_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"distill\.teacher .*no config\.json"):
+        load_teacher(str(tmp_path / "absent"), CPU)
+    (tmp_path / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    with pytest.raises(ValueError, match=r"distill\.teacher .*cannot load it as a transformers causal LM"):
+        load_teacher(str(tmp_path), CPU)

@@ -63,7 +63,15 @@ def load_teacher(path: str, device: torch.device) -> Teacher:
         )
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    local = Path(path).is_absolute() or path.startswith(".") or Path(path).exists()
+    if local and not config.is_file():
+        raise FileNotFoundError(f"distill.teacher {path!r}: no config.json there (an HF model directory)")
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"distill.teacher {path!r}: cannot load it as a transformers causal LM: {exc}"
+        ) from exc
     model = model.to(device).eval().requires_grad_(False)
     vocab = model.config.get_text_config().vocab_size
     if model.config.model_type in PLAIN_HEAD_TYPES:
