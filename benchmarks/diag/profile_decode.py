@@ -25,8 +25,32 @@ VARIANTS = {
     "F": {"combo_kernels": True},  # horizontal fusion of independent kernels
     "G": {"max_autotune": True, "max_autotune_gemm_backends": "TRITON,ATEN", "epilogue_fusion": True},
     "H": {"combo_kernels": True, "coordinate_descent_tuning": True},
+    # coordinate-descent tuning (batch-1 linears become Triton reductions fused with their
+    # neighbours), except linears of >= 8M weights, kept on cuBLAS as an opaque op (I) / LM head only (J)
+    "I": {"coordinate_descent_tuning": True},
+    "J": {"coordinate_descent_tuning": True},
 }
+OPAQUE_MIN_WEIGHTS = {"I": 8 << 20, "J": 64 << 20}
 _LINEAR_FORWARD = torch.nn.Linear.forward
+
+
+@torch.library.custom_op("mllm_diag::linear", mutates_args=())
+def _opaque_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.linear(x, w)
+
+
+@_opaque_linear.register_fake
+def _(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def _opaque_forward(min_weights: int):
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.numel() >= min_weights and self.bias is None:
+            return _opaque_linear(x, self.weight)
+        return _LINEAR_FORWARD(self, x)
+
+    return forward
 
 
 def _gemv_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +87,8 @@ def main() -> None:
             t0 = time.perf_counter()
             model_module.DECODE_MATMUL_MIN_SLOTS = 0 if v == "D" else DEFAULT_MIN_SLOTS
             torch.nn.Linear.forward = _gemv_forward if v == "E" else _LINEAR_FORWARD
+            if v in OPAQUE_MIN_WEIGHTS:
+                torch.nn.Linear.forward = _opaque_forward(OPAQUE_MIN_WEIGHTS[v])
             gen = Generator(model, compile=True, compile_options=VARIANTS[v])
             rate = steps_per_s(gen, prompts)
             rows.append((name, batch, plen, v, rate, time.perf_counter() - t0))
