@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,26 +100,6 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
     return _rates(len(prompts), new_tokens, prefill, total)
 
 
-def machine(device: str) -> dict:
-    import transformers
-
-    info = {
-        "device": device,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    else:
-        info["torch_threads"] = torch.get_num_threads()
-        info["cpu"] = platform.processor() or platform.machine()
-    return info
-
-
 def run_config(name, batch, plen, args, model, hf) -> dict:
     cfg = model.config
     prompts = _prompts(batch, plen, cfg.vocab_size, seed=batch * 100_003 + plen)
@@ -142,10 +120,7 @@ def run_config(name, batch, plen, args, model, hf) -> dict:
 
 def write_result(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dict]) -> None:
     result = {
-        "benchmark": "decode_throughput",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": machine(args.device),
+        **result_header("decode_throughput", args.device),
         "dtype": str(dtype).removeprefix("torch."),
         "results": rows,
     }

@@ -26,11 +26,9 @@ matplotlib is present, the matching .png.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -47,6 +45,7 @@ from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
 from mobilellm_r1.train.checkpoint import load_checkpoint
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.trainer import LMObjective, Trainer
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAPABILITIES = ("code", "math", "knowledge")
@@ -314,15 +313,8 @@ def main() -> None:
         mixed: mix["weights"],
     }
     result = {
-        "benchmark": "influence_mixture",
+        **result_header("influence_mixture", args.device),
         "corpus": args.corpus,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "device": args.device,
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-        },
         "settings": {k: v for k, v in vars(args).items() if k not in ("plot", "out")},
         "tokens_per_run": budget,
         "epochs": {n: {g: weights[n][g] * budget / tokens[g] for g in sources} for n in runs},

@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,12 +41,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from decode_throughput import machine
 from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.curation.influence import CHUNK_TOKENS, jvp_scores, pad_batch, probe_gradient, select_params
 from mobilellm_r1.curation.influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import dtype_from_name, load_pretrained
+from provenance import result_header
 
 CAPABILITIES = ("code", "math", "knowledge")
 PAPER = {
@@ -431,10 +430,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     launcher = f"torchrun --standalone --nproc-per-node {dp['world']}" if dp else "python"
     result = {
-        "benchmark": "influence_throughput",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join([launcher, "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {**machine(device.type), "gpus": torch.cuda.device_count()},
+        **result_header("influence_throughput", device.type, launcher),
         "config": {**vars(args), "params": sum(p.numel() for p in model.parameters())},
         "paper": PAPER,
         "sweep": rows,

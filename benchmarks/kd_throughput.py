@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
-import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from mobilellm_r1.train.config import DistillSection, OptimSection
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.teacher import Teacher
 from mobilellm_r1.train.trainer import LMObjective
+from provenance import result_header
 from train_throughput import RandomBatch, time_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,7 +94,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    import transformers
 
     teacher_model, chunked, full = build_teacher(args.teacher_layers)
     ids = torch.randint(0, 128000, (args.micro_batch, args.seq), device="cuda")
@@ -108,15 +106,7 @@ def main() -> None:
         print(name, json.dumps(rows[name]), flush=True)
         del step
     result = {
-        "benchmark": "kd_throughput",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
+        **result_header("kd_throughput"),
         "config": {
             **vars(args),
             "teacher": "Llama-3.1-8B shape, random init, bf16",

@@ -13,7 +13,6 @@ Runs the shipped CPU recipes end to end through the CLI, at a larger scale:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mobilellm_r1.atomic import atomic_write
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLI = [sys.executable, "-m", "mobilellm_r1.cli"]
@@ -109,13 +109,7 @@ def main() -> None:
         )
         summaries[name] = json.loads((out / "summary.json").read_text())
     result = {
-        "benchmark": "sft_accuracy",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },
+        **result_header("sft_accuracy", "cuda" if torch.cuda.is_available() else "cpu"),
         "settings": vars(args),
         "summary": summaries,
         "seconds": time.perf_counter() - start,

@@ -15,8 +15,6 @@ import argparse
 import datetime
 import gc
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from mobilellm_r1.train.metrics import measure_peak_flops
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.parallel import apply_activation_checkpointing
 from mobilellm_r1.train.trainer import LMObjective
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -117,17 +116,7 @@ def main() -> None:
         else RESULTS / f"sft_long_context_{args.preset}_{datetime.date.today()}.json"
     )
     result = {
-        "benchmark": "sft_long_context",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "gpu_mem_gib": torch.cuda.get_device_properties(0).total_memory / 2**30,
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "python": platform.python_version(),
-            "measured_peak_tflops": peak / 1e12,
-        },
+        **result_header("sft_long_context"),
         "config": {
             "preset": args.preset,
             "seq": args.seq,
@@ -137,6 +126,8 @@ def main() -> None:
         "flops_per_token": fpt,
         "results": rows,
     }
+    result["machine"]["gpu_mem_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
+    result["machine"]["measured_peak_tflops"] = peak / 1e12
     atomic_write(out, json.dumps(result, indent=2))
     print(f"\nwrote {out}")
     print(f"{'docs':>5} {'step s':>8} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9}")

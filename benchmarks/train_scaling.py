@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from mobilellm_r1.atomic import atomic_write
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,8 +95,6 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    import torch
-
     work = Path(args.workdir)
     one = summarize(run_training(1, args, work / "one", args.steps), args.skip)
     total = args.steps + (args.extra_steps if args.reshard_to else 0)
@@ -105,14 +104,7 @@ def main() -> None:
     reshard = resharded(args, work) if args.reshard_to else None
     diffs = [abs(a - b) for a, b in zip(one["losses"], many["losses"][: args.steps], strict=True)]
     result = {
-        "benchmark": "train_scaling",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "gpus": torch.cuda.device_count(),
-            "torch": torch.__version__,
-        },
+        **result_header("train_scaling"),
         "config": vars(args),
         "one_gpu": one,
         "n_gpus": many,

@@ -20,8 +20,6 @@ import argparse
 import datetime
 import gc
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from mobilellm_r1.train.config import OptimSection
 from mobilellm_r1.train.metrics import measure_peak_flops
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.trainer import LMObjective
+from provenance import result_header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -180,22 +179,8 @@ def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: float, liger:
 
 
 def write_result(out: Path, rows: list[dict], peak: float) -> None:
-    import transformers
-
-    result = {
-        "benchmark": "train_throughput",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "cuda": torch.version.cuda,
-            "python": platform.python_version(),
-            "measured_peak_tflops": peak / 1e12,
-        },
-        "results": rows,
-    }
+    result = {**result_header("train_throughput"), "results": rows}
+    result["machine"]["measured_peak_tflops"] = peak / 1e12
     atomic_write(out, json.dumps(result, indent=2))
 
 
