@@ -6,7 +6,6 @@ row) for one preset and micro-batch, eager vs fused cross-entropy, and the step 
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -14,18 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mobilellm_r1.model import preset
-from train_throughput import ours_step
-
-
-def step_seconds(step, n: int = 10) -> float:
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
+from train_throughput import ours_step, time_step
 
 
 def top_kernels(step, top: int) -> None:
@@ -54,7 +42,7 @@ def main() -> None:
         cfg = preset(name)
         for fused in (False, True):
             step = ours_step(cfg, int(micro), args.seq, args.chunk, fused=fused)
-            sec = step_seconds(step)
+            sec = time_step(step, steps=10, warmup=3)
             print(f"\n{name} micro {micro} fused={fused}: {sec * 1e3:.1f} ms/step")
             top_kernels(step, args.top)
             table.append((name, micro, fused, sec, int(micro) * args.seq / sec))
