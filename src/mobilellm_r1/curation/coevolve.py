@@ -26,7 +26,6 @@ training resumes from its last checkpoint (or is skipped once ``train/final`` ex
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import sys
 import time
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_write
 from ..data.recipes import MixSource, MixtureRecipe
 from ..typed_config import load_config, to_dict
+from .figures import agg_figure, png_bytes
 from .filters import JsonlWriter, read_records
 from .influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
 from .mixing import eq5_weights, mix_header, source_stats, write_recipe
@@ -269,12 +269,8 @@ def _check_config(out: Path, cfg: CoevolveConfig) -> None:
 
 def plot_histograms(stages: list[dict], path: Path) -> None:
     """All stages' score histograms overlaid as densities (the paper's Fig. 5), PNG, Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = agg_figure((6, 4))
+    ax = fig.add_subplot()
     for s in stages:
         counts, edges = np.asarray(s["histogram"]["counts"], float), np.asarray(s["histogram"]["edges"])
         density = counts / max(counts.sum(), 1) / np.maximum(np.diff(edges), 1e-300)
@@ -284,10 +280,7 @@ def plot_histograms(stages: list[dict], path: Path) -> None:
     ax.set_ylabel("density")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, png_bytes(fig))
 
 
 def run_coevolve(cfg: CoevolveConfig) -> dict[str, Any]:

@@ -27,7 +27,6 @@ Output directory (a rerun skips runs whose ``result.json`` exists; settings must
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import json
 import math
@@ -37,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..atomic import atomic_write
 from ..data.recipes import MixtureRecipe, prepare, recipe_path
 from ..eval.nll import text_examples
 from ..typed_config import load_config, to_dict
+from .figures import agg_figure, png_bytes
 from .filters import read_records
 from .influence import Rows, probe_loss
+from .mixing import write_recipe
 
 if TYPE_CHECKING:
     from ..train.config import TrainConfig
@@ -181,14 +180,10 @@ def markdown_table(reference: Mapping[str, float], delta: Mapping[str, Mapping[s
 
 def heatmap_png(delta: Mapping[str, Mapping[str, float]], capabilities: list[str]) -> bytes:
     """Sources x capabilities heat map of Eq. 1, diverging colour map centred at 0, values annotated."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     sources = list(delta)
     values = [[delta[j][c] for c in capabilities] for j in sources]
     bound = max((abs(v) for row in values for v in row), default=0.0) or 1e-12
-    fig = Figure(figsize=(2.5 + 1.3 * len(capabilities), 1.2 + 0.55 * len(sources)))
-    FigureCanvasAgg(fig)
+    fig = agg_figure((2.5 + 1.3 * len(capabilities), 1.2 + 0.55 * len(sources)))
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     ax.set_xticks(range(len(capabilities)), capabilities)
@@ -202,9 +197,7 @@ def heatmap_png(delta: Mapping[str, Mapping[str, float]], capabilities: list[str
     fig.colorbar(image, ax=ax, label="dL (Eq. 1); > 0: source helps")
     ax.set_title("Leave-one-out: loss change without each source")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 # ====================================================================== runs
@@ -287,7 +280,7 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
     result = _cached(folder / "result.json", settings)
     if result is not None:
         return result, True
-    atomic_write(folder / "mixture.yaml", yaml.safe_dump(to_dict(recipe), sort_keys=False))
+    write_recipe(recipe, folder / "mixture.yaml")
     trained = _cached(folder / "train.json", settings)
     if trained is None:
         trainer = Trainer(train, resume=True, device=ctx.device)

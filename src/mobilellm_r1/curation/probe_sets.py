@@ -178,16 +178,6 @@ class _ReadSpec(SourceSpec):
         return tuple(dict.fromkeys((*super().fields, *self.extra_fields)))
 
 
-def _unit_rows(spec: SourceSpec, unit: sources.Unit) -> Iterator[tuple[Any, str]]:
-    if unit.format == "jsonl":
-        return sources._jsonl_rows(unit, sources.ReadStats())
-    if unit.format == "parquet":
-        return sources._parquet_rows(spec, unit)
-    if unit.format == "hf":
-        return sources._hf_rows(spec, unit)
-    return sources._text_rows(spec, unit)
-
-
 @dataclass(frozen=True)
 class _Doc:
     id: str
@@ -212,7 +202,7 @@ def _documents(source: ProbeSource, cfg: ProbeSetsConfig, stats: dict[str, int])
     text_spec, read_spec = source.specs(cfg.data_root, score_field)
     formatter = RowFormatter(text_spec)
     for unit in sources.list_units(read_spec):
-        for row, where in _unit_rows(read_spec, unit):
+        for row, where in sources.unit_rows(read_spec, unit):
             if stats["rows"] == source.max_rows:
                 return
             if isinstance(row, DataError):

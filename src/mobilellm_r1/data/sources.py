@@ -516,20 +516,24 @@ def list_units(
     return units
 
 
+def unit_rows(spec: SourceSpec, unit: Unit, stats: ReadStats | None = None) -> Iterator[tuple[Any, str]]:
+    """The raw (row or :class:`DataError`, location) pairs of one unit, before any text formatting;
+    parquet / HF readers fetch only ``spec.fields``."""
+    if unit.format == "jsonl":
+        return _jsonl_rows(unit, stats if stats is not None else ReadStats())
+    if unit.format == "parquet":
+        return _parquet_rows(spec, unit)
+    if unit.format == "hf":
+        return _hf_rows(spec, unit)
+    if unit.format == "text":
+        return _text_rows(spec, unit)
+    raise ValueError(f"unknown unit format {unit.format!r}")
+
+
 def read_unit(spec: SourceSpec, unit: Unit, stats: ReadStats | None = None) -> Iterator[Document]:
     """Documents of one unit; bad rows raise :class:`DataError` or are counted in ``stats``."""
     stats = stats if stats is not None else ReadStats()
-    if unit.format == "jsonl":
-        rows = _jsonl_rows(unit, stats)
-    elif unit.format == "parquet":
-        rows = _parquet_rows(spec, unit)
-    elif unit.format == "hf":
-        rows = _hf_rows(spec, unit)
-    elif unit.format == "text":
-        rows = _text_rows(spec, unit)
-    else:
-        raise ValueError(f"unknown unit format {unit.format!r}")
-    return _emit(rows, spec, stats)
+    return _emit(unit_rows(spec, unit, stats), spec, stats)
 
 
 def iter_documents(
