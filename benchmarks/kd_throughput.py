@@ -26,7 +26,7 @@ from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import DistillSection, OptimSection
 from mobilellm_r1.train.optim import build_optimizer
-from mobilellm_r1.train.teacher import Teacher
+from mobilellm_r1.train.teacher import Teacher, transformers_teacher
 from mobilellm_r1.train.trainer import LMObjective
 from provenance import result_header
 from train_throughput import RandomBatch, time_step
@@ -44,12 +44,9 @@ def build_teacher(layers: int) -> tuple[torch.nn.Module, Teacher, Teacher]:
     config._attn_implementation = "sdpa"
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
-        model = transformers.LlamaForCausalLM(config).eval().requires_grad_(False)
+        model = transformers.LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    vocab = config.vocab_size
-    chunked = Teacher(lambda ids: model.model(input_ids=ids).last_hidden_state, model.lm_head.weight, vocab)
-    full = Teacher(lambda ids: model(input_ids=ids).logits, None, vocab)
-    return model, chunked, full
+    return model, transformers_teacher(model, per_chunk=True), transformers_teacher(model, per_chunk=False)
 
 
 def kd_step(student: str, teacher: Teacher, fused: bool, micro: int, seq: int, chunk: int):

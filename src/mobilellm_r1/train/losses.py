@@ -30,6 +30,7 @@ count (countable from the labels before any forward), or read `LossStats` via `r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -210,7 +211,10 @@ def _ce_chunk(
     return loss, grad.to(logits.dtype)
 
 
-_fused_ce_chunk = torch.compile(_ce_chunk, dynamic=True)  # compiled on first call
+@functools.cache
+def _compiled(chunk_fn: Callable) -> Callable:
+    """`torch.compile` of a chunk function, made on first use (importing dynamo costs ~1 s)."""
+    return torch.compile(chunk_fn, dynamic=True)
 
 
 def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int, fused: bool = False) -> ChunkFn:
@@ -218,7 +222,7 @@ def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int, fused: bool = Fal
 
     `fused`: the `torch.compile`d `_ce_chunk` (GPU training); else in place, eager, lean."""
     if fused:
-        return lambda start, stop, logits, need_grad: _fused_ce_chunk(
+        return lambda start, stop, logits, need_grad: _compiled(_ce_chunk)(
             logits, labels[start:stop], weights[start:stop], ignore_index, need_grad
         )
 
@@ -266,9 +270,6 @@ def _kl_chunk(
     return loss, ((log_ps.exp() - p_t) * (w * t)[:, None]).to(logits.dtype)
 
 
-_fused_kl_chunk = torch.compile(_kl_chunk, dynamic=True)
-
-
 def _kl_fn(teacher: TeacherFn, weights: Tensor, temperature: float, fused: bool = False) -> ChunkFn:
     """Distillation chunk: T^2 * KL(p_t || p_s) per token; dloss/ds = T * (p_s - p_t).
 
@@ -279,7 +280,7 @@ def _kl_fn(teacher: TeacherFn, weights: Tensor, temperature: float, fused: bool 
         teacher_logits = teacher(start, stop).detach()
         _check_teacher(teacher_logits, logits, start, stop)
         w = weights[start:stop].to(_acc_dtype(logits.dtype))
-        return _fused_kl_chunk(logits, teacher_logits, w, t, need_grad)
+        return _compiled(_kl_chunk)(logits, teacher_logits, w, t, need_grad)
 
     if fused:
         return fused_fn

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -72,9 +73,16 @@ def load_teacher(path: str, device: torch.device) -> Teacher:
         raise ValueError(
             f"distill.teacher {path!r}: cannot load it as a transformers causal LM: {exc}"
         ) from exc
-    model = model.to(device).eval().requires_grad_(False)
+    return transformers_teacher(model.to(device))
+
+
+def transformers_teacher(model: Any, per_chunk: bool | None = None) -> Teacher:
+    """A loaded transformers causal LM as a frozen `Teacher`: final hidden states + LM head when
+    its logits are exactly that (`PLAIN_HEAD_TYPES`, or `per_chunk=True`), else its full logits
+    (`per_chunk=False` forces them)."""
+    model.eval().requires_grad_(False)
     vocab = model.config.get_text_config().vocab_size
-    if model.config.model_type in PLAIN_HEAD_TYPES:
+    if per_chunk if per_chunk is not None else model.config.model_type in PLAIN_HEAD_TYPES:
         base = model.base_model
         return Teacher(
             lambda ids: base(input_ids=ids).last_hidden_state, model.get_output_embeddings().weight, vocab
