@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..model.model import KVCache, Transformer
+from . import fused_decode
 from .sampling import SamplingParams, select_tokens
 
 if TYPE_CHECKING:
@@ -66,11 +67,32 @@ def prefill_mask(pads: torch.Tensor, width: int) -> torch.Tensor:
 
 class _DecodeStep(nn.Module):
     """One decode step as a module, so the model's weights and the cache's buffers are
-    module state to `torch.compile` (static, mutated in place) rather than graph inputs."""
+    module state to `torch.compile` (static, mutated in place) rather than graph inputs.
 
-    def __init__(self, model: Transformer, cache: KVCache, params: SamplingParams, pad_id: int) -> None:
+    With a `FusedDecoder` (batch 1) the model's forward is the opaque `fused_decode` op."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        cache: KVCache,
+        params: SamplingParams,
+        pad_id: int,
+        fused: fused_decode.FusedDecoder | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.cache, self.params, self.pad_id = model, cache, params, pad_id
+        self.fused = fused
+        self.fused_handle = fused_decode.register(fused) if fused is not None else 0
+
+    def _logits(self, tok: torch.Tensor, pos: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [B, V] of tok [B, 1] at cache slot pos [1]."""
+        if self.fused is not None:  # batch 1: no padding, so the position is the slot
+            buffers = list(self.cache.buffers())
+            return torch.ops.mobilellm_r1.fused_decode(tok.view(1), pos, buffers, self.fused_handle)
+        slots = torch.arange(self.cache.max_len, device=tok.device)
+        mask = ((slots[None, :] <= pos) & (slots[None, :] >= pads[:, None]))[:, None, None, :]
+        logits = self.model(tok, (pos - pads)[:, None], cache=self.cache, cache_pos=pos, attn_mask=mask)
+        return logits[:, -1]
 
     def forward(
         self,
@@ -82,10 +104,7 @@ class _DecodeStep(nn.Module):
         noise: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B])."""
-        slots = torch.arange(self.cache.max_len, device=tok.device)
-        mask = ((slots[None, :] <= pos) & (slots[None, :] >= pads[:, None]))[:, None, None, :]
-        logits = self.model(tok, (pos - pads)[:, None], cache=self.cache, cache_pos=pos, attn_mask=mask)
-        nxt = select_tokens(logits[:, -1], self.params, noise)
+        nxt = select_tokens(self._logits(tok, pos, pads), self.params, noise)
         nxt = torch.where(finished, torch.full_like(nxt, self.pad_id), nxt)
         return nxt, finished | torch.isin(nxt, stop_ids)
 
@@ -101,6 +120,7 @@ class Generator:
         compile: bool = False,
         compile_options: dict | None = None,
         sync_every: int = 16,
+        fused: bool | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -108,6 +128,10 @@ class Generator:
         self.sync_every = max(1, sync_every)
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
+        if fused and not fused_decode.available(self.device):
+            raise ValueError(f"fused decoding needs CUDA and Triton; not available on {self.device}")
+        # batch-1 decode steps through the fused Triton kernels (default: compiled CUDA runs)
+        self.fused = compile and fused_decode.available(self.device) if fused is None else fused
         narrow = model.config.hidden_size <= NARROW_MAX_WIDTH
         self.compile_options = {
             **DEFAULT_COMPILE_OPTIONS,
@@ -131,7 +155,11 @@ class Generator:
         """The (compiled) decode step for the current cache and sampling settings."""
         key = (params.greedy, params.temperature, params.top_p, params.top_k, pad_id)
         if key not in self._steps:
-            step = _DecodeStep(self.model, self._cache, params, pad_id)
+            cache = self._cache
+            fused = None
+            if self.fused and cache.batch_size == 1:
+                fused = fused_decode.FusedDecoder(self.model, cache)
+            step = _DecodeStep(self.model, cache, params, pad_id, fused)
             if self.compile:
                 step = torch.compile(step, fullgraph=True, options=self.compile_options)
             self._steps[key] = step

@@ -1,0 +1,195 @@
+"""Fused batch-1 decoding on the GPU: correctness, per-shape GEMV launch sweep, step time.
+
+    python benchmarks/diag/fused_decode.py --presets 140m 360m 950m [--sweep] [--profile 950m]
+
+For each preset (random bf16 weights, 1,024-token prompt):
+  * check: one fused step against the eager model on the same cache (logits max |diff|,
+    argmax equal), and 64 greedy tokens of the compiled Generator with and without fusion;
+  * time: one fused step captured in a CUDA graph (us/step, steps/s), and Generator steps/s
+    with and without fusion;
+  * sweep (optional): every GEMV shape of the preset under a grid of launch shapes, over
+    rotating weight copies (> L2), effective GB/s of each; the best is printed per shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import torch
+import triton
+from triton.testing import do_bench_cudagraph
+
+from mobilellm_r1.deploy import Generator, SamplingParams
+from mobilellm_r1.deploy import decode_kernels as K
+from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks
+from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.model.model import KVCache
+
+PROMPT = 1024
+N_TOKENS = 128
+
+
+def check(model, cfg) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
+    caches = [KVCache(cfg, 1, PROMPT + 256, device="cuda") for _ in range(2)]
+    with torch.no_grad():
+        for c in caches:
+            model(ids[:, :PROMPT], cache=c, cache_pos=torch.arange(PROMPT, device="cuda"))
+        pos = torch.tensor([PROMPT], device="cuda")
+        ref = model(ids[:, PROMPT:], cache=caches[0], cache_pos=pos)[0, -1].float()
+        out = FusedDecoder(model, caches[1])(ids[0, PROMPT:], pos)[0].float()
+    prompt = ids[0, :PROMPT].tolist()
+    params = SamplingParams(max_new_tokens=64, stop_token_ids=())
+    toks = [
+        Generator(model, compile=True, fused=f).generate([prompt], params)[0][0].token_ids
+        for f in (True, False)
+    ]
+    same = next((i for i, (a, b) in enumerate(zip(*toks)) if a != b), len(toks[0]))
+    return {
+        "logits_max_abs_diff": (out - ref).abs().max().item(),
+        "logits_ref_max": ref.abs().max().item(),
+        "argmax_equal": int(out.argmax()) == int(ref.argmax()),
+        "greedy_tokens_equal_prefix": same,
+    }
+
+
+def step_time_us(model, cfg) -> float:
+    cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
+    dec = FusedDecoder(model, cache)
+    tok = torch.tensor([7], device="cuda")
+    pos = torch.tensor([PROMPT], device="cuda")
+    return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
+
+
+def generator_steps_per_s(model, cfg, fused: bool) -> float:
+    gen = Generator(model, compile=True, fused=fused)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
+    params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
+    gen.generate([prompt], params)  # compile + warm up
+    torch.cuda.synchronize()
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        gen.generate([prompt], params)
+        torch.cuda.synchronize()
+        best = max(best, (N_TOKENS - 1) / (time.perf_counter() - t0))
+    return best
+
+
+def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlocks, float]]:
+    rows = 2 * n if epilogue == K.EPILOGUE_SWIGLU else n
+    copies = max(2, (256 << 20) // (rows * k * 2))
+    ws = [torch.randn(rows, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+    x = torch.randn(k, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(k, device="cuda", dtype=torch.bfloat16)
+    out = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    results = []
+    for bn, bk, nw in itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8)):
+        if bn * bk > 16384 or bk > triton.next_power_of_2(k):
+            continue
+
+        def run(bn=bn, bk=bk, nw=nw):
+            for w in ws:
+                K.gemv_kernel[(triton.cdiv(n, bn),)](
+                    w,
+                    x,
+                    g,
+                    out,
+                    out,
+                    n,
+                    k,
+                    1e-5,
+                    NORM=norm,
+                    EPILOGUE=epilogue,
+                    BLOCK_N=bn,
+                    BLOCK_K=bk,
+                    num_warps=nw,
+                )
+
+        us = do_bench_cudagraph(run, rep=50) * 1e3 / copies
+        results.append((GemvBlocks(bn, bk, nw), us))
+    return sorted(results, key=lambda r: r[1])
+
+
+def sweep(cfg, name: str) -> list[str]:
+    d, hd, hid = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size_mlp
+    n_qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd
+    shapes = {
+        "qkv": (n_qkv, d, K.EPILOGUE_STORE, True),
+        "o": (d, cfg.num_attention_heads * hd, K.EPILOGUE_RESIDUAL, False),
+        "gate_up": (hid, d, K.EPILOGUE_SWIGLU, True),
+        "down": (d, hid, K.EPILOGUE_RESIDUAL, False),
+        "lm_head": (cfg.vocab_size, d, K.EPILOGUE_STORE, True),
+    }
+    lines = []
+    for shape, (n, k, epi, norm) in shapes.items():
+        res = sweep_shape(n, k, epi, norm)
+        nbytes = (2 if epi == K.EPILOGUE_SWIGLU else 1) * n * k * 2
+        for blocks, us in res[:3]:
+            lines.append(
+                f"{name:5s} {shape:8s} N={n:6d} K={k:5d} {blocks} {us:7.2f} us {nbytes / us / 1e3:6.0f} GB/s"
+            )
+        print("\n".join(lines[-3:]), flush=True)
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--presets", nargs="+", default=["140m", "360m", "950m"])
+    p.add_argument("--sweep", action="store_true")
+    p.add_argument("--profile", default=None, help="preset whose fused step's kernels to list")
+    args = p.parse_args()
+    table, sweeps = [], []
+    for name in args.presets:
+        cfg = preset(name)
+        model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+        c = check(model, cfg)
+        us = step_time_us(model, cfg)
+        fused = generator_steps_per_s(model, cfg, True)
+        plain = generator_steps_per_s(model, cfg, False)
+        table.append((name, c, us, fused, plain))
+        print(
+            name, c, f"{us:.1f} us/step", f"generator fused {fused:.0f} plain {plain:.0f} steps/s", flush=True
+        )
+        if args.profile == name:
+            profile_step(model, cfg)
+        del model
+        torch.cuda.empty_cache()
+    if args.sweep:
+        for name in args.presets:
+            sweeps += sweep(preset(name), name)
+    print("\n".join(sweeps))
+    print(
+        "preset | fused step us (graph) | steps/s | Generator fused | Generator compiled | logits max|diff| | greedy equal"
+    )
+    for name, c, us, fused, plain in table:
+        print(
+            f"{name} | {us:.1f} | {1e6 / us:.0f} | {fused:.0f} | {plain:.0f} | "
+            f"{c['logits_max_abs_diff']:.3g} (of {c['logits_ref_max']:.3g}) | {c['greedy_tokens_equal_prefix']}/64"
+        )
+
+
+def profile_step(model, cfg) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
+    dec = FusedDecoder(model, cache)
+    tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    dec(tok, pos)
+    with torch.cuda.graph(graph):
+        dec(tok, pos)
+    graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            graph.replay()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Triton kernels of the fused batch-1 decode step (see `fused_decode.py`).
+
+A batch-1 decode step reads every weight once and does almost no arithmetic, so its speed
+is memory bandwidth plus the number of kernels. Each decoder layer here is five kernels:
+
+  1. `gemv`  x -> RMSNorm -> qkv                  (norm folded into the matrix-vector product)
+  2. `attend` qkv -> RoPE, QK-norm, cache write, split-KV attention; the last split of
+     each kv head to finish merges the partial results (an atomic ticket, no extra launch)
+  3. `gemv`  attn -> o_proj, + residual (in place on x)
+  4. `gemv`  x -> RMSNorm -> gate_up -> SwiGLU     (gate and up rows read by one program)
+  5. `gemv`  h -> down_proj, + residual (in place on x)
+
+Roundings follow the eager bf16 model step by step (normalised x, RoPE, QK-norm and every
+projection output are rounded to the model dtype where the eager model rounds them), so the
+fused step differs from eager decoding only by the order of float32 additions.
+
+The kernels take batch 1 (one token); they also run under `TRITON_INTERPRET=1` on CPU
+tensors, which is how the tests check them against the eager model.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+EPILOGUE_STORE, EPILOGUE_RESIDUAL, EPILOGUE_SWIGLU = 0, 1, 2
+
+
+@triton.jit
+def _rstd(x_ptr, K, eps, BLOCK_K: tl.constexpr):
+    """1 / sqrt(mean(x^2) + eps) over the K entries of x, in float32."""
+    cols = tl.arange(0, BLOCK_K)
+    sq = tl.zeros([BLOCK_K], tl.float32)
+    for k0 in tl.range(0, K, BLOCK_K):
+        x = tl.load(x_ptr + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+        sq += x * x
+    return tl.rsqrt(tl.sum(sq, axis=0) / K + eps)
+
+
+@triton.jit
+def gemv_kernel(
+    w_ptr,  # [N_rows, K] row-major (N_rows = 2N for SwiGLU: gate rows, then up rows)
+    x_ptr,  # [K]
+    norm_ptr,  # [K] RMSNorm scale (read when NORM)
+    res_ptr,  # [N] residual (read when EPILOGUE_RESIDUAL)
+    out_ptr,  # [N]
+    N,
+    K,
+    eps,
+    NORM: tl.constexpr,
+    EPILOGUE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x."""
+    dtype = out_ptr.dtype.element_ty
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    cols = tl.arange(0, BLOCK_K)
+    if NORM:
+        rstd = _rstd(x_ptr, K, eps, BLOCK_K)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + cols
+        k_ok = kk < K
+        x = tl.load(x_ptr + kk, mask=k_ok, other=0.0)
+        if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
+            g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
+            x = ((x.to(tl.float32) * rstd).to(dtype).to(tl.float32) * g).to(dtype)
+        x = x.to(tl.float32)[None, :]
+        ok = row_ok[:, None] & k_ok[None, :]
+        w = tl.load(w_ptr + rows[:, None] * K + kk[None, :], mask=ok, other=0.0)
+        acc += w.to(tl.float32) * x
+        if EPILOGUE == 2:
+            w_up = tl.load(w_ptr + (rows + N)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+            acc_up += w_up.to(tl.float32) * x
+    y = tl.sum(acc, axis=1).to(dtype).to(tl.float32)
+    if EPILOGUE == 1:
+        y = tl.load(res_ptr + rows, mask=row_ok, other=0.0).to(tl.float32) + y
+    if EPILOGUE == 2:
+        up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
+        y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
+    tl.store(out_ptr + rows, y.to(dtype), mask=row_ok)
+
+
+@triton.jit
+def embed_kernel(table_ptr, tok_ptr, out_ptr, D, BLOCK: tl.constexpr):
+    """out[:] = table[tok]."""
+    tok = tl.load(tok_ptr).to(tl.int64)
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + cols, tl.load(table_ptr + tok * D + cols, mask=cols < D), mask=cols < D)
+
+
+@triton.jit
+def _rope_norm(
+    x_ptr, rows, row_ok, cos, sin, eps, dtype, HD: tl.constexpr, ROPE: tl.constexpr, QK_NORM: tl.constexpr
+):
+    """Even and odd halves [R, HD/2] of heads at x_ptr + rows * HD, rotated and L2-normed."""
+    half = tl.arange(0, HD // 2)
+    offs = rows[:, None] * HD + 2 * half[None, :]
+    even = tl.load(x_ptr + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    odd = tl.load(x_ptr + offs + 1, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    if ROPE:  # Llama-4: the pair (x[2i], x[2i+1]) rotated as one complex number, in float32
+        even, odd = even * cos - odd * sin, even * sin + odd * cos
+        even, odd = even.to(dtype).to(tl.float32), odd.to(dtype).to(tl.float32)
+    if QK_NORM:
+        ms = (tl.sum(even * even, axis=1) + tl.sum(odd * odd, axis=1)) / HD
+        rstd = tl.rsqrt(ms + eps)[:, None]
+        even, odd = (even * rstd).to(dtype).to(tl.float32), (odd * rstd).to(dtype).to(tl.float32)
+    return even, odd
+
+
+@triton.jit
+def attend_kernel(
+    qkv_ptr,  # [(H + 2 KVH) * HD]: this token's q, k, v heads (the qkv projection's output)
+    k_cache,  # [KVH, S_max, HD]
+    v_cache,  # [KVH, S_max, HD]
+    pos_ptr,  # [1] int64: the cache slot (= RoPE position) of this token
+    inv_freq_ptr,  # [HD/2] float32
+    part_o,  # [N_SPLITS, H, HD] float32 scratch
+    part_ml,  # [N_SPLITS, 2, H] float32 scratch (running max, then sum of exponentials)
+    tickets,  # [KVH] int32, zero between launches
+    out_ptr,  # [H * HD]
+    S_max,
+    n_splits,
+    eps,
+    sm_scale,
+    attn_scale,  # NoPE layers scale queries by 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale
+    floor_scale,
+    H: tl.constexpr,
+    KVH: tl.constexpr,
+    HD: tl.constexpr,
+    BLOCK_REP: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ROPE: tl.constexpr,
+    QK_NORM: tl.constexpr,
+    TEMP_TUNING: tl.constexpr,
+):
+    """Program (kv head g, split s): queries of g over cache slots [s*CHUNK, (s+1)*CHUNK) that
+    lie before this token; split 0 also takes the token itself and writes its k, v into the
+    cache. Slots >= pos are never read, so no program reads what another writes."""
+    dtype = out_ptr.dtype.element_ty
+    REP: tl.constexpr = H // KVH
+    g = tl.program_id(0)
+    split = tl.program_id(1)
+    pos = tl.load(pos_ptr)
+    half = tl.arange(0, HD // 2)
+    cos = tl.zeros([1, HD // 2], tl.float32)
+    sin = tl.zeros([1, HD // 2], tl.float32)
+    if ROPE:
+        angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + half)[None, :]
+        cos, sin = tl.cos(angle), tl.sin(angle)
+    r = tl.arange(0, BLOCK_REP)
+    heads = g * REP + r
+    q_ok = r < REP
+    qe, qo = _rope_norm(qkv_ptr, heads, q_ok, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
+    if TEMP_TUNING:
+        scale = tl.log(1.0 + tl.floor((pos.to(tl.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
+        qe, qo = (qe * scale).to(dtype).to(tl.float32), (qo * scale).to(dtype).to(tl.float32)
+    kv_row = tl.full([1], H + g, tl.int32)
+    ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
+    d = tl.arange(0, HD)
+    v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(tl.float32)
+    cache_off = g * S_max * HD
+
+    m = tl.full([BLOCK_REP], -1.0e30, tl.float32)
+    l_sum = tl.zeros([BLOCK_REP], tl.float32)
+    acc = tl.zeros([BLOCK_REP, HD], tl.float32)
+    if split == 0:
+        slot = cache_off + pos * HD
+        tl.store(k_cache + slot + 2 * half[None, :], ke.to(dtype))
+        tl.store(k_cache + slot + 2 * half[None, :] + 1, ko.to(dtype))
+        tl.store(v_cache + slot + d, v_new.to(dtype))
+        m = (tl.sum(qe * ke, axis=1) + tl.sum(qo * ko, axis=1)) * sm_scale
+        l_sum = tl.full([BLOCK_REP], 1.0, tl.float32)
+        acc = tl.broadcast_to(v_new[None, :], [BLOCK_REP, HD])
+    s_lo = split * CHUNK
+    for s0 in range(s_lo, tl.minimum(s_lo + CHUNK, pos), BLOCK_S):
+        slots = s0 + tl.arange(0, BLOCK_S)
+        s_ok = slots < pos
+        offs = cache_off + slots[:, None] * HD
+        k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+        k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok[:, None], other=0.0).to(tl.float32)
+        scores = tl.sum(qe[:, None, :] * k_e[None, :, :], axis=2)
+        scores = (scores + tl.sum(qo[:, None, :] * k_o[None, :, :], axis=2)) * sm_scale
+        scores = tl.where(s_ok[None, :], scores, -1.0e30)  # [BLOCK_REP, BLOCK_S]
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.where(s_ok[None, :], tl.exp(scores - m_new[:, None]), 0.0)
+        v = tl.load(v_cache + offs + d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        m = m_new
+
+    part = split * H + heads
+    tl.store(part_o + part[:, None] * HD + d[None, :], acc, mask=q_ok[:, None])
+    tl.store(part_ml + split * 2 * H + heads, m, mask=q_ok)
+    tl.store(part_ml + (split * 2 + 1) * H + heads, l_sum, mask=q_ok)
+    tl.debug_barrier()
+    if tl.atomic_add(tickets + g, 1) == n_splits - 1:  # acq_rel: every split's partials are visible
+        _merge_splits(part_o, part_ml, out_ptr, heads, q_ok, n_splits, H, HD, BLOCK_REP)
+        tl.atomic_xchg(tickets + g, 0)
+
+
+@triton.jit
+def _merge_splits(
+    part_o,
+    part_ml,
+    out_ptr,
+    heads,
+    q_ok,
+    n_splits,
+    H: tl.constexpr,
+    HD: tl.constexpr,
+    BLOCK_REP: tl.constexpr,
+):
+    """out[heads] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to out's dtype."""
+    dtype = out_ptr.dtype.element_ty
+    d = tl.arange(0, HD)
+    m_all = tl.full([BLOCK_REP], -1.0e30, tl.float32)
+    for s in tl.range(0, n_splits):
+        m_s = tl.load(part_ml + s * 2 * H + heads, mask=q_ok, other=-1.0e30, cache_modifier=".cg")
+        m_all = tl.maximum(m_all, m_s)
+    den = tl.zeros([BLOCK_REP], tl.float32)
+    num = tl.zeros([BLOCK_REP, HD], tl.float32)
+    for s in tl.range(0, n_splits):
+        m_s = tl.load(part_ml + s * 2 * H + heads, mask=q_ok, other=-1.0e30, cache_modifier=".cg")
+        l_s = tl.load(part_ml + (s * 2 + 1) * H + heads, mask=q_ok, other=0.0, cache_modifier=".cg")
+        o_s = tl.load(
+            part_o + (s * H + heads)[:, None] * HD + d[None, :],
+            mask=q_ok[:, None],
+            other=0.0,
+            cache_modifier=".cg",
+        )
+        w = tl.exp(m_s - m_all)
+        den += l_s * w
+        num += o_s * w[:, None]
+    out = num / tl.where(q_ok, den, 1.0)[:, None]
+    tl.store(out_ptr + heads[:, None] * HD + d[None, :], out.to(dtype), mask=q_ok[:, None])

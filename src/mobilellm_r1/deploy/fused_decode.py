@@ -1,0 +1,212 @@
+"""Fused batch-1 decoding: the model's one-token forward as 5 Triton kernels per layer.
+
+`FusedDecoder(model, cache)(tok, pos)` computes the same logits as
+`model(tok, cache=cache, cache_pos=pos)` for one row and one token (see `decode_kernels.py`
+for the kernels and the roundings they share with the eager model). The Generator calls it
+through the opaque custom op `mobilellm_r1::fused_decode`, so `torch.compile` captures its
+kernel launches in the decode step's CUDA graph together with sampling and stop bookkeeping.
+
+Per-shape launch settings (`GemvBlocks`) were chosen on an H100 with
+`benchmarks/diag/sweep_decode_kernels.py`; any shape gets a heuristic default.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from ..model.model import KVCache, Transformer
+
+try:
+    import triton
+
+    from . import decode_kernels as K
+except ImportError:  # the CPU wheel of torch ships without Triton
+    triton = None
+
+ATTN_BLOCK_S = 32  # cache slots per inner step of the attention kernel
+TARGET_PROGRAMS = 264  # ~2 programs per H100 SM for the matrix-vector products
+
+
+@dataclass(frozen=True)
+class GemvBlocks:
+    """Launch shape of one matrix-vector product: rows per program, K per step, warps."""
+
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+
+
+def _pow2_floor(x: int) -> int:
+    return 1 << max(0, int(x).bit_length() - 1)
+
+
+def gemv_blocks(n: int, k: int, swiglu: bool = False) -> GemvBlocks:
+    """Heuristic: enough programs to fill the GPU, <= 8k weights in flight per program."""
+    block_k = min(512, k & -k)  # the largest power of two <= 512 dividing k: no masked tail
+    block_k = max(block_k, 64) if k >= 64 else triton.next_power_of_2(k)
+    block_n = max(4, min(64, _pow2_floor(max(1, n // TARGET_PROGRAMS))))
+    tile = 4096 if swiglu else 8192
+    block_k = max(16, min(block_k, tile // block_n))
+    return GemvBlocks(block_n, block_k, 4)
+
+
+def available(device: torch.device) -> bool:
+    """Whether fused decoding can run on `device`: CUDA with Triton installed, or any device
+    under Triton's CPU interpreter (`TRITON_INTERPRET=1`, slow: for tests)."""
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    return triton is not None and (device.type == "cuda" or interpret)
+
+
+def attention_chunk(max_len: int, kv_heads: int) -> int:
+    """Cache slots per split: enough (kv head, split) programs to fill the GPU."""
+    splits = max(1, TARGET_PROGRAMS // (2 * kv_heads))
+    chunk = triton.next_power_of_2(max(1, -(-max_len // splits)))
+    return max(ATTN_BLOCK_S, chunk)
+
+
+class FusedDecoder:
+    """One-token forward of a `Transformer` for a batch-1 `KVCache` (see module docstring)."""
+
+    def __init__(self, model: Transformer, cache: KVCache) -> None:
+        if triton is None:
+            raise RuntimeError("fused decoding needs Triton (pip install triton)")
+        cfg = model.config
+        if cache.batch_size != 1:
+            raise ValueError(f"fused decoding takes a batch-1 cache, got batch {cache.batch_size}")
+        if cfg.head_dim & (cfg.head_dim - 1):
+            raise ValueError(f"fused decoding needs a power-of-two head_dim, got {cfg.head_dim}")
+        self.model, self.cache, self.cfg = model, cache, cfg
+        weight = model.embed_tokens.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        n_qkv = (self.n_heads + 2 * self.n_kv) * hd
+        hidden = cfg.intermediate_size_mlp
+
+        def buf(*shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+            return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
+
+        self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
+        self.chunk = attention_chunk(cache.max_len, self.n_kv)
+        self.n_splits = -(-cache.max_len // self.chunk)
+        self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
+        self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
+        self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
+        self.inv_freq = model.inv_freq(self.device)
+        self.blocks = {
+            "qkv": gemv_blocks(n_qkv, d),
+            "o": gemv_blocks(d, self.n_heads * hd),
+            "gate_up": gemv_blocks(hidden, d, swiglu=True),
+            "down": gemv_blocks(d, hidden),
+            "lm_head": gemv_blocks(cfg.vocab_size, d),
+        }
+
+    def _gemv(
+        self,
+        name: str,
+        w: torch.Tensor,
+        x: torch.Tensor,
+        out: torch.Tensor,
+        *,
+        norm: torch.Tensor | None = None,
+        epilogue: int = 0,
+    ) -> None:
+        n = out.numel()
+        b = self.blocks[name]
+        K.gemv_kernel[(triton.cdiv(n, b.block_n),)](
+            w,
+            x,
+            norm if norm is not None else x,
+            out,
+            out,
+            n,
+            w.shape[1],
+            self.cfg.rms_norm_eps,
+            NORM=norm is not None,
+            EPILOGUE=epilogue,
+            BLOCK_N=b.block_n,
+            BLOCK_K=b.block_k,
+            num_warps=b.num_warps,
+        )
+
+    def _attend(self, layer: int, pos: torch.Tensor) -> None:
+        cfg, attn = self.cfg, self.model.layers[layer].self_attn
+        rep = self.n_heads // self.n_kv
+        K.attend_kernel[(self.n_kv, self.n_splits)](
+            self.qkv,
+            getattr(self.cache, f"k{layer}"),
+            getattr(self.cache, f"v{layer}"),
+            pos,
+            self.inv_freq,
+            self.part_o,
+            self.part_ml,
+            self.tickets,
+            self.attn,
+            self.cache.max_len,
+            self.n_splits,
+            cfg.rms_norm_eps,
+            cfg.head_dim**-0.5,
+            cfg.attn_scale,
+            float(cfg.floor_scale),
+            H=self.n_heads,
+            KVH=self.n_kv,
+            HD=cfg.head_dim,
+            BLOCK_REP=triton.next_power_of_2(rep),
+            CHUNK=self.chunk,
+            BLOCK_S=ATTN_BLOCK_S,
+            ROPE=attn.use_rope,
+            QK_NORM=attn.use_qk_norm,
+            TEMP_TUNING=attn.temperature_tuning,
+            num_warps=4,
+        )
+
+    @torch.no_grad()
+    def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """tok [1] (or [1, 1]) at cache slot = position pos [1] -> logits [1, vocab]."""
+        d = self.cfg.hidden_size
+        K.embed_kernel[(triton.cdiv(d, 1024),)](self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024)
+        for i, layer in enumerate(self.model.layers):
+            attn, ff = layer.self_attn, layer.feed_forward
+            self._gemv("qkv", attn.qkv_proj.weight, self.x, self.qkv, norm=layer.input_layernorm.weight)
+            self._attend(i, pos)
+            self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL)
+            self._gemv(
+                "gate_up",
+                ff.gate_up_proj.weight,
+                self.x,
+                self.h,
+                norm=layer.post_attention_layernorm.weight,
+                epilogue=K.EPILOGUE_SWIGLU,
+            )
+            self._gemv("down", ff.down_proj.weight, self.h, self.x, epilogue=K.EPILOGUE_RESIDUAL)
+        logits = torch.empty(1, self.cfg.vocab_size, device=self.device, dtype=self.dtype)
+        self._gemv("lm_head", self.model.lm_head.weight, self.x, logits, norm=self.model.norm.weight)
+        return logits
+
+
+_DECODERS: weakref.WeakValueDictionary[int, FusedDecoder] = weakref.WeakValueDictionary()
+
+
+def register(decoder: FusedDecoder) -> int:
+    """A handle under which `fused_decode` finds `decoder` (held weakly)."""
+    _DECODERS[id(decoder)] = decoder
+    return id(decoder)
+
+
+@torch.library.custom_op("mobilellm_r1::fused_decode", mutates_args=("cache",))
+def fused_decode(
+    tok: torch.Tensor, pos: torch.Tensor, cache: list[torch.Tensor], handle: int
+) -> torch.Tensor:
+    """Logits [1, vocab] of the registered decoder `handle`; writes this token into `cache`
+    (its KVCache's buffers, named so that the compiler knows they change)."""
+    return _DECODERS[handle](tok, pos)
+
+
+@fused_decode.register_fake
+def _(tok: torch.Tensor, pos: torch.Tensor, cache: list[torch.Tensor], handle: int) -> torch.Tensor:
+    decoder = _DECODERS[handle]
+    return tok.new_empty((1, decoder.cfg.vocab_size), dtype=decoder.dtype)
