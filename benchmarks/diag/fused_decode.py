@@ -47,7 +47,7 @@ def check(model, cfg) -> dict:
         Generator(model, compile=True, fused=f).generate([prompt], params)[0][0].token_ids
         for f in (True, False)
     ]
-    same = next((i for i, (a, b) in enumerate(zip(*toks)) if a != b), len(toks[0]))
+    same = next((i for i, (a, b) in enumerate(zip(*toks, strict=False)) if a != b), len(toks[0]))
     return {
         "logits_max_abs_diff": (out - ref).abs().max().item(),
         "logits_ref_max": ref.abs().max().item(),
