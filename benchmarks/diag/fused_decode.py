@@ -14,6 +14,7 @@ For each preset (random bf16 weights, 1,024-token prompt):
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import time
 
@@ -34,13 +35,19 @@ N_TOKENS = 128
 def check(model, cfg) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
-    caches = [KVCache(cfg, 1, PROMPT + 256, device="cuda") for _ in range(2)]
+    model32 = copy.deepcopy(model).float()
+    caches = [
+        KVCache(cfg, 1, PROMPT + 256, device="cuda", dtype=t)
+        for t in (torch.bfloat16,) * 2 + (torch.float32,)
+    ]
     with torch.no_grad():
-        for c in caches:
-            model(ids[:, :PROMPT], cache=c, cache_pos=torch.arange(PROMPT, device="cuda"))
+        for c, m in zip(caches, (model, model, model32), strict=True):
+            m(ids[:, :PROMPT], cache=c, cache_pos=torch.arange(PROMPT, device="cuda"))
         pos = torch.tensor([PROMPT], device="cuda")
         ref = model(ids[:, PROMPT:], cache=caches[0], cache_pos=pos)[0, -1].float()
         out = FusedDecoder(model, caches[1])(ids[0, PROMPT:], pos)[0].float()
+        ref32 = model32(ids[:, PROMPT:], cache=caches[2], cache_pos=pos)[0, -1]
+    del model32
     prompt = ids[0, :PROMPT].tolist()
     params = SamplingParams(max_new_tokens=64, stop_token_ids=())
     toks = [
@@ -50,6 +57,8 @@ def check(model, cfg) -> dict:
     same = next((i for i, (a, b) in enumerate(zip(*toks, strict=False)) if a != b), len(toks[0]))
     return {
         "logits_max_abs_diff": (out - ref).abs().max().item(),
+        "eager_bf16_vs_fp32": (ref - ref32).abs().max().item(),
+        "fused_bf16_vs_fp32": (out - ref32).abs().max().item(),
         "logits_ref_max": ref.abs().max().item(),
         "argmax_equal": int(out.argmax()) == int(ref.argmax()),
         "greedy_tokens_equal_prefix": same,
@@ -87,7 +96,7 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
     g = torch.randn(k, device="cuda", dtype=torch.bfloat16)
     out = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     results = []
-    for bn, bk, nw in itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8)):
+    for bn, bk, nw in itertools.product((1, 2, 4, 8), (256, 512, 1024), (4, 8)):
         if bn * bk > 16384 or bk > triton.next_power_of_2(k):
             continue
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 EPILOGUE_STORE, EPILOGUE_RESIDUAL, EPILOGUE_SWIGLU = 0, 1, 2
 
@@ -38,6 +39,16 @@ def _rstd(x_ptr, K, eps, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
+def _grid_dependency(PDL: tl.constexpr):
+    """With programmatic dependent launch: wait until the previous kernel's writes are
+    visible, then let the next kernel start loading its weights. Loads issued before this
+    call must not depend on the previous kernel."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
 def gemv_kernel(
     w_ptr,  # [N_rows, K] row-major (N_rows = 2N for SwiGLU: gate rows, then up rows)
     x_ptr,  # [K]
@@ -51,12 +62,23 @@ def gemv_kernel(
     EPILOGUE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
 ):
-    """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x."""
+    """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x.
+
+    Weight tiles are loaded one step ahead; the first is in flight before the wait for the
+    previous kernel (which wrote x)."""
     dtype = out_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
+    row_ok = rows[:, None] < N
     cols = tl.arange(0, BLOCK_K)
+    gate_rows = w_ptr + rows.to(tl.int64)[:, None] * K
+    up_rows = gate_rows + N * K
+    w = tl.load(gate_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
+    w_up = w
+    if EPILOGUE == 2:
+        w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
+    _grid_dependency(PDL)
     if NORM:
         rstd = _rstd(x_ptr, K, eps, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -64,24 +86,27 @@ def gemv_kernel(
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + cols
         k_ok = kk < K
+        nxt = kk[None, :] + BLOCK_K
+        nxt_ok = row_ok & (nxt < K)
+        w_next = tl.load(gate_rows + nxt, mask=nxt_ok, other=0.0)
         x = tl.load(x_ptr + kk, mask=k_ok, other=0.0)
         if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
             g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
             x = ((x.to(tl.float32) * rstd).to(dtype).to(tl.float32) * g).to(dtype)
         x = x.to(tl.float32)[None, :]
-        ok = row_ok[:, None] & k_ok[None, :]
-        w = tl.load(w_ptr + rows[:, None] * K + kk[None, :], mask=ok, other=0.0)
         acc += w.to(tl.float32) * x
+        w = w_next
         if EPILOGUE == 2:
-            w_up = tl.load(w_ptr + (rows + N)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+            up_next = tl.load(up_rows + nxt, mask=nxt_ok, other=0.0)
             acc_up += w_up.to(tl.float32) * x
+            w_up = up_next
     y = tl.sum(acc, axis=1).to(dtype).to(tl.float32)
     if EPILOGUE == 1:
-        y = tl.load(res_ptr + rows, mask=row_ok, other=0.0).to(tl.float32) + y
+        y = tl.load(res_ptr + rows, mask=rows < N, other=0.0).to(tl.float32) + y
     if EPILOGUE == 2:
         up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
         y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
-    tl.store(out_ptr + rows, y.to(dtype), mask=row_ok)
+    tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
 
 
 @triton.jit
@@ -118,8 +143,8 @@ def attend_kernel(
     v_cache,  # [KVH, S_max, HD]
     pos_ptr,  # [1] int64: the cache slot (= RoPE position) of this token
     inv_freq_ptr,  # [HD/2] float32
-    part_o,  # [N_SPLITS, H, HD] float32 scratch
-    part_ml,  # [N_SPLITS, 2, H] float32 scratch (running max, then sum of exponentials)
+    part_o,  # [n_splits, H, HD] float32 scratch
+    part_ml,  # [n_splits, 2, H] float32 scratch (running max, then sum of exponentials)
     tickets,  # [KVH] int32, zero between launches
     out_ptr,  # [H * HD]
     S_max,
@@ -132,21 +157,32 @@ def attend_kernel(
     KVH: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_REP: tl.constexpr,
-    CHUNK: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    MERGE: tl.constexpr,
     ROPE: tl.constexpr,
     QK_NORM: tl.constexpr,
     TEMP_TUNING: tl.constexpr,
+    PDL: tl.constexpr,
 ):
-    """Program (kv head g, split s): queries of g over cache slots [s*CHUNK, (s+1)*CHUNK) that
-    lie before this token; split 0 also takes the token itself and writes its k, v into the
-    cache. Slots >= pos are never read, so no program reads what another writes."""
+    """Program (kv head g, split s): the queries of g over cache slots [s*BLOCK_S, (s+1)*BLOCK_S)
+    that lie before this token; split 0 also takes the token itself and writes its k, v into
+    the cache. Slots >= pos are never read, so no program reads what another writes, and the
+    cache tile (written by earlier steps) is loaded before the wait for the qkv kernel."""
     dtype = out_ptr.dtype.element_ty
     REP: tl.constexpr = H // KVH
     g = tl.program_id(0)
     split = tl.program_id(1)
-    pos = tl.load(pos_ptr)
+    pos = tl.load(pos_ptr)  # set before this decode step began
     half = tl.arange(0, HD // 2)
+    d = tl.arange(0, HD)
+    slots = split * BLOCK_S + tl.arange(0, BLOCK_S)
+    s_ok = (slots < pos)[:, None]
+    offs = g * S_max * HD + slots[:, None] * HD
+    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok, other=0.0).to(tl.float32)
+    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok, other=0.0).to(tl.float32)
+    v = tl.load(v_cache + offs + d[None, :], mask=s_ok, other=0.0).to(tl.float32)
+    _grid_dependency(PDL)
+
     cos = tl.zeros([1, HD // 2], tl.float32)
     sin = tl.zeros([1, HD // 2], tl.float32)
     if ROPE:
@@ -159,39 +195,28 @@ def attend_kernel(
     if TEMP_TUNING:
         scale = tl.log(1.0 + tl.floor((pos.to(tl.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
         qe, qo = (qe * scale).to(dtype).to(tl.float32), (qo * scale).to(dtype).to(tl.float32)
-    kv_row = tl.full([1], H + g, tl.int32)
-    ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
-    d = tl.arange(0, HD)
-    v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(tl.float32)
-    cache_off = g * S_max * HD
 
-    m = tl.full([BLOCK_REP], -1.0e30, tl.float32)
-    l_sum = tl.zeros([BLOCK_REP], tl.float32)
-    acc = tl.zeros([BLOCK_REP, HD], tl.float32)
+    scores = tl.sum(qe[:, None, :] * k_e[None, :, :], axis=2) + tl.sum(
+        qo[:, None, :] * k_o[None, :, :], axis=2
+    )
+    scores = tl.where(tl.trans(s_ok), scores * sm_scale, -1.0e30)  # [BLOCK_REP, BLOCK_S]
+    m = tl.max(scores, axis=1)
+    p = tl.where(tl.trans(s_ok), tl.exp(scores - m[:, None]), 0.0)
+    l_sum = tl.sum(p, axis=1)
+    acc = tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # [BLOCK_REP, HD]
     if split == 0:
-        slot = cache_off + pos * HD
+        kv_row = tl.full([1], H + g, tl.int32)
+        ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
+        v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(dtype)
+        slot = g * S_max * HD + pos * HD
         tl.store(k_cache + slot + 2 * half[None, :], ke.to(dtype))
         tl.store(k_cache + slot + 2 * half[None, :] + 1, ko.to(dtype))
-        tl.store(v_cache + slot + d, v_new.to(dtype))
-        m = (tl.sum(qe * ke, axis=1) + tl.sum(qo * ko, axis=1)) * sm_scale
-        l_sum = tl.full([BLOCK_REP], 1.0, tl.float32)
-        acc = tl.broadcast_to(v_new[None, :], [BLOCK_REP, HD])
-    s_lo = split * CHUNK
-    for s0 in range(s_lo, tl.minimum(s_lo + CHUNK, pos), BLOCK_S):
-        slots = s0 + tl.arange(0, BLOCK_S)
-        s_ok = slots < pos
-        offs = cache_off + slots[:, None] * HD
-        k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
-        k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok[:, None], other=0.0).to(tl.float32)
-        scores = tl.sum(qe[:, None, :] * k_e[None, :, :], axis=2)
-        scores = (scores + tl.sum(qo[:, None, :] * k_o[None, :, :], axis=2)) * sm_scale
-        scores = tl.where(s_ok[None, :], scores, -1.0e30)  # [BLOCK_REP, BLOCK_S]
-        m_new = tl.maximum(m, tl.max(scores, axis=1))
-        alpha = tl.exp(m - m_new)
-        p = tl.where(s_ok[None, :], tl.exp(scores - m_new[:, None]), 0.0)
-        v = tl.load(v_cache + offs + d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
-        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
-        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        tl.store(v_cache + slot + d, v_new)
+        s_new = (tl.sum(qe * ke, axis=1) + tl.sum(qo * ko, axis=1)) * sm_scale
+        m_new = tl.maximum(m, s_new)
+        alpha, beta = tl.exp(m - m_new), tl.exp(s_new - m_new)
+        acc = acc * alpha[:, None] + beta[:, None] * v_new.to(tl.float32)[None, :]
+        l_sum = l_sum * alpha + beta
         m = m_new
 
     part = split * H + heads
@@ -200,7 +225,7 @@ def attend_kernel(
     tl.store(part_ml + (split * 2 + 1) * H + heads, l_sum, mask=q_ok)
     tl.debug_barrier()
     if tl.atomic_add(tickets + g, 1) == n_splits - 1:  # acq_rel: every split's partials are visible
-        _merge_splits(part_o, part_ml, out_ptr, heads, q_ok, n_splits, H, HD, BLOCK_REP)
+        _merge_splits(part_o, part_ml, out_ptr, heads, q_ok, n_splits, H, HD, BLOCK_REP, MERGE)
         tl.atomic_xchg(tickets + g, 0)
 
 
@@ -215,27 +240,28 @@ def _merge_splits(
     H: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_REP: tl.constexpr,
+    MERGE: tl.constexpr,
 ):
-    """out[heads] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to out's dtype."""
+    """out[heads] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to out's dtype;
+    MERGE splits per step, rescaled online."""
     dtype = out_ptr.dtype.element_ty
     d = tl.arange(0, HD)
     m_all = tl.full([BLOCK_REP], -1.0e30, tl.float32)
-    for s in tl.range(0, n_splits):
-        m_s = tl.load(part_ml + s * 2 * H + heads, mask=q_ok, other=-1.0e30, cache_modifier=".cg")
-        m_all = tl.maximum(m_all, m_s)
     den = tl.zeros([BLOCK_REP], tl.float32)
     num = tl.zeros([BLOCK_REP, HD], tl.float32)
-    for s in tl.range(0, n_splits):
-        m_s = tl.load(part_ml + s * 2 * H + heads, mask=q_ok, other=-1.0e30, cache_modifier=".cg")
-        l_s = tl.load(part_ml + (s * 2 + 1) * H + heads, mask=q_ok, other=0.0, cache_modifier=".cg")
-        o_s = tl.load(
-            part_o + (s * H + heads)[:, None] * HD + d[None, :],
-            mask=q_ok[:, None],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.exp(m_s - m_all)
-        den += l_s * w
-        num += o_s * w[:, None]
+    for s0 in tl.range(0, n_splits, MERGE):
+        s = s0 + tl.arange(0, MERGE)
+        ok = (s < n_splits)[:, None] & q_ok[None, :]  # [MERGE, BLOCK_REP]
+        ml = part_ml + (2 * s)[:, None] * H + heads[None, :]
+        m_s = tl.load(ml, mask=ok, other=-1.0e30, cache_modifier=".cg")
+        l_s = tl.load(ml + H, mask=ok, other=0.0, cache_modifier=".cg")
+        o_off = ((s[:, None] * H + heads[None, :]) * HD)[:, :, None] + d[None, None, :]
+        o_s = tl.load(part_o + o_off, mask=ok[:, :, None], other=0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m_all, tl.max(m_s, axis=0))
+        rescale = tl.exp(m_all - m_new)
+        w = tl.exp(m_s - m_new[None, :])  # [MERGE, BLOCK_REP]
+        den = den * rescale + tl.sum(l_s * w, axis=0)
+        num = num * rescale[:, None] + tl.sum(o_s * w[:, :, None], axis=0)
+        m_all = m_new
     out = num / tl.where(q_ok, den, 1.0)[:, None]
     tl.store(out_ptr + heads[:, None] * HD + d[None, :], out.to(dtype), mask=q_ok[:, None])

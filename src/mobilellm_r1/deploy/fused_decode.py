@@ -27,8 +27,8 @@ try:
 except ImportError:  # the CPU wheel of torch ships without Triton
     triton = None
 
-ATTN_BLOCK_S = 32  # cache slots per inner step of the attention kernel
-TARGET_PROGRAMS = 264  # ~2 programs per H100 SM for the matrix-vector products
+TARGET_PROGRAMS = 132  # H100 SMs: attention splits are sized to give about one program each
+MERGE_SPLITS = 16  # attention partial results merged per step
 
 
 @dataclass(frozen=True)
@@ -40,32 +40,29 @@ class GemvBlocks:
     num_warps: int = 4
 
 
-def _pow2_floor(x: int) -> int:
-    return 1 << max(0, int(x).bit_length() - 1)
-
-
 def gemv_blocks(n: int, k: int, swiglu: bool = False) -> GemvBlocks:
-    """Heuristic: enough programs to fill the GPU, <= 8k weights in flight per program."""
-    block_k = min(512, k & -k)  # the largest power of two <= 512 dividing k: no masked tail
-    block_k = max(block_k, 64) if k >= 64 else triton.next_power_of_2(k)
-    block_n = max(4, min(64, _pow2_floor(max(1, n // TARGET_PROGRAMS))))
-    tile = 4096 if swiglu else 8192
-    block_k = max(16, min(block_k, tile // block_n))
-    return GemvBlocks(block_n, block_k, 4)
+    """Launch shape by matrix size. On an H100 (`benchmarks/diag/fused_decode.py --sweep`)
+    two rows per program and 1,024-wide steps were fastest for every layer matrix of
+    140m-950m (512-wide for the 1536-wide gate/up pair); the LM head prefers 4 rows."""
+    if n >= 32768:  # LM head
+        return GemvBlocks(4, 256 if k < 1024 else 512)
+    return GemvBlocks(2, 512 if swiglu and k >= 1024 else 1024)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def available(device: torch.device) -> bool:
     """Whether fused decoding can run on `device`: CUDA with Triton installed, or any device
     under Triton's CPU interpreter (`TRITON_INTERPRET=1`, slow: for tests)."""
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    return triton is not None and (device.type == "cuda" or interpret)
+    return triton is not None and (device.type == "cuda" or _interpreting())
 
 
-def attention_chunk(max_len: int, kv_heads: int) -> int:
-    """Cache slots per split: enough (kv head, split) programs to fill the GPU."""
-    splits = max(1, TARGET_PROGRAMS // (2 * kv_heads))
-    chunk = triton.next_power_of_2(max(1, -(-max_len // splits)))
-    return max(ATTN_BLOCK_S, chunk)
+def attention_block(max_len: int, kv_heads: int) -> int:
+    """Cache slots per attention program: about one (kv head, split) program per SM."""
+    per_program = triton.next_power_of_2(max(1, -(-max_len * kv_heads // TARGET_PROGRAMS)))
+    return max(16, min(128, per_program))
 
 
 class FusedDecoder:
@@ -91,8 +88,10 @@ class FusedDecoder:
             return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
 
         self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
-        self.chunk = attention_chunk(cache.max_len, self.n_kv)
-        self.n_splits = -(-cache.max_len // self.chunk)
+        self.block_s = attention_block(cache.max_len, self.n_kv)
+        self.n_splits = -(-cache.max_len // self.block_s)
+        # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
+        self.pdl = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
         self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
@@ -130,8 +129,14 @@ class FusedDecoder:
             EPILOGUE=epilogue,
             BLOCK_N=b.block_n,
             BLOCK_K=b.block_k,
+            PDL=self.pdl,
             num_warps=b.num_warps,
+            **self._launch(),
         )
+
+    def _launch(self) -> dict:
+        """Launch options: programmatic dependent launch where the kernels wait for it."""
+        return {"launch_pdl": True} if self.pdl else {}
 
     def _attend(self, layer: int, pos: torch.Tensor) -> None:
         cfg, attn = self.cfg, self.model.layers[layer].self_attn
@@ -156,12 +161,14 @@ class FusedDecoder:
             KVH=self.n_kv,
             HD=cfg.head_dim,
             BLOCK_REP=triton.next_power_of_2(rep),
-            CHUNK=self.chunk,
-            BLOCK_S=ATTN_BLOCK_S,
+            BLOCK_S=self.block_s,
+            MERGE=MERGE_SPLITS,
             ROPE=attn.use_rope,
             QK_NORM=attn.use_qk_norm,
             TEMP_TUNING=attn.temperature_tuning,
-            num_warps=4,
+            PDL=self.pdl,
+            num_warps=4 if self.block_s <= 64 else 8,
+            **self._launch(),
         )
 
     @torch.no_grad()
