@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -68,7 +69,10 @@ def attention_block(max_len: int, kv_heads: int) -> int:
 class FusedDecoder:
     """One-token forward of a `Transformer` for a batch-1 `KVCache` (see module docstring)."""
 
-    def __init__(self, model: Transformer, cache: KVCache) -> None:
+    def __init__(
+        self, model: Transformer, cache: KVCache, blocks: Mapping[str, GemvBlocks] | None = None
+    ) -> None:
+        """`blocks` overrides launch shapes by matrix: qkv, o, gate_up, down, lm_head."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -102,6 +106,7 @@ class FusedDecoder:
             "gate_up": gemv_blocks(hidden, d, swiglu=True),
             "down": gemv_blocks(d, hidden),
             "lm_head": gemv_blocks(cfg.vocab_size, d),
+            **(blocks or {}),
         }
 
     def _gemv(

@@ -109,6 +109,64 @@ class _DecodeStep(nn.Module):
         return nxt, finished | torch.isin(nxt, stop_ids)
 
 
+@dataclass
+class _StepState:
+    """Device tensors a decode step reads and advances in place. Their addresses never change,
+    so the step can be replayed from a CUDA graph."""
+
+    tok: torch.Tensor  # [B] the last token of each row
+    pos: torch.Tensor  # [1] its cache slot
+    pads: torch.Tensor  # [B] left-padding slots per row
+    finished: torch.Tensor  # [B] bool
+    stop_ids: torch.Tensor  # [S]
+    out: torch.Tensor  # [B, max_len] generated tokens
+    idx: torch.Tensor  # [1] the next column of out
+    noise: torch.Tensor | None  # [B, V] Exp(1) draws, refilled before each step when sampling
+
+    @classmethod
+    def allocate(cls, cache: KVCache, stop_ids: torch.Tensor, noise_vocab: int) -> _StepState:
+        b, dev = cache.batch_size, stop_ids.device
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=dev)
+
+        noise = zeros(b, noise_vocab, dtype=torch.float32) if noise_vocab else None
+        finished = zeros(b, dtype=torch.bool)
+        return cls(
+            zeros(b), zeros(1), zeros(b), finished, stop_ids.clone(), zeros(b, cache.max_len), zeros(1), noise
+        )
+
+
+class _StepRunner:
+    """Advances a `_StepState` by one token per call: the step run directly, or, with
+    `own_graph`, run once and then captured in a CUDA graph that every later call replays."""
+
+    def __init__(self, step: Callable, state: _StepState, own_graph: bool, mark_steps: bool) -> None:
+        self.step, self.state, self.own_graph, self.mark_steps = step, state, own_graph, mark_steps
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _advance(self) -> None:
+        st = self.state
+        nxt, fin = self.step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, st.noise)
+        st.tok.copy_(nxt)
+        st.finished.copy_(fin)
+        st.out.index_copy_(1, st.idx, nxt[:, None])
+        st.pos.add_(1)
+        st.idx.add_(1)
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if self.mark_steps:  # torch.compile's CUDA graphs: outputs of the last replay are consumed
+            torch.compiler.cudagraph_mark_step_begin()
+        self._advance()
+        if self.own_graph:  # the first call ran eagerly (compiling kernels); capture the next
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._advance()
+
+
 class Generator:
     """Fast batched sampling from a `Transformer` (see module docstring)."""
 
@@ -131,15 +189,18 @@ class Generator:
         if fused and not fused_decode.available(self.device):
             raise ValueError(f"fused decoding needs CUDA and Triton; not available on {self.device}")
         # batch-1 decode steps through the fused Triton kernels (default: compiled CUDA runs)
-        self.fused = compile and fused_decode.available(self.device) if fused is None else fused
+        auto = compile and self.device.type == "cuda" and fused_decode.available(self.device)
+        self.fused = auto if fused is None else fused
         narrow = model.config.hidden_size <= NARROW_MAX_WIDTH
         self.compile_options = {
             **DEFAULT_COMPILE_OPTIONS,
             **(NARROW_COMPILE_OPTIONS if narrow else {}),
             **(compile_options or {}),
         }
+        if compile:  # one compiled step per (cache shape, sampling settings, model): allow many
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self._cache: KVCache | None = None
-        self._steps: dict[tuple, Callable] = {}  # sampling settings -> decode step for this cache
+        self._steps: dict[tuple, _StepRunner] = {}  # sampling settings -> decode step for this cache
 
     # ------------------------------------------------------------------ cache
     def _cache_for(self, batch: int, length: int) -> KVCache:
@@ -151,19 +212,35 @@ class Generator:
             self._cache = cache
         return cache
 
-    def _step_fn(self, params: SamplingParams, pad_id: int) -> Callable:
-        """The (compiled) decode step for the current cache and sampling settings."""
-        key = (params.greedy, params.temperature, params.top_p, params.top_k, pad_id)
-        if key not in self._steps:
-            cache = self._cache
-            fused = None
-            if self.fused and cache.batch_size == 1:
-                fused = fused_decode.FusedDecoder(self.model, cache)
-            step = _DecodeStep(self.model, cache, params, pad_id, fused)
-            if self.compile:
-                step = torch.compile(step, fullgraph=True, options=self.compile_options)
-            self._steps[key] = step
-        return self._steps[key]
+    def _runner(self, params: SamplingParams, pad_id: int, stop_ids: torch.Tensor) -> _StepRunner:
+        """The decode step (compiled, fused or CUDA-graphed as configured) for the current cache,
+        sampling settings and stop ids, with its state tensors."""
+        key = (
+            params.greedy,
+            params.temperature,
+            params.top_p,
+            params.top_k,
+            pad_id,
+            tuple(stop_ids.tolist()),
+        )
+        if key in self._steps:
+            return self._steps[key]
+        cache = self._cache
+        fused = None
+        if self.fused and cache.batch_size == 1:
+            fused = fused_decode.FusedDecoder(self.model, cache)
+        step: Callable = _DecodeStep(self.model, cache, params, pad_id, fused)
+        # A fused step is captured whole in a CUDA graph of our own (one replay per token);
+        # otherwise torch.compile's CUDA graphs (mode="reduce-overhead") replay the model.
+        own_graph = fused is not None and self.device.type == "cuda"
+        if self.compile:
+            options = {**self.compile_options, "triton.cudagraphs": not own_graph}
+            step = torch.compile(step, fullgraph=True, options=options)
+        vocab = self.model.config.vocab_size
+        state = _StepState.allocate(cache, stop_ids, vocab if not params.greedy else 0)
+        runner = _StepRunner(step, state, own_graph, mark_steps=self.compile and not own_graph)
+        self._steps[key] = runner
+        return runner
 
     # ------------------------------------------------------------------ steps
     def _prefill(self, ids: torch.Tensor, pads: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -219,6 +296,7 @@ class Generator:
         return self._completions(tokens, len(encoded), params, set(stop_ids.tolist()))
 
     def _noise(self, gen: torch.Generator | None, shape: tuple[int, int]) -> torch.Tensor | None:
+        """Exp(1) draws for the exponential race of `select_tokens` (None when greedy)."""
         if gen is None:
             return None
         return torch.empty(shape, device=self.device, dtype=torch.float32).exponential_(generator=gen)
@@ -239,30 +317,32 @@ class Generator:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(params.seed if params.seed is not None else int(torch.seed() % 2**63))
         vocab = self.model.config.vocab_size
-        out = torch.full((batch, params.max_new_tokens), pad_id, dtype=torch.long, device=self.device)
         tok = select_tokens(self._prefill(ids, pads, cache), params, self._noise(gen, (batch, vocab)))
-        finished = torch.isin(tok, stop_ids)
-        out[:, 0] = tok
-        pos = torch.tensor([width], dtype=torch.long, device=self.device)
+        runner = self._runner(params, pad_id, stop_ids)
+        st = runner.state
+        st.tok.copy_(tok)
+        st.pos.fill_(width)
+        st.pads.copy_(pads)
+        st.finished.copy_(torch.isin(tok, stop_ids))
+        st.out.fill_(pad_id)
+        st.out[:, 0] = tok
+        st.idx.fill_(1)
         host: list[list[int]] = [[] for _ in range(batch)]
         host_done = [False] * batch
         stop_set = set(stop_ids.tolist())
         synced = 0
-        decode = self._step_fn(params, pad_id)
         for step in range(1, params.max_new_tokens):
-            if self.compile:
-                torch.compiler.cudagraph_mark_step_begin()
-            nxt, fin = decode(tok[:, None], pos, pads, finished, stop_ids, self._noise(gen, (batch, vocab)))
-            tok, finished = nxt.clone(), fin.clone()
-            out[:, step] = tok
-            pos += 1
+            if gen is not None:
+                st.noise.exponential_(generator=gen)
+            runner()
             if (step + 1) % self.sync_every == 0:
                 synced = self._sync(
-                    out, synced, step + 1, host, host_done, finished, params, stop_set, stream
+                    st.out, synced, step + 1, host, host_done, st.finished, params, stop_set, stream
                 )
-                if bool(finished.all()):
+                if bool(st.finished.all()):
                     break
-        self._sync(out, synced, out.shape[1], host, host_done, finished, params, stop_set, stream)
+        end = params.max_new_tokens
+        self._sync(st.out, synced, end, host, host_done, st.finished, params, stop_set, stream)
         return host
 
     def _sync(

@@ -1,0 +1,119 @@
+"""Fused batch-1 decoding (Triton kernels, run by Triton's CPU interpreter; see conftest.py)
+against the eager model: logits, cache writes, Generator tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from helpers import VOCAB, small_config
+from mobilellm_r1.deploy import Generator, SamplingParams, fused_decode
+from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, available, gemv_blocks
+from mobilellm_r1.model import build_model
+from mobilellm_r1.model.model import KVCache
+
+# Few programs per launch keep the interpreter fast; K steps of 32 make every product take
+# several prefetched steps, and 128-row LM-head blocks leave a partial block (1,000 rows).
+BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} | {
+    "lm_head": GemvBlocks(128, 64)
+}
+
+
+def gqa_config(**overrides):
+    """6 query heads on 2 kv heads (3 per group: not a power of two), NoPE middle layer with
+    Llama-4 query temperature tuning."""
+    values = dict(
+        hidden_size=96,
+        intermediate_size_mlp=160,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=16,
+        no_rope_layers=[1, 0, 1],
+        attn_temperature_tuning=True,
+        floor_scale=8,
+        attn_scale=0.5,
+    )
+    return small_config(**{**values, **overrides})
+
+
+def prefilled(model, ids: torch.Tensor, n: int, max_len: int = 256) -> KVCache:
+    cache = KVCache(model.config, 1, max_len, dtype=next(model.parameters()).dtype)
+    with torch.no_grad():
+        model(ids[:, :n], cache=cache, cache_pos=torch.arange(n))
+    return cache
+
+
+@pytest.mark.parametrize("use_qk_norm", [True, False])
+def test_fused_step_matches_eager(use_qk_norm: bool) -> None:
+    cfg = gqa_config(use_qk_norm=use_qk_norm)
+    model = build_model(cfg, seed=0).eval()
+    ids = torch.randint(3, VOCAB, (1, 80), generator=torch.Generator().manual_seed(0))
+    ref_cache, fused_cache = prefilled(model, ids, 40), prefilled(model, ids, 40)
+    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS)
+    assert decoder.n_splits > 2  # positions below span several attention splits
+    with torch.no_grad():
+        for p in (40, 41, 75):  # 75: slots 42-74 were never written by either (zeros in both)
+            pos = torch.tensor([p])
+            ref = model(ids[:, p : p + 1], cache=ref_cache, cache_pos=pos)[:, -1]
+            out = decoder(ids[0, p : p + 1], pos)
+            assert out.shape == (1, VOCAB)
+            torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+    for name, buf in ref_cache.named_buffers():
+        torch.testing.assert_close(dict(fused_cache.named_buffers())[name], buf, atol=1e-5, rtol=1e-4)
+    assert decoder.tickets.eq(0).all()  # every attention launch reset its merge tickets
+
+
+def test_fused_step_half_precision_rounds_like_eager() -> None:
+    """In 16-bit floats the fused step rounds where the eager model rounds (only the order of
+    float32 sums differs): no further from the float32 model than eager is. float16, because
+    the interpreter truncates float32 -> bfloat16 where GPUs round to nearest (the bf16
+    comparison on an H100 is in benchmarks/diag/fused_decode.py)."""
+    cfg = gqa_config()
+    model = build_model(cfg, seed=1).eval()
+    ids = torch.randint(3, VOCAB, (1, 30), generator=torch.Generator().manual_seed(1))
+    model16 = build_model(cfg, seed=1).eval().to(torch.float16)
+    pos = torch.tensor([29])
+    with torch.no_grad():
+        ref32 = model(ids[:, 29:], cache=prefilled(model, ids, 29), cache_pos=pos)[0, -1]
+        ref16 = model16(ids[:, 29:], cache=prefilled(model16, ids, 29), cache_pos=pos)[0, -1].float()
+        out16 = FusedDecoder(model16, prefilled(model16, ids, 29), blocks=BLOCKS)(ids[0, 29:], pos)[0].float()
+    eager_err, fused_err = (ref16 - ref32).abs().max(), (out16 - ref32).abs().max()
+    assert fused_err <= 1.25 * eager_err, (fused_err, eager_err)
+    assert (out16 - ref16).abs().max() <= 0.03 * ref16.abs().max()
+
+
+def test_generator_fused_matches_unfused(monkeypatch) -> None:
+    # the Generator builds its FusedDecoder with default launch shapes: make them interpreter-sized
+    monkeypatch.setattr(fused_decode, "gemv_blocks", lambda n, k, swiglu=False: GemvBlocks(128, 32))
+    model = build_model(gqa_config(), seed=2).eval()
+    prompt = torch.randint(3, VOCAB, (12,), generator=torch.Generator().manual_seed(2)).tolist()
+    greedy = SamplingParams(max_new_tokens=5, stop_token_ids=())
+    sampled = dataclasses.replace(greedy, temperature=1.0, seed=5)
+    for params in (greedy, sampled):
+        plain = Generator(model).generate([prompt], params)[0][0].token_ids
+        fused = Generator(model, fused=True).generate([prompt], params)[0][0].token_ids
+        assert fused == plain
+    # batches of several rows take the unfused step
+    two = Generator(model, fused=True).generate([prompt, prompt[:5]], greedy)
+    assert [r[0].token_ids for r in two] == [
+        r[0].token_ids for r in Generator(model).generate([prompt, prompt[:5]], greedy)
+    ]
+
+
+def test_fused_decoder_rejects_what_it_cannot_run() -> None:
+    model = build_model(small_config(), seed=0).eval()
+    with pytest.raises(ValueError, match="batch-1"):
+        FusedDecoder(model, KVCache(model.config, 2, 64, dtype=torch.float32))
+    odd = build_model(small_config(head_dim=12, hidden_size=48), seed=0).eval()
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        FusedDecoder(odd, KVCache(odd.config, 1, 64, dtype=torch.float32))
+
+
+def test_launch_shapes() -> None:
+    assert available(torch.device("cpu"))  # the interpreter (conftest) runs the kernels on CPU
+    assert gemv_blocks(128256, 1536) == GemvBlocks(4, 512)
+    assert gemv_blocks(2304, 1536) == GemvBlocks(2, 1024)
+    assert gemv_blocks(6144, 1536, swiglu=True) == GemvBlocks(2, 512)
