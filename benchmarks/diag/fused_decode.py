@@ -65,9 +65,10 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(model, cfg) -> float:
+def step_time_us(model, cfg, pdl: bool = True) -> float:
     cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
     dec = FusedDecoder(model, cache)
+    dec.pdl = dec.pdl and pdl
     tok = torch.tensor([7], device="cuda")
     pos = torch.tensor([PROMPT], device="cuda")
     return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
@@ -150,8 +151,17 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["140m", "360m", "950m"])
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--profile", default=None, help="preset whose fused step's kernels to list")
+    p.add_argument("--diagnose", action="store_true", help="only: PDL on/off step times, Generator kernels")
     args = p.parse_args()
     table, sweeps = [], []
+    if args.diagnose:
+        for name in args.presets:
+            cfg = preset(name)
+            model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+            on, off = step_time_us(model, cfg, True), step_time_us(model, cfg, False)
+            print(f"{name}: fused step {on:.1f} us with PDL, {off:.1f} us without", flush=True)
+            generator_profile(model, cfg)
+        return
     for name in args.presets:
         cfg = preset(name)
         model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
@@ -179,6 +189,22 @@ def main() -> None:
             f"{name} | {us:.1f} | {1e6 / us:.0f} | {fused:.0f} | {plain:.0f} | "
             f"{c['logits_max_abs_diff']:.3g} (of {c['logits_ref_max']:.3g}) | {c['greedy_tokens_equal_prefix']}/64"
         )
+
+
+def generator_profile(model, cfg) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = Generator(model, compile=True)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
+    params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
+    gen.generate([prompt], params)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        gen.generate([prompt], params)
+        torch.cuda.synchronize()
+        print(f"Generator under the profiler: {(N_TOKENS - 1) / (time.perf_counter() - t0):.0f} steps/s")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
 
 
 def profile_step(model, cfg) -> None:
