@@ -160,7 +160,9 @@ def main() -> None:
             model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
             on, off = step_time_us(model, cfg, True), step_time_us(model, cfg, False)
             print(f"{name}: fused step {on:.1f} us with PDL, {off:.1f} us without", flush=True)
-            generator_profile(model, cfg)
+            kernel_durations(model, cfg)
+            fused_rate = generator_steps_per_s(model, cfg, True)
+            print(f"{name}: Generator fused {fused_rate:.0f} steps/s", flush=True)
         return
     for name in args.presets:
         cfg = preset(name)
@@ -191,20 +193,37 @@ def main() -> None:
         )
 
 
-def generator_profile(model, cfg) -> None:
+def kernel_durations(model, cfg) -> None:
+    """Mean duration of each kernel of a layer (qkv, attend, o, gate_up, down), PDL off so
+    that kernels do not overlap."""
     from torch.profiler import ProfilerActivity, profile
 
-    gen = Generator(model, compile=True)
-    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
-    params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
-    gen.generate([prompt], params)
+    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"))
+    dec.pdl = False
+    tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
+    dec(tok, pos)
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        gen.generate([prompt], params)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            dec(tok, pos)
         torch.cuda.synchronize()
-        print(f"Generator under the profiler: {(N_TOKENS - 1) / (time.perf_counter() - t0):.0f} steps/s")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    per_step = 2 + 5 * cfg.num_hidden_layers
+    names = ["qkv", "attend", "o", "gate_up", "down"]
+    sums = dict.fromkeys([*names, "embed", "lm_head"], 0.0)
+    for i, e in enumerate(kernels):
+        j = i % per_step
+        key = "embed" if j == 0 else "lm_head" if j == per_step - 1 else names[(j - 1) % 5]
+        sums[key] += e.device_time_total / 5
+    layers = cfg.num_hidden_layers
+    print(
+        "  per-kernel us (per layer / total): "
+        + ", ".join(
+            f"{k} {v / (1 if k in ('embed', 'lm_head') else layers):.2f}/{v:.0f}" for k, v in sums.items()
+        ),
+        f"sum {sum(sums.values()):.0f}",
+        flush=True,
+    )
 
 
 def profile_step(model, cfg) -> None:

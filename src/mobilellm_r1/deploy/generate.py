@@ -112,7 +112,7 @@ class _DecodeStep(nn.Module):
 @dataclass
 class _StepState:
     """Device tensors a decode step reads and advances in place. Their addresses never change,
-    so the step can be replayed from a CUDA graph."""
+    so steps can be replayed from a CUDA graph."""
 
     tok: torch.Tensor  # [B] the last token of each row
     pos: torch.Tensor  # [1] its cache slot
@@ -121,50 +121,60 @@ class _StepState:
     stop_ids: torch.Tensor  # [S]
     out: torch.Tensor  # [B, max_len] generated tokens
     idx: torch.Tensor  # [1] the next column of out
-    noise: torch.Tensor | None  # [B, V] Exp(1) draws, refilled before each step when sampling
+    noise: torch.Tensor | None  # [steps per call, B, V] Exp(1) draws when sampling
 
     @classmethod
-    def allocate(cls, cache: KVCache, stop_ids: torch.Tensor, noise_vocab: int) -> _StepState:
+    def allocate(cls, cache: KVCache, stop_ids: torch.Tensor, steps: int, noise_vocab: int) -> _StepState:
         b, dev = cache.batch_size, stop_ids.device
 
         def zeros(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=dev)
 
-        noise = zeros(b, noise_vocab, dtype=torch.float32) if noise_vocab else None
-        finished = zeros(b, dtype=torch.bool)
+        noise = zeros(steps, b, noise_vocab, dtype=torch.float32) if noise_vocab else None
+        out = zeros(b, cache.max_len)
         return cls(
-            zeros(b), zeros(1), zeros(b), finished, stop_ids.clone(), zeros(b, cache.max_len), zeros(1), noise
+            zeros(b), zeros(1), zeros(b), zeros(b, dtype=torch.bool), stop_ids.clone(), out, zeros(1), noise
         )
 
 
 class _StepRunner:
-    """Advances a `_StepState` by one token per call: the step run directly, or, with
-    `own_graph`, run once and then captured in a CUDA graph that every later call replays."""
+    """Advances a `_StepState` by `steps` tokens per call: the step run directly, or, with
+    `own_graph`, run once and then captured in a CUDA graph (all `steps` of it) that every
+    later call replays. Sampling noise is drawn before each call, one draw per step."""
 
-    def __init__(self, step: Callable, state: _StepState, own_graph: bool, mark_steps: bool) -> None:
-        self.step, self.state, self.own_graph, self.mark_steps = step, state, own_graph, mark_steps
+    def __init__(
+        self, step: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool
+    ) -> None:
+        self.step, self.state, self.steps = step, state, steps
+        self.own_graph, self.mark_steps = own_graph, mark_steps
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def _advance(self) -> None:
+    def _advance(self, k: int) -> None:
         st = self.state
-        nxt, fin = self.step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, st.noise)
+        noise = st.noise[k] if st.noise is not None else None
+        nxt, fin = self.step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, noise)
         st.tok.copy_(nxt)
         st.finished.copy_(fin)
         st.out.index_copy_(1, st.idx, nxt[:, None])
         st.pos.add_(1)
         st.idx.add_(1)
 
-    def __call__(self) -> None:
+    def __call__(self, gen: torch.Generator | None) -> None:
+        if gen is not None:
+            for draw in self.state.noise:
+                draw.exponential_(generator=gen)
         if self.graph is not None:
             self.graph.replay()
             return
-        if self.mark_steps:  # torch.compile's CUDA graphs: outputs of the last replay are consumed
-            torch.compiler.cudagraph_mark_step_begin()
-        self._advance()
+        for k in range(self.steps):
+            if self.mark_steps:  # torch.compile's CUDA graphs: the last replay's outputs are consumed
+                torch.compiler.cudagraph_mark_step_begin()
+            self._advance(k)
         if self.own_graph:  # the first call ran eagerly (compiling kernels); capture the next
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self._advance()
+                for k in range(self.steps):
+                    self._advance(k)
 
 
 class Generator:
@@ -237,8 +247,9 @@ class Generator:
             options = {**self.compile_options, "triton.cudagraphs": not own_graph}
             step = torch.compile(step, fullgraph=True, options=options)
         vocab = self.model.config.vocab_size
-        state = _StepState.allocate(cache, stop_ids, vocab if not params.greedy else 0)
-        runner = _StepRunner(step, state, own_graph, mark_steps=self.compile and not own_graph)
+        steps = self.sync_every if own_graph else 1
+        state = _StepState.allocate(cache, stop_ids, steps, vocab if not params.greedy else 0)
+        runner = _StepRunner(step, state, steps, own_graph, mark_steps=self.compile and not own_graph)
         self._steps[key] = runner
         return runner
 
@@ -290,7 +301,7 @@ class Generator:
             )
         pad_id = self.model.config.pad_token_id or 0
         ids, pads = _left_pad(rows, pad_id, self.device)
-        cache = self._cache_for(len(rows), longest)
+        cache = self._cache_for(len(rows), longest + self.sync_every)  # room for a graph's overshoot
         stop_ids = torch.tensor(self._stop_ids(params), dtype=torch.long, device=self.device)
         tokens = self._decode_loop(ids, pads, cache, stop_ids, params, pad_id, stream)
         return self._completions(tokens, len(encoded), params, set(stop_ids.tolist()))
@@ -331,17 +342,17 @@ class Generator:
         host_done = [False] * batch
         stop_set = set(stop_ids.tolist())
         synced = 0
-        for step in range(1, params.max_new_tokens):
-            if gen is not None:
-                st.noise.exponential_(generator=gen)
-            runner()
-            if (step + 1) % self.sync_every == 0:
+        end = params.max_new_tokens
+        done = 1  # tokens in st.out; a graphed runner may run past `end` (the cache has room)
+        while done < end:
+            runner(gen)
+            done += runner.steps
+            if done - synced >= self.sync_every:
                 synced = self._sync(
-                    st.out, synced, step + 1, host, host_done, st.finished, params, stop_set, stream
+                    st.out, synced, min(done, end), host, host_done, st.finished, params, stop_set, stream
                 )
                 if bool(st.finished.all()):
                     break
-        end = params.max_new_tokens
         self._sync(st.out, synced, end, host, host_done, st.finished, params, stop_set, stream)
         return host
 
