@@ -74,8 +74,8 @@ def step_time_us(model, cfg, pdl: bool = True) -> float:
     return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
 
 
-def generator_steps_per_s(model, cfg, fused: bool) -> float:
-    gen = Generator(model, compile=True, fused=fused)
+def generator_steps_per_s(model, cfg, fused: bool, compile: bool = True, sync_every: int = 16) -> float:
+    gen = Generator(model, compile=compile, fused=fused, sync_every=sync_every)
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
     params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
     gen.generate([prompt], params)  # compile + warm up
@@ -161,8 +161,12 @@ def main() -> None:
             on, off = step_time_us(model, cfg, True), step_time_us(model, cfg, False)
             print(f"{name}: fused step {on:.1f} us with PDL, {off:.1f} us without", flush=True)
             kernel_durations(model, cfg)
-            fused_rate = generator_steps_per_s(model, cfg, True)
-            print(f"{name}: Generator fused {fused_rate:.0f} steps/s", flush=True)
+            for compile, sync in ((True, 16), (False, 16), (False, 1)):
+                rate = generator_steps_per_s(model, cfg, True, compile, sync)
+                print(
+                    f"{name}: Generator fused, compile={compile}, sync_every={sync}: {rate:.0f} steps/s",
+                    flush=True,
+                )
         return
     for name in args.presets:
         cfg = preset(name)

@@ -157,8 +157,10 @@ def attend_kernel(
     KVH: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_REP: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
     BLOCK_S: tl.constexpr,
     MERGE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     ROPE: tl.constexpr,
     QK_NORM: tl.constexpr,
     TEMP_TUNING: tl.constexpr,
@@ -176,11 +178,11 @@ def attend_kernel(
     half = tl.arange(0, HD // 2)
     d = tl.arange(0, HD)
     slots = split * BLOCK_S + tl.arange(0, BLOCK_S)
-    s_ok = (slots < pos)[:, None]
     offs = g * S_max * HD + slots[:, None] * HD
-    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok, other=0.0).to(tl.float32)
-    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok, other=0.0).to(tl.float32)
-    v = tl.load(v_cache + offs + d[None, :], mask=s_ok, other=0.0).to(tl.float32)
+    s_ok = (slots < pos)[:, None]
+    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD/2]
+    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok, other=0.0)
+    v = tl.load(v_cache + offs + d[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD]
     _grid_dependency(PDL)
 
     cos = tl.zeros([1, HD // 2], tl.float32)
@@ -188,7 +190,7 @@ def attend_kernel(
     if ROPE:
         angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + half)[None, :]
         cos, sin = tl.cos(angle), tl.sin(angle)
-    r = tl.arange(0, BLOCK_REP)
+    r = tl.arange(0, BLOCK_Q)  # the group's REP query heads, padded to a tensor-core tile
     heads = g * REP + r
     q_ok = r < REP
     qe, qo = _rope_norm(qkv_ptr, heads, q_ok, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
@@ -196,14 +198,15 @@ def attend_kernel(
         scale = tl.log(1.0 + tl.floor((pos.to(tl.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
         qe, qo = (qe * scale).to(dtype).to(tl.float32), (qo * scale).to(dtype).to(tl.float32)
 
-    scores = tl.sum(qe[:, None, :] * k_e[None, :, :], axis=2) + tl.sum(
-        qo[:, None, :] * k_o[None, :, :], axis=2
-    )
-    scores = tl.where(tl.trans(s_ok), scores * sm_scale, -1.0e30)  # [BLOCK_REP, BLOCK_S]
+    cdt = k_e.dtype
+    scores = tl.dot(qe.to(cdt), tl.trans(k_e), input_precision=DOT_PRECISION)
+    scores += tl.dot(qo.to(cdt), tl.trans(k_o), input_precision=DOT_PRECISION)  # [BLOCK_Q, BLOCK_S]
+    seen = (slots < pos)[None, :]
+    scores = tl.where(seen, scores * sm_scale, -1.0e30)
     m = tl.max(scores, axis=1)
-    p = tl.where(tl.trans(s_ok), tl.exp(scores - m[:, None]), 0.0)
+    p = tl.where(seen, tl.exp(scores - m[:, None]), 0.0)
     l_sum = tl.sum(p, axis=1)
-    acc = tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # [BLOCK_REP, HD]
+    acc = tl.dot(p.to(cdt), v, input_precision=DOT_PRECISION)  # [BLOCK_Q, HD]
     if split == 0:
         kv_row = tl.full([1], H + g, tl.int32)
         ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
@@ -225,7 +228,7 @@ def attend_kernel(
     tl.store(part_ml + (split * 2 + 1) * H + heads, l_sum, mask=q_ok)
     tl.debug_barrier()
     if tl.atomic_add(tickets + g, 1) == n_splits - 1:  # acq_rel: every split's partials are visible
-        _merge_splits(part_o, part_ml, out_ptr, heads, q_ok, n_splits, H, HD, BLOCK_REP, MERGE)
+        _merge_splits(part_o, part_ml, out_ptr, g, n_splits, H, KVH, HD, BLOCK_REP, MERGE)
         tl.atomic_xchg(tickets + g, 0)
 
 
@@ -234,17 +237,20 @@ def _merge_splits(
     part_o,
     part_ml,
     out_ptr,
-    heads,
-    q_ok,
+    g,
     n_splits,
     H: tl.constexpr,
+    KVH: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_REP: tl.constexpr,
     MERGE: tl.constexpr,
 ):
-    """out[heads] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to out's dtype;
-    MERGE splits per step, rescaled online."""
+    """out[heads of group g] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to
+    out's dtype; MERGE splits per step, rescaled online."""
     dtype = out_ptr.dtype.element_ty
+    r = tl.arange(0, BLOCK_REP)
+    heads = g * (H // KVH) + r
+    q_ok = r < H // KVH
     d = tl.arange(0, HD)
     m_all = tl.full([BLOCK_REP], -1.0e30, tl.float32)
     den = tl.zeros([BLOCK_REP], tl.float32)

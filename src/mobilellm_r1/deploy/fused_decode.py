@@ -63,7 +63,7 @@ def available(device: torch.device) -> bool:
 def attention_block(max_len: int, kv_heads: int) -> int:
     """Cache slots per attention program: about one (kv head, split) program per SM."""
     per_program = triton.next_power_of_2(max(1, -(-max_len * kv_heads // TARGET_PROGRAMS)))
-    return max(16, min(128, per_program))
+    return max(32, min(128, per_program))
 
 
 class FusedDecoder:
@@ -78,8 +78,8 @@ class FusedDecoder:
         cfg = model.config
         if cache.batch_size != 1:
             raise ValueError(f"fused decoding takes a batch-1 cache, got batch {cache.batch_size}")
-        if cfg.head_dim & (cfg.head_dim - 1):
-            raise ValueError(f"fused decoding needs a power-of-two head_dim, got {cfg.head_dim}")
+        if cfg.head_dim & (cfg.head_dim - 1) or cfg.head_dim < 32:  # tensor-core tiles of head_dim / 2
+            raise ValueError(f"fused decoding needs a power-of-two head_dim >= 32, got {cfg.head_dim}")
         self.model, self.cache, self.cfg = model, cache, cfg
         weight = model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
@@ -166,8 +166,10 @@ class FusedDecoder:
             KVH=self.n_kv,
             HD=cfg.head_dim,
             BLOCK_REP=triton.next_power_of_2(rep),
+            BLOCK_Q=max(16, triton.next_power_of_2(rep)),
             BLOCK_S=self.block_s,
             MERGE=MERGE_SPLITS,
+            DOT_PRECISION="ieee" if self.dtype == torch.float32 else "tf32",
             ROPE=attn.use_rope,
             QK_NORM=attn.use_qk_norm,
             TEMP_TUNING=attn.temperature_tuning,
