@@ -65,10 +65,9 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(model, cfg, pdl: bool = True) -> float:
+def step_time_us(model, cfg, pdl: bool = True, attn_block: int | None = None) -> float:
     cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
-    dec = FusedDecoder(model, cache)
-    dec.pdl = dec.pdl and pdl
+    dec = FusedDecoder(model, cache, attn_block=attn_block, pdl=pdl)
     tok = torch.tensor([7], device="cuda")
     pos = torch.tensor([PROMPT], device="cuda")
     return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
@@ -158,8 +157,9 @@ def main() -> None:
         for name in args.presets:
             cfg = preset(name)
             model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-            on, off = step_time_us(model, cfg, True), step_time_us(model, cfg, False)
-            print(f"{name}: fused step {on:.1f} us with PDL, {off:.1f} us without", flush=True)
+            for block in (32, 64, 128, 256):
+                on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
+                print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
             kernel_durations(model, cfg)
             for compile, sync in ((True, 16), (False, 16), (False, 1)):
                 rate = generator_steps_per_s(model, cfg, True, compile, sync)
@@ -202,8 +202,7 @@ def kernel_durations(model, cfg) -> None:
     that kernels do not overlap."""
     from torch.profiler import ProfilerActivity, profile
 
-    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"))
-    dec.pdl = False
+    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"), pdl=False)
     tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
     dec(tok, pos)
     torch.cuda.synchronize()

@@ -29,7 +29,7 @@ except ImportError:  # the CPU wheel of torch ships without Triton
     triton = None
 
 TARGET_PROGRAMS = 132  # H100 SMs: attention splits are sized to give about one program each
-MERGE_SPLITS = 16  # attention partial results merged per step
+MERGE_SPLITS = 32  # attention partial results merged per step
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,16 @@ class FusedDecoder:
     """One-token forward of a `Transformer` for a batch-1 `KVCache` (see module docstring)."""
 
     def __init__(
-        self, model: Transformer, cache: KVCache, blocks: Mapping[str, GemvBlocks] | None = None
+        self,
+        model: Transformer,
+        cache: KVCache,
+        blocks: Mapping[str, GemvBlocks] | None = None,
+        attn_block: int | None = None,
+        pdl: bool = True,
     ) -> None:
-        """`blocks` overrides launch shapes by matrix: qkv, o, gate_up, down, lm_head."""
+        """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
+        `attn_block` the cache slots per attention program; `pdl=False` launches every kernel
+        after the last one ends."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -92,7 +99,7 @@ class FusedDecoder:
             return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
 
         self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
-        self.block_s = attention_block(cache.max_len, self.n_kv)
+        self.block_s = attn_block or attention_block(cache.max_len, self.n_kv)
         self.n_splits = -(-cache.max_len // self.block_s)
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         self.pdl = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
@@ -174,7 +181,7 @@ class FusedDecoder:
             QK_NORM=attn.use_qk_norm,
             TEMP_TUNING=attn.temperature_tuning,
             PDL=self.pdl,
-            num_warps=4 if self.block_s <= 64 else 8,
+            num_warps=4 if self.block_s <= 128 else 8,
             **self._launch(),
         )
 
