@@ -96,15 +96,13 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
     g = torch.randn(k, device="cuda", dtype=torch.bfloat16)
     out = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     results = []
-    for bn, bk, progs in itertools.product((1, 2, 4, 8), (256, 512, 1024), (None, 528, 1056, 2112)):
+    for bn, bk, nw in itertools.product((1, 2, 4, 8), (256, 512, 1024), (4, 8)):
         if bn * bk > 16384 or bk > triton.next_power_of_2(k):
             continue
-        nw = 4
-        grid = min(triton.cdiv(n, bn), progs or n)
 
-        def run(bn=bn, bk=bk, nw=nw, grid=grid):
+        def run(bn=bn, bk=bk, nw=nw):
             for w in ws:
-                K.gemv_kernel[(grid,)](
+                K.gemv_kernel[(triton.cdiv(n, bn),)](
                     w,
                     x,
                     g,
@@ -117,12 +115,11 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
                     EPILOGUE=epilogue,
                     BLOCK_N=bn,
                     BLOCK_K=bk,
-                    PDL=False,
                     num_warps=nw,
                 )
 
         us = do_bench_cudagraph(run, rep=50) * 1e3 / copies
-        results.append((GemvBlocks(bn, bk, nw, progs), us))
+        results.append((GemvBlocks(bn, bk, nw), us))
     return sorted(results, key=lambda r: r[1])
 
 
@@ -156,16 +153,11 @@ def main() -> None:
     p.add_argument("--diagnose", action="store_true", help="only: PDL on/off step times, Generator kernels")
     args = p.parse_args()
     table, sweeps = [], []
-    if args.sweep:
-        for name in args.presets:
-            sweeps += sweep(preset(name), name)
-        print("\n".join(sweeps))
-        return
     if args.diagnose:
         for name in args.presets:
             cfg = preset(name)
             model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-            for block in (32, 64):
+            for block in (32, 64, 128, 256):
                 on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
                 print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
             kernel_durations(model, cfg)
@@ -191,6 +183,10 @@ def main() -> None:
             profile_step(model, cfg)
         del model
         torch.cuda.empty_cache()
+    if args.sweep:
+        for name in args.presets:
+            sweeps += sweep(preset(name), name)
+    print("\n".join(sweeps))
     print(
         "preset | fused step us (graph) | steps/s | Generator fused | Generator compiled | logits max|diff| | greedy equal"
     )

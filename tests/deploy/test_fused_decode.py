@@ -15,14 +15,9 @@ from mobilellm_r1.model import build_model
 from mobilellm_r1.model.model import KVCache
 
 # Few programs per launch keep the interpreter fast; K steps of 32 make every product take
-# several prefetched steps, 128-row LM-head blocks leave a partial block (1,000 rows), and
-# qkv, gate_up and the LM head run on fewer programs than row blocks (persistent grids).
-BLOCKS = {
-    "qkv": GemvBlocks(16, 32, programs=3),
-    "o": GemvBlocks(16, 32),
-    "gate_up": GemvBlocks(16, 32, programs=4),
-    "down": GemvBlocks(16, 32),
-    "lm_head": GemvBlocks(128, 64, programs=3),
+# several prefetched steps, and 128-row LM-head blocks leave a partial block (1,000 rows).
+BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} | {
+    "lm_head": GemvBlocks(128, 64)
 }
 
 

@@ -49,23 +49,6 @@ def _grid_dependency(PDL: tl.constexpr):
 
 
 @triton.jit
-def _weight_tiles(
-    w_ptr, block, k0, N, K, valid, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWIGLU: tl.constexpr
-):
-    """Tile [BLOCK_N, BLOCK_K] of rows block*BLOCK_N.., columns k0.. (and the matching up-rows
-    tile when SWIGLU; else the same tile again). All zeros when not `valid`."""
-    rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = k0 + tl.arange(0, BLOCK_K)
-    ok = (rows[:, None] < N * valid.to(tl.int32)) & (cols[None, :] < K)
-    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
-    gate = tl.load(w_ptr + offs, mask=ok, other=0.0)
-    up = gate
-    if SWIGLU:
-        up = tl.load(w_ptr + N * K + offs, mask=ok, other=0.0)
-    return gate, up
-
-
-@triton.jit
 def gemv_kernel(
     w_ptr,  # [N_rows, K] row-major (N_rows = 2N for SwiGLU: gate rows, then up rows)
     x_ptr,  # [K]
@@ -83,45 +66,47 @@ def gemv_kernel(
 ):
     """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x.
 
-    Program p of P computes row blocks p, p + P, p + 2P, ... (a persistent grid when P is
-    smaller than the number of blocks). Its weight tiles stream one step ahead, across row
-    blocks too; the first is in flight before the wait for the previous kernel (which wrote x)."""
+    Weight tiles are loaded one step ahead; the first is in flight before the wait for the
+    previous kernel (which wrote x)."""
     dtype = out_ptr.dtype.element_ty
-    SWIGLU: tl.constexpr = EPILOGUE == 2
-    pid = tl.program_id(0)
-    n_prog = tl.num_programs(0)
-    k_steps = tl.cdiv(K, BLOCK_K)
-    tiles = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, n_prog) * k_steps  # this program's tiles
-    w, w_up = _weight_tiles(w_ptr, pid, 0, N, K, tiles > 0, BLOCK_N, BLOCK_K, SWIGLU)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows[:, None] < N
+    cols = tl.arange(0, BLOCK_K)
+    gate_rows = w_ptr + rows.to(tl.int64)[:, None] * K
+    up_rows = gate_rows + N * K
+    w = tl.load(gate_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
+    w_up = w
+    if EPILOGUE == 2:
+        w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
     _grid_dependency(PDL)
     if NORM:
         rstd = _rstd(x_ptr, K, eps, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for t in range(0, tiles):
-        nb, nk = pid + ((t + 1) // k_steps) * n_prog, ((t + 1) % k_steps) * BLOCK_K
-        w_next, up_next = _weight_tiles(w_ptr, nb, nk, N, K, t + 1 < tiles, BLOCK_N, BLOCK_K, SWIGLU)
-        kk = (t % k_steps) * BLOCK_K + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + kk, mask=kk < K, other=0.0)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + cols
+        k_ok = kk < K
+        nxt = kk[None, :] + BLOCK_K
+        nxt_ok = row_ok & (nxt < K)
+        w_next = tl.load(gate_rows + nxt, mask=nxt_ok, other=0.0)
+        x = tl.load(x_ptr + kk, mask=k_ok, other=0.0)
         if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
-            g = tl.load(norm_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+            g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
             x = ((x.to(tl.float32) * rstd).to(dtype).to(tl.float32) * g).to(dtype)
         x = x.to(tl.float32)[None, :]
         acc += w.to(tl.float32) * x
-        if SWIGLU:
+        w = w_next
+        if EPILOGUE == 2:
+            up_next = tl.load(up_rows + nxt, mask=nxt_ok, other=0.0)
             acc_up += w_up.to(tl.float32) * x
-        w, w_up = w_next, up_next
-        if t % k_steps == k_steps - 1:  # this row block is complete
-            rows = (pid + (t // k_steps) * n_prog) * BLOCK_N + tl.arange(0, BLOCK_N)
-            y = tl.sum(acc, axis=1).to(dtype).to(tl.float32)
-            if EPILOGUE == 1:
-                y = tl.load(res_ptr + rows, mask=rows < N, other=0.0).to(tl.float32) + y
-            if SWIGLU:
-                up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
-                y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
-            tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
-            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-            acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            w_up = up_next
+    y = tl.sum(acc, axis=1).to(dtype).to(tl.float32)
+    if EPILOGUE == 1:
+        y = tl.load(res_ptr + rows, mask=rows < N, other=0.0).to(tl.float32) + y
+    if EPILOGUE == 2:
+        up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
+        y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
+    tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
 
 
 @triton.jit
@@ -183,8 +168,8 @@ def attend_kernel(
 ):
     """Program (kv head g, split s): the queries of g over cache slots [s*BLOCK_S, (s+1)*BLOCK_S)
     that lie before this token; split 0 also takes the token itself and writes its k, v into
-    the cache. Slots >= pos never count (the one split 0 writes included), and the cache tile
-    (written by earlier steps) is loaded before the wait for the qkv kernel."""
+    the cache. Slots >= pos are never read, so no program reads what another writes, and the
+    cache tile (written by earlier steps) is loaded before the wait for the qkv kernel."""
     dtype = out_ptr.dtype.element_ty
     REP: tl.constexpr = H // KVH
     g = tl.program_id(0)
@@ -194,11 +179,10 @@ def attend_kernel(
     d = tl.arange(0, HD)
     slots = split * BLOCK_S + tl.arange(0, BLOCK_S)
     offs = g * S_max * HD + slots[:, None] * HD
-    # the whole tile, also slots >= pos (finite: zeros or earlier keys), so that these loads
-    # need not wait for pos; those slots are masked out of the softmax below
-    k_e = tl.load(k_cache + offs + 2 * half[None, :])  # [BLOCK_S, HD/2]
-    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1)
-    v = tl.load(v_cache + offs + d[None, :])  # [BLOCK_S, HD]
+    s_ok = (slots < pos)[:, None]
+    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD/2]
+    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok, other=0.0)
+    v = tl.load(v_cache + offs + d[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD]
     _grid_dependency(PDL)
 
     cos = tl.zeros([1, HD // 2], tl.float32)

@@ -34,13 +34,11 @@ MERGE_SPLITS = 32  # attention partial results merged per step
 
 @dataclass(frozen=True)
 class GemvBlocks:
-    """Launch shape of one matrix-vector product: rows per block, K per step, warps, and the
-    number of programs (None: one per row block; fewer: each loops over several blocks)."""
+    """Launch shape of one matrix-vector product: rows per program, K per step, warps."""
 
     block_n: int
     block_k: int
     num_warps: int = 4
-    programs: int | None = None
 
 
 def gemv_blocks(n: int, k: int, swiglu: bool = False) -> GemvBlocks:
@@ -132,8 +130,7 @@ class FusedDecoder:
     ) -> None:
         n = out.numel()
         b = self.blocks[name]
-        blocks = triton.cdiv(n, b.block_n)
-        K.gemv_kernel[(min(blocks, b.programs or blocks),)](
+        K.gemv_kernel[(triton.cdiv(n, b.block_n),)](
             w,
             x,
             norm if norm is not None else x,
