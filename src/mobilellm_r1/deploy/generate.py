@@ -1,11 +1,15 @@
 """Batched generation with a preallocated KV cache.
 
 `Generator.generate` left-pads the prompts (x `n` samples each) into one batch, prefills
-the cache in one forward pass, then decodes one token per step. The decode step (model +
-logits processing + stop bookkeeping) is a pure function of fixed-shape tensors, so with
-`compile=True` it runs under `torch.compile(mode="reduce-overhead")`: one CUDA-graph
-replay per token on GPU. The host synchronises only every `sync_every` steps to stream
-tokens, check stop strings and stop early when every row has finished.
+the cache in one forward pass, then decodes one token per step. A decode step (model +
+logits processing + stop bookkeeping) reads and advances fixed device tensors in place
+(`_StepState`), so it can be replayed from CUDA graphs:
+  * batch 1 on a GPU: the model's forward is the fused Triton step (`fused_decode.py`) and
+    `sync_every` whole steps are captured in one CUDA graph of our own;
+  * otherwise, with `compile=True`, the step runs under `torch.compile` with CUDA graphs
+    (mode="reduce-overhead"), one replay per token.
+The host synchronises only every `sync_every` steps to stream tokens, check stop strings
+and stop early when every row has finished.
 """
 
 from __future__ import annotations
