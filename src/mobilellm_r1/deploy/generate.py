@@ -4,8 +4,9 @@
 the cache in one forward pass, then decodes one token per step. A decode step (model +
 logits processing + stop bookkeeping) reads and advances fixed device tensors in place
 (`_StepState`), so it can be replayed from CUDA graphs:
-  * batch 1 on a GPU (with `compile=True`, or `fused=True`): the forward is the fused Triton step (`fused_decode.py`) and
-    `sync_every` whole steps are captured in one CUDA graph of our own;
+  * batch 1 on a GPU (with `compile=True`, or `fused=True`): the forward is the fused
+    Triton step (`fused_decode.py`) and `sync_every` whole steps are captured in one CUDA
+    graph of our own;
   * otherwise, with `compile=True`, the step runs under `torch.compile` with CUDA graphs
     (mode="reduce-overhead"), one replay per token.
 The host synchronises only every `sync_every` steps to stream tokens, check stop strings
