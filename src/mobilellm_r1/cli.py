@@ -442,7 +442,9 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", choices=DTYPE_CHOICES, default=None, help="compute dtype (default: the checkpoint's)"
     )
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)"
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step (CUDA graphs on GPU; one prompt on a GPU runs the fused Triton step)",
     )
     parser.add_argument("--no-stream", action="store_true", help="print the text only when done")
 
