@@ -24,6 +24,7 @@ from triton.testing import do_bench_cudagraph
 
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy import decode_kernels as K
+from mobilellm_r1.deploy import fused_decode
 from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
@@ -65,7 +66,7 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(model, cfg, pdl: bool = True, attn_block: int | None = None) -> float:
+def step_time_us(model, cfg, pdl: int = 1, attn_block: int | None = None) -> float:
     cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
     dec = FusedDecoder(model, cache, attn_block=attn_block, pdl=pdl)
     tok = torch.tensor([7], device="cuda")
@@ -202,7 +203,7 @@ def kernel_durations(model, cfg) -> None:
     that kernels do not overlap."""
     from torch.profiler import ProfilerActivity, profile
 
-    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"), pdl=False)
+    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"), pdl=0)
     tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
     dec(tok, pos)
     torch.cuda.synchronize()
