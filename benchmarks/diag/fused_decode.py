@@ -22,9 +22,8 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
-from mobilellm_r1.deploy import Generator, SamplingParams
+from mobilellm_r1.deploy import Generator, SamplingParams, fused_decode
 from mobilellm_r1.deploy import decode_kernels as K
-from mobilellm_r1.deploy import fused_decode
 from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
@@ -162,12 +161,10 @@ def main() -> None:
                 on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
                 print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
             kernel_durations(model, cfg)
-            for compile, sync in ((True, 16),):
-                rate = generator_steps_per_s(model, cfg, True, compile, sync)
-                print(
-                    f"{name}: Generator fused, compile={compile}, sync_every={sync}: {rate:.0f} steps/s",
-                    flush=True,
-                )
+            for mode in (0, 1, 2):
+                fused_decode.PDL_MODE = mode
+                rate = generator_steps_per_s(model, cfg, True)
+                print(f"{name}: Generator fused, PDL mode {mode}: {rate:.0f} steps/s", flush=True)
         return
     for name in args.presets:
         cfg = preset(name)
