@@ -22,7 +22,7 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
-from mobilellm_r1.deploy import Generator, SamplingParams, fused_decode
+from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy import decode_kernels as K
 from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks
 from mobilellm_r1.model import build_model, preset
@@ -65,7 +65,7 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(model, cfg, pdl: int = 1, attn_block: int | None = None) -> float:
+def step_time_us(model, cfg, pdl: bool = True, attn_block: int | None = None) -> float:
     cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
     dec = FusedDecoder(model, cache, attn_block=attn_block, pdl=pdl)
     tok = torch.tensor([7], device="cuda")
@@ -161,10 +161,8 @@ def main() -> None:
                 on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
                 print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
             kernel_durations(model, cfg)
-            for mode in (0, 1, 2):
-                fused_decode.PDL_MODE = mode
-                rate = generator_steps_per_s(model, cfg, True)
-                print(f"{name}: Generator fused, PDL mode {mode}: {rate:.0f} steps/s", flush=True)
+            rate = generator_steps_per_s(model, cfg, True)
+            print(f"{name}: Generator fused: {rate:.0f} steps/s", flush=True)
         return
     for name in args.presets:
         cfg = preset(name)
@@ -200,7 +198,7 @@ def kernel_durations(model, cfg) -> None:
     that kernels do not overlap."""
     from torch.profiler import ProfilerActivity, profile
 
-    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"), pdl=0)
+    dec = FusedDecoder(model, KVCache(cfg, 1, PROMPT + 256, device="cuda"), pdl=False)
     tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
     dec(tok, pos)
     torch.cuda.synchronize()

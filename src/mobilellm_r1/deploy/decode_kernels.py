@@ -43,11 +43,8 @@ def _grid_dependency(PDL: tl.constexpr):
     """With programmatic dependent launch: wait until the previous kernel's writes are
     visible, then let the next kernel start loading its weights. Loads issued before this
     call must not depend on the previous kernel."""
-    if PDL == 2:
-        gdc_launch_dependents()
     if PDL:
         gdc_wait()
-    if PDL == 1:
         gdc_launch_dependents()
 
 

@@ -29,7 +29,6 @@ except ImportError:  # the CPU wheel of torch ships without Triton
     triton = None
 
 TARGET_PROGRAMS = 264  # attention splits: about two programs per H100 SM
-PDL_MODE = 1  # 0 off; 1 trigger the next kernel after the wait; 2 before it
 MERGE_SPLITS = 32  # attention partial results merged per step
 
 
@@ -78,7 +77,7 @@ class FusedDecoder:
         cache: KVCache,
         blocks: Mapping[str, GemvBlocks] | None = None,
         attn_block: int | None = None,
-        pdl: int | None = None,
+        pdl: bool = True,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
         `attn_block` the cache slots per attention program; `pdl=False` launches every kernel
@@ -106,7 +105,7 @@ class FusedDecoder:
         self.n_splits = -(-cache.max_len // self.block_s)
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
-        self.pdl = (PDL_MODE if pdl is None else int(pdl)) if hopper else 0
+        self.pdl = pdl and hopper
         self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
