@@ -157,7 +157,7 @@ def main() -> None:
         for name in args.presets:
             cfg = preset(name)
             model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-            for block in (16, 32, 16, 32):
+            for block in (16, 32, 64, 128):
                 on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
                 print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
             kernel_durations(model, cfg)
