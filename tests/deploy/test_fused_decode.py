@@ -93,12 +93,19 @@ def test_generator_fused_matches_unfused(monkeypatch) -> None:
     prompt = torch.randint(3, VOCAB, (12,), generator=torch.Generator().manual_seed(2)).tolist()
     greedy = SamplingParams(max_new_tokens=5, stop_token_ids=())
     sampled = dataclasses.replace(greedy, temperature=1.0, seed=5)
-    for params in (greedy, sampled):
+    # the fused runner advances 3 steps per call: 1 + 3 + 3 runs 2 steps past max_new_tokens
+    fused_gen = Generator(model, fused=True, sync_every=3)
+    for params in (sampled, greedy):
         plain = Generator(model).generate([prompt], params)[0][0].token_ids
-        fused = Generator(model, fused=True).generate([prompt], params)[0][0].token_ids
-        assert fused == plain
+        assert fused_gen.generate([prompt], params)[0][0].token_ids == plain
+    # a stop token inside a block of steps ends the sample there (plain: the greedy tokens)
+    stop = dataclasses.replace(greedy, stop_token_ids=(plain[2],))
+    (c,) = fused_gen.generate([prompt], stop)[0]
+    (ref,) = Generator(model).generate([prompt], stop)[0]
+    assert c.token_ids == ref.token_ids == plain[: plain.index(plain[2]) + 1]
+    assert c.finish_reason == ref.finish_reason == "stop"
     # batches of several rows take the unfused step
-    two = Generator(model, fused=True).generate([prompt, prompt[:5]], greedy)
+    two = fused_gen.generate([prompt, prompt[:5]], greedy)
     assert [r[0].token_ids for r in two] == [
         r[0].token_ids for r in Generator(model).generate([prompt, prompt[:5]], greedy)
     ]

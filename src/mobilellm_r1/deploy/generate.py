@@ -252,7 +252,7 @@ class Generator:
             options = {**self.compile_options, "triton.cudagraphs": not own_graph}
             step = torch.compile(step, fullgraph=True, options=options)
         vocab = self.model.config.vocab_size
-        steps = self.sync_every if own_graph else 1
+        steps = self.sync_every if fused is not None else 1  # a fused runner: whole blocks of steps
         state = _StepState.allocate(cache, stop_ids, steps, vocab if not params.greedy else 0)
         runner = _StepRunner(step, state, steps, own_graph, mark_steps=self.compile and not own_graph)
         self._steps[key] = runner
