@@ -12,7 +12,11 @@ is memory bandwidth plus the number of kernels. Each decoder layer here is five 
 
 Roundings follow the eager bf16 model step by step (normalised x, RoPE, QK-norm and every
 projection output are rounded to the model dtype where the eager model rounds them), so the
-fused step differs from eager decoding only by the order of float32 additions.
+fused step differs from eager decoding by the order of float32 additions and by attention
+probabilities entering the PV product in the model dtype (as in flash-attention kernels).
+
+On Hopper the kernels chain with programmatic dependent launch: each loads what does not
+depend on the previous kernel (its first weight tiles, its cache tile) before `gdc_wait`.
 
 The kernels take batch 1 (one token); they also run under `TRITON_INTERPRET=1` on CPU
 tensors, which is how the tests check them against the eager model.

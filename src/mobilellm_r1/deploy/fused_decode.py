@@ -3,11 +3,12 @@
 `FusedDecoder(model, cache)(tok, pos)` computes the same logits as
 `model(tok, cache=cache, cache_pos=pos)` for one row and one token (see `decode_kernels.py`
 for the kernels and the roundings they share with the eager model). The Generator calls it
-through the opaque custom op `mobilellm_r1::fused_decode`, so `torch.compile` captures its
-kernel launches in the decode step's CUDA graph together with sampling and stop bookkeeping.
+through the opaque custom op `mobilellm_r1::fused_decode` (so a `torch.compile`d decode step
+keeps it whole) and captures blocks of steps, sampling and stop bookkeeping included, in
+CUDA graphs of its own.
 
-Per-shape launch settings (`GemvBlocks`) were chosen on an H100 with
-`benchmarks/diag/sweep_decode_kernels.py`; any shape gets a heuristic default.
+Launch shapes (`GemvBlocks`, attention slots per program) were chosen on an H100 with
+`benchmarks/diag/fused_decode.py`; see `benchmarks/diag/NOTES.md`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def available(device: torch.device) -> bool:
 def attention_block(max_len: int, kv_heads: int) -> int:
     """Cache slots per attention program: about two (kv head, split) programs per SM, 32 to 64
     slots each. On an H100 with 1,280 cache slots, 32 slots per program beat 64, 128 and 256
-    (950m: 1,218 / 1,296 / 1,519 / 1,596 us per step; 140m: 367 / 483 / 623 / 674)."""
+    (step time, 950m: 1,142 / 1,246 / 1,476 / 1,536 us; 140m: 413 / 522 / 665 / 722 us);
+    16 slots equalled 32."""
     per_program = triton.next_power_of_2(max(1, -(-max_len * kv_heads // TARGET_PROGRAMS)))
     return max(32, min(64, per_program))
 
