@@ -112,6 +112,21 @@ class FusedDecoder:
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
         self.inv_freq = model.inv_freq(self.device)
+        self.kv = [(getattr(cache, f"k{i}"), getattr(cache, f"v{i}")) for i in range(cfg.num_hidden_layers)]
+        self.launch = {"launch_pdl": True} if self.pdl else {}  # launch options of every kernel
+        rep = self.n_heads // self.n_kv
+        self.attn_meta = {  # compile-time arguments of the attention kernel (all but the layer's)
+            "H": self.n_heads,
+            "KVH": self.n_kv,
+            "HD": hd,
+            "BLOCK_REP": triton.next_power_of_2(rep),
+            "BLOCK_Q": max(16, triton.next_power_of_2(rep)),  # tensor-core tile rows
+            "BLOCK_S": self.block_s,
+            "MERGE": MERGE_SPLITS,
+            "DOT_PRECISION": "ieee" if self.dtype == torch.float32 else "tf32",
+            "PDL": self.pdl,
+            "num_warps": 4 if self.block_s <= 128 else 8,
+        }
         self.blocks = {
             "qkv": gemv_blocks(n_qkv, d),
             "o": gemv_blocks(d, self.n_heads * hd),
@@ -148,20 +163,16 @@ class FusedDecoder:
             BLOCK_K=b.block_k,
             PDL=self.pdl,
             num_warps=b.num_warps,
-            **self._launch(),
+            **self.launch,
         )
-
-    def _launch(self) -> dict:
-        """Launch options: programmatic dependent launch where the kernels wait for it."""
-        return {"launch_pdl": True} if self.pdl else {}
 
     def _attend(self, layer: int, pos: torch.Tensor) -> None:
         cfg, attn = self.cfg, self.model.layers[layer].self_attn
-        rep = self.n_heads // self.n_kv
+        k_cache, v_cache = self.kv[layer]
         K.attend_kernel[(self.n_kv, self.n_splits)](
             self.qkv,
-            getattr(self.cache, f"k{layer}"),
-            getattr(self.cache, f"v{layer}"),
+            k_cache,
+            v_cache,
             pos,
             self.inv_freq,
             self.part_o,
@@ -174,20 +185,11 @@ class FusedDecoder:
             cfg.head_dim**-0.5,
             cfg.attn_scale,
             float(cfg.floor_scale),
-            H=self.n_heads,
-            KVH=self.n_kv,
-            HD=cfg.head_dim,
-            BLOCK_REP=triton.next_power_of_2(rep),
-            BLOCK_Q=max(16, triton.next_power_of_2(rep)),
-            BLOCK_S=self.block_s,
-            MERGE=MERGE_SPLITS,
-            DOT_PRECISION="ieee" if self.dtype == torch.float32 else "tf32",
             ROPE=attn.use_rope,
             QK_NORM=attn.use_qk_norm,
             TEMP_TUNING=attn.temperature_tuning,
-            PDL=self.pdl,
-            num_warps=4 if self.block_s <= 128 else 8,
-            **self._launch(),
+            **self.attn_meta,
+            **self.launch,
         )
 
     @torch.no_grad()

@@ -227,6 +227,10 @@ class Generator:
             self._cache = cache
         return cache
 
+    def _fused_for(self, batch: int) -> bool:
+        """Whether a batch of this many rows decodes through the fused step."""
+        return bool(self.fused) and batch == 1
+
     def _runner(self, params: SamplingParams, pad_id: int, stop_ids: torch.Tensor) -> _StepRunner:
         """The decode step (compiled, fused or CUDA-graphed as configured) for the current cache,
         sampling settings and stop ids, with its state tensors."""
@@ -241,9 +245,7 @@ class Generator:
         if key in self._steps:
             return self._steps[key]
         cache = self._cache
-        fused = None
-        if self.fused and cache.batch_size == 1:
-            fused = fused_decode.FusedDecoder(self.model, cache)
+        fused = fused_decode.FusedDecoder(self.model, cache) if self._fused_for(cache.batch_size) else None
         step: Callable = _DecodeStep(self.model, cache, params, pad_id, fused)
         # A fused step is captured whole in a CUDA graph of our own (one replay per token);
         # otherwise torch.compile's CUDA graphs (mode="reduce-overhead") replay the model.
@@ -306,7 +308,8 @@ class Generator:
             )
         pad_id = self.model.config.pad_token_id or 0
         ids, pads = _left_pad(rows, pad_id, self.device)
-        cache = self._cache_for(len(rows), longest + self.sync_every)  # room for a graph's overshoot
+        overshoot = self.sync_every if self._fused_for(len(rows)) else 0  # a fused runner's last block
+        cache = self._cache_for(len(rows), longest + overshoot)
         stop_ids = torch.tensor(self._stop_ids(params), dtype=torch.long, device=self.device)
         tokens = self._decode_loop(ids, pads, cache, stop_ids, params, pad_id, stream)
         return self._completions(tokens, len(encoded), params, set(stop_ids.tolist()))
@@ -348,7 +351,7 @@ class Generator:
         stop_set = set(stop_ids.tolist())
         synced = 0
         end = params.max_new_tokens
-        done = 1  # tokens in st.out; a graphed runner may run past `end` (the cache has room)
+        done = 1  # tokens in st.out; a fused runner may run past `end` (the cache has room)
         while done < end:
             runner(gen)
             done += runner.steps
