@@ -65,11 +65,13 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(model, cfg, pdl: bool = True, attn_block: int | None = None) -> float:
-    cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
-    dec = FusedDecoder(model, cache, attn_block=attn_block, pdl=pdl)
+def step_time_us(
+    model, cfg, pdl: bool = True, attn_block: int = 32, blocks=None, splits=None, cache_len=None, at=PROMPT
+) -> float:
+    cache = KVCache(cfg, 1, cache_len or PROMPT + 256, device="cuda")
+    dec = FusedDecoder(model, cache, blocks=blocks, attn_block=attn_block, attn_splits=splits, pdl=pdl)
     tok = torch.tensor([7], device="cuda")
-    pos = torch.tensor([PROMPT], device="cuda")
+    pos = torch.tensor([at], device="cuda")
     return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
 
 
@@ -151,8 +153,28 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--profile", default=None, help="preset whose fused step's kernels to list")
     p.add_argument("--diagnose", action="store_true", help="only: PDL on/off step times, Generator kernels")
+    p.add_argument(
+        "--overhead", action="store_true", help="only: Generator step vs bare fused step, its kernels"
+    )
+    p.add_argument(
+        "--shapes", action="store_true", help="only: GEMV launch shapes timed inside the full step"
+    )
+    p.add_argument("--attention", action="store_true", help="only: attention tiles/splits/cache length")
     args = p.parse_args()
     table, sweeps = [], []
+    if args.overhead or args.shapes or args.attention:
+        for name in args.presets:
+            cfg = preset(name)
+            model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+            if args.overhead:
+                generator_overhead(model, cfg, name)
+            if args.shapes:
+                shapes_in_step(model, cfg, name)
+            if args.attention:
+                attention_sweep(model, cfg, name)
+            del model
+            torch.cuda.empty_cache()
+        return
     if args.diagnose:
         for name in args.presets:
             cfg = preset(name)
@@ -223,6 +245,107 @@ def kernel_durations(model, cfg) -> None:
         f"sum {sum(sums.values()):.0f}",
         flush=True,
     )
+
+
+@torch.inference_mode()
+def generator_overhead(model, cfg, name: str) -> None:
+    """Decode-only Generator time per step against the bare fused step on the Generator's own
+    cache, and the kernels of one replayed block of steps that are not the model's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = Generator(model, compile=True, fused=True)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
+    full = SamplingParams(max_new_tokens=256, stop_token_ids=())
+    one = SamplingParams(max_new_tokens=1, stop_token_ids=())
+    gen.generate([prompt], full)
+
+    def timed(params) -> float:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gen.generate([prompt], params)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    total = min(timed(full) for _ in range(3))
+    prefill = min(timed(one) for _ in range(3))
+    per_step = (total - prefill) / 255 * 1e6
+    runner = next(iter(gen._steps.values()))
+    runner(None)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        runner(None)
+    torch.cuda.synchronize()
+    replay = (time.perf_counter() - t0) / (10 * runner.steps) * 1e6
+    dec = FusedDecoder(model, gen._cache)
+    tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
+    bare = do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        runner(None)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    ours = ("gemv_kernel", "attend_kernel", "embed_kernel")
+    other: dict[str, float] = {}
+    for e in kernels:
+        if not e.name.startswith(ours):
+            other[e.name[:70]] = other.get(e.name[:70], 0.0) + e.device_time_total / runner.steps
+    busy = sum(e.device_time_total for e in kernels) / runner.steps
+    span = (max(e.time_range.end for e in kernels) - min(e.time_range.start for e in kernels)) / runner.steps
+    print(
+        f"{name}: cache {gen._cache.max_len} slots; decode {per_step:.1f} us/step (generate), "
+        f"{replay:.1f} (block replays), bare fused step {bare:.1f}; kernels busy {busy:.1f} us/step "
+        f"over a {span:.1f} us span",
+        flush=True,
+    )
+    for k, v in sorted(other.items(), key=lambda kv: -kv[1]):
+        print(f"   other kernel {v:7.2f} us/step  {k}")
+
+
+def attention_sweep(model, cfg, name: str) -> None:
+    """Full fused step time against the cache length (position fixed), the attention tile
+    size, the programs per kv head and the partial results merged per step."""
+    from mobilellm_r1.deploy import fused_decode
+
+    for cache_len in (1280, 1536, 4352, 32768):
+        us = step_time_us(model, cfg, cache_len=cache_len)
+        print(f"{name}: pos {PROMPT}, cache {cache_len}: {us:.1f} us/step", flush=True)
+    default = fused_decode.MERGE_SPLITS, fused_decode.ATTENTION_WARPS
+    for merge, warps in ((64, 4), (128, 4), (64, 8)):
+        fused_decode.MERGE_SPLITS, fused_decode.ATTENTION_WARPS = merge, warps
+        for at, cache_len in ((PROMPT, 1536), (4096, 4352)):
+            for block in (16, 32):
+                for splits in (32, 64, 88, 128):
+                    if warps == 8 and (block, splits) not in ((16, 88), (32, 44)):
+                        continue
+                    us = step_time_us(model, cfg, attn_block=block, splits=splits, cache_len=cache_len, at=at)
+                    print(
+                        f"{name}: pos {at}: merge {merge}, {warps} warps, tile {block}, {splits} splits "
+                        f"per kv head: {us:.1f} us/step",
+                        flush=True,
+                    )
+    fused_decode.MERGE_SPLITS, fused_decode.ATTENTION_WARPS = default
+
+
+def shapes_in_step(model, cfg, name: str) -> None:
+    """Full fused step time (CUDA graph, PDL on) with each matrix's launch shape varied alone."""
+    base = step_time_us(model, cfg)
+    print(f"{name}: default shapes {base:.1f} us/step", flush=True)
+    d, hid = cfg.hidden_size, cfg.intermediate_size_mlp
+    variants = [
+        {"o": GemvBlocks(2, 2048)},
+        {"o": GemvBlocks(4, 2048, 8)},
+        {"down": GemvBlocks(2, 2048)},
+        {"down": GemvBlocks(2, 4096, 8)},
+        {"o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
+        {"o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 4096, 8)},
+        {"qkv": GemvBlocks(2, 2048, 8), "o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
+        {"gate_up": GemvBlocks(4, 512), "o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
+    ]
+    for blocks in variants:
+        if any(b.block_k > 2 * triton.next_power_of_2(max(d, hid)) for b in blocks.values()):
+            continue
+        us = step_time_us(model, cfg, blocks=blocks)
+        print(f"{name}: {blocks}: {us:.1f} us/step ({us - base:+.1f})", flush=True)
 
 
 def profile_step(model, cfg) -> None:

@@ -46,17 +46,24 @@ def prefilled(model, ids: torch.Tensor, n: int, max_len: int = 256) -> KVCache:
     return cache
 
 
-@pytest.mark.parametrize("use_qk_norm", [True, False])
-def test_fused_step_matches_eager(use_qk_norm: bool, monkeypatch) -> None:
-    monkeypatch.setattr(fused_decode, "MERGE_SPLITS", 4)  # the attention merge takes several steps
+@pytest.mark.parametrize(
+    ("use_qk_norm", "splits"),
+    [
+        (True, None),  # default: 16 splits of 16-slot tiles, most of them past the position
+        (False, 2),  # two splits, each walking every other tile (online softmax across tiles)
+    ],
+)
+def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, monkeypatch) -> None:
+    monkeypatch.setattr(fused_decode, "MERGE_SPLITS", 2)  # the attention merge takes several steps
     cfg = gqa_config(use_qk_norm=use_qk_norm)
     model = build_model(cfg, seed=0).eval()
     ids = torch.randint(3, VOCAB, (1, 80), generator=torch.Generator().manual_seed(0))
     ref_cache, fused_cache = prefilled(model, ids, 40), prefilled(model, ids, 40)
-    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS)
-    assert decoder.n_splits > 2  # positions below span several attention splits
+    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits)
+    assert decoder.n_splits == (splits or 16)
     with torch.no_grad():
-        for p in (40, 41, 75):  # 75: slots 42-74 were never written by either (zeros in both)
+        # 3, 3 and 5 tiles below the position; 75: slots 42-74 were never written (zeros in both)
+        for p in (40, 41, 75):
             pos = torch.tensor([p])
             ref = model(ids[:, p : p + 1], cache=ref_cache, cache_pos=pos)[:, -1]
             out = decoder(ids[0, p : p + 1], pos)
@@ -88,7 +95,7 @@ def test_fused_step_half_precision_rounds_like_eager() -> None:
 
 def test_generator_fused_matches_unfused(monkeypatch) -> None:
     # the Generator builds its FusedDecoder with default launch shapes: make them interpreter-sized
-    monkeypatch.setattr(fused_decode, "gemv_blocks", lambda n, k, swiglu=False: GemvBlocks(128, 32))
+    monkeypatch.setattr(fused_decode, "gemv_blocks", lambda name, n, k: GemvBlocks(128, 32))
     model = build_model(gqa_config(), seed=2).eval()
     prompt = torch.randint(3, VOCAB, (12,), generator=torch.Generator().manual_seed(2)).tolist()
     greedy = SamplingParams(max_new_tokens=5, stop_token_ids=())
@@ -119,10 +126,21 @@ def test_fused_decoder_rejects_what_it_cannot_run() -> None:
         odd = build_model(small_config(head_dim=head_dim, hidden_size=48), seed=0).eval()
         with pytest.raises(ValueError, match="power-of-two head_dim >= 32"):
             FusedDecoder(odd, KVCache(odd.config, 1, 64, dtype=torch.float32))
+    gqa = build_model(gqa_config(), seed=0).eval()
+    with pytest.raises(ValueError, match="attn_block must be a power of two >= 16"):
+        FusedDecoder(gqa, KVCache(gqa.config, 1, 64, dtype=torch.float32), attn_block=24)
 
 
 def test_launch_shapes() -> None:
     assert available(torch.device("cpu"))  # the interpreter (conftest) runs the kernels on CPU
-    assert gemv_blocks(128256, 1536) == GemvBlocks(4, 512)
-    assert gemv_blocks(2304, 1536) == GemvBlocks(2, 1024)
-    assert gemv_blocks(6144, 1536, swiglu=True) == GemvBlocks(2, 512)
+    assert gemv_blocks("lm_head", 128256, 1536) == GemvBlocks(4, 512)
+    assert gemv_blocks("qkv", 2304, 1536) == GemvBlocks(2, 1024)
+    assert gemv_blocks("o", 1536, 1536) == GemvBlocks(2, 2048)  # 950m: whole rows
+    assert gemv_blocks("o", 576, 576) == GemvBlocks(2, 1024)
+    assert gemv_blocks("gate_up", 6144, 1536) == GemvBlocks(2, 512)
+    assert gemv_blocks("down", 1536, 6144) == GemvBlocks(2, 4096, 8)
+    assert gemv_blocks("down", 576, 2048) == GemvBlocks(2, 1024)
+    # attention: 192 programs in all, no more per kv head than the cache has 16-slot tiles
+    assert fused_decode.attention_splits(4352, 6) == 32
+    assert fused_decode.attention_splits(4352, 3) == 64
+    assert fused_decode.attention_splits(256, 3) == 16

@@ -141,6 +141,20 @@ def _rope_norm(
 
 
 @triton.jit
+def _cache_tile(k_cache, v_cache, base, tile, pos, BLOCK_S: tl.constexpr, HD: tl.constexpr):
+    """Cache slots [tile*BLOCK_S, (tile+1)*BLOCK_S) of one kv head (base: its first slot), the
+    slots >= pos masked out: keys as even/odd halves [BLOCK_S, HD/2], values [BLOCK_S, HD]."""
+    half = tl.arange(0, HD // 2)
+    slots = tile * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs = base + slots[:, None] * HD
+    ok = (slots < pos)[:, None]
+    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=ok, other=0.0)
+    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=ok, other=0.0)
+    v = tl.load(v_cache + offs + tl.arange(0, HD)[None, :], mask=ok, other=0.0)
+    return k_e, k_o, v, slots
+
+
+@triton.jit
 def attend_kernel(
     qkv_ptr,  # [(H + 2 KVH) * HD]: this token's q, k, v heads (the qkv projection's output)
     k_cache,  # [KVH, S_max, HD]
@@ -170,25 +184,26 @@ def attend_kernel(
     TEMP_TUNING: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    """Program (kv head g, split s): the queries of g over cache slots [s*BLOCK_S, (s+1)*BLOCK_S)
-    that lie before this token; split 0 also takes the token itself and writes its k, v into
-    the cache. Slots >= pos are never read, so no program reads what another writes, and the
+    """Program (kv head g, split s): the queries of g over the cache tiles s, s + n_splits,
+    s + 2 n_splits, ... of BLOCK_S slots that lie before this token (online softmax across
+    them), so the work follows the position, not the cache length: splits with no tile
+    return at once. Split 0 also takes the token itself and writes its k, v into the cache.
+    Slots >= pos are never read, so no program reads what another writes, and the first
     cache tile (written by earlier steps) is loaded before the wait for the qkv kernel."""
     dtype = out_ptr.dtype.element_ty
     REP: tl.constexpr = H // KVH
     g = tl.program_id(0)
     split = tl.program_id(1)
-    pos = tl.load(pos_ptr)  # set before this decode step began
-    half = tl.arange(0, HD // 2)
-    d = tl.arange(0, HD)
-    slots = split * BLOCK_S + tl.arange(0, BLOCK_S)
-    offs = g * S_max * HD + slots[:, None] * HD
-    s_ok = (slots < pos)[:, None]
-    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD/2]
-    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=s_ok, other=0.0)
-    v = tl.load(v_cache + offs + d[None, :], mask=s_ok, other=0.0)  # [BLOCK_S, HD]
+    pos = tl.load(pos_ptr).to(tl.int32)  # set before this decode step began
+    n_tiles = tl.cdiv(pos, BLOCK_S)  # tiles holding earlier tokens
+    n_active = tl.maximum(1, tl.minimum(n_tiles, n_splits))  # split 0 always runs
+    if split >= n_active:
+        return
+    base = g.to(tl.int64) * S_max * HD
+    k_e, k_o, v, slots = _cache_tile(k_cache, v_cache, base, split, pos, BLOCK_S, HD)
     _grid_dependency(PDL)
 
+    half = tl.arange(0, HD // 2)
     cos = tl.zeros([1, HD // 2], tl.float32)
     sin = tl.zeros([1, HD // 2], tl.float32)
     if ROPE:
@@ -198,27 +213,37 @@ def attend_kernel(
     heads = g * REP + r
     q_ok = r < REP
     qe, qo = _rope_norm(qkv_ptr, heads, q_ok, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
+    kv_row = tl.full([1], H + g, tl.int32)  # this token's key and value (every split loads them)
+    ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
+    d = tl.arange(0, HD)
+    v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(dtype)
     if TEMP_TUNING:
         scale = tl.log(1.0 + tl.floor((pos.to(tl.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
         qe, qo = (qe * scale).to(dtype).to(tl.float32), (qo * scale).to(dtype).to(tl.float32)
-
-    cdt = k_e.dtype
-    scores = tl.dot(qe.to(cdt), tl.trans(k_e), input_precision=DOT_PRECISION)
-    scores += tl.dot(qo.to(cdt), tl.trans(k_o), input_precision=DOT_PRECISION)  # [BLOCK_Q, BLOCK_S]
-    seen = (slots < pos)[None, :]
-    scores = tl.where(seen, scores * sm_scale, -1.0e30)
-    m = tl.max(scores, axis=1)
-    p = tl.where(seen, tl.exp(scores - m[:, None]), 0.0)
-    l_sum = tl.sum(p, axis=1)
-    acc = tl.dot(p.to(cdt), v, input_precision=DOT_PRECISION)  # [BLOCK_Q, HD]
     if split == 0:
-        kv_row = tl.full([1], H + g, tl.int32)
-        ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
-        v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(dtype)
-        slot = g * S_max * HD + pos * HD
+        slot = base + pos * HD
         tl.store(k_cache + slot + 2 * half[None, :], ke.to(dtype))
         tl.store(k_cache + slot + 2 * half[None, :] + 1, ko.to(dtype))
         tl.store(v_cache + slot + d, v_new)
+
+    cdt = k_e.dtype
+    m = tl.full([BLOCK_Q], -1.0e30, tl.float32)
+    l_sum = tl.zeros([BLOCK_Q], tl.float32)
+    acc = tl.zeros([BLOCK_Q, HD], tl.float32)
+    for t in tl.range(split, n_tiles, n_splits):  # online softmax over this split's tiles
+        nxt = _cache_tile(k_cache, v_cache, base, t + n_splits, pos, BLOCK_S, HD)
+        scores = tl.dot(qe.to(cdt), tl.trans(k_e), input_precision=DOT_PRECISION)
+        scores += tl.dot(qo.to(cdt), tl.trans(k_o), input_precision=DOT_PRECISION)  # [BLOCK_Q, BLOCK_S]
+        seen = (slots < pos)[None, :]
+        scores = tl.where(seen, scores * sm_scale, -1.0e30)
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        p = tl.where(seen, tl.exp(scores - m_new[:, None]), 0.0)
+        alpha = tl.exp(m - m_new)
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(cdt), v, input_precision=DOT_PRECISION)  # [BLOCK_Q, HD]
+        m = m_new
+        k_e, k_o, v, slots = nxt
+    if split == 0:
         s_new = (tl.sum(qe * ke, axis=1) + tl.sum(qo * ko, axis=1)) * sm_scale
         m_new = tl.maximum(m, s_new)
         alpha, beta = tl.exp(m - m_new), tl.exp(s_new - m_new)
@@ -231,8 +256,8 @@ def attend_kernel(
     tl.store(part_ml + split * 2 * H + heads, m, mask=q_ok)
     tl.store(part_ml + (split * 2 + 1) * H + heads, l_sum, mask=q_ok)
     tl.debug_barrier()
-    if tl.atomic_add(tickets + g, 1) == n_splits - 1:  # acq_rel: every split's partials are visible
-        _merge_splits(part_o, part_ml, out_ptr, g, n_splits, H, KVH, HD, BLOCK_REP, MERGE)
+    if tl.atomic_add(tickets + g, 1) == n_active - 1:  # acq_rel: every split's partials are visible
+        _merge_splits(part_o, part_ml, out_ptr, g, n_active, H, KVH, HD, BLOCK_REP, MERGE)
         tl.atomic_xchg(tickets + g, 0)
 
 

@@ -29,8 +29,10 @@ try:
 except ImportError:  # the CPU wheel of torch ships without Triton
     triton = None
 
-TARGET_PROGRAMS = 264  # attention splits: about two programs per H100 SM
-MERGE_SPLITS = 32  # attention partial results merged per step
+TARGET_PROGRAMS = 192  # attention programs in all (see `attention_splits`)
+ATTENTION_BLOCK = 16  # cache slots per attention tile
+MERGE_SPLITS = 64  # attention partial results merged per step
+ATTENTION_WARPS = 4
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,23 @@ class GemvBlocks:
     num_warps: int = 4
 
 
-def gemv_blocks(n: int, k: int, swiglu: bool = False) -> GemvBlocks:
-    """Launch shape by matrix size. On an H100 (`benchmarks/diag/fused_decode.py --sweep`)
-    two rows per program and 1,024-wide steps were fastest for every layer matrix of
-    140m-950m (512-wide for the 1536-wide gate/up pair); the LM head prefers 4 rows."""
-    if n >= 32768:  # LM head
+def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
+    """Launch shape of matrix `name` (qkv, o, gate_up, down, lm_head) with n output rows
+    (per half, for gate_up) and k inputs. On an H100, in isolation (`fused_decode.py
+    --sweep`), two rows per program and 1,024-wide steps were fastest for most layer
+    matrices of 140m-950m (512-wide for the 1536-wide gate/up pair); the LM head prefers 4
+    rows. Timed inside the whole 950m step (`--shapes`), its o and down products gained
+    from reading whole rows in one step (o 2,048 wide: -14 to -20 us per step; down 4,096
+    wide with 8 warps: -20 to -27 us); for 140m those shapes lost (o +4, down -1 to +15)."""
+    if name == "lm_head":
         return GemvBlocks(4, 256 if k < 1024 else 512)
-    return GemvBlocks(2, 512 if swiglu and k >= 1024 else 1024)
+    if name == "gate_up":
+        return GemvBlocks(2, 512 if k >= 1024 else 1024)
+    if name == "o" and k > 1024:
+        return GemvBlocks(2, triton.next_power_of_2(k))
+    if name == "down" and k >= 4096:
+        return GemvBlocks(2, 4096, 8)
+    return GemvBlocks(2, 1024)
 
 
 def _interpreting() -> bool:
@@ -61,13 +73,14 @@ def available(device: torch.device) -> bool:
     return triton is not None and (device.type == "cuda" or _interpreting())
 
 
-def attention_block(max_len: int, kv_heads: int) -> int:
-    """Cache slots per attention program: about two (kv head, split) programs per SM, 32 to 64
-    slots each. On an H100 with 1,280 cache slots, 32 slots per program beat 64, 128 and 256
-    (step time, 950m: 1,142 / 1,246 / 1,476 / 1,536 us; 140m: 413 / 522 / 665 / 722 us);
-    16 slots equalled 32."""
-    per_program = triton.next_power_of_2(max(1, -(-max_len * kv_heads // TARGET_PROGRAMS)))
-    return max(32, min(64, per_program))
+def attention_splits(max_len: int, kv_heads: int, block: int = ATTENTION_BLOCK) -> int:
+    """Attention programs per kv head: 192 in all, and no more than the cache has tiles.
+    Each program walks every n-th tile below the position, so a long cache costs nothing
+    until it fills, and the merge reads at most this many partial results. On an H100
+    (`benchmarks/diag/fused_decode.py --attention`) about 192 programs with 16-slot tiles
+    were best at positions 1,024 and 4,096 for 140m (3 kv heads) and 950m (6): 950m at 4,096
+    took 1,268 us per step with 32 splits per kv head and 1,312-1,392 with 64-128."""
+    return max(1, min(-(-max_len // block), TARGET_PROGRAMS // kv_heads))
 
 
 class FusedDecoder:
@@ -78,12 +91,13 @@ class FusedDecoder:
         model: Transformer,
         cache: KVCache,
         blocks: Mapping[str, GemvBlocks] | None = None,
-        attn_block: int | None = None,
+        attn_block: int = ATTENTION_BLOCK,
+        attn_splits: int | None = None,
         pdl: bool = True,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
-        `attn_block` the cache slots per attention program; `pdl=False` launches every kernel
-        after the last one ends."""
+        `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
+        per kv head; `pdl=False` launches every kernel after the last one ends."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -103,8 +117,10 @@ class FusedDecoder:
             return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
 
         self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
-        self.block_s = attn_block or attention_block(cache.max_len, self.n_kv)
-        self.n_splits = -(-cache.max_len // self.block_s)
+        if attn_block < 16 or attn_block & (attn_block - 1):
+            raise ValueError(f"attn_block must be a power of two >= 16, got {attn_block}")
+        self.block_s = attn_block
+        self.n_splits = attn_splits or attention_splits(cache.max_len, self.n_kv, attn_block)
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
         self.pdl = pdl and hopper
@@ -125,14 +141,14 @@ class FusedDecoder:
             "MERGE": MERGE_SPLITS,
             "DOT_PRECISION": "ieee" if self.dtype == torch.float32 else "tf32",
             "PDL": self.pdl,
-            "num_warps": 4 if self.block_s <= 128 else 8,
+            "num_warps": ATTENTION_WARPS,
         }
         self.blocks = {
-            "qkv": gemv_blocks(n_qkv, d),
-            "o": gemv_blocks(d, self.n_heads * hd),
-            "gate_up": gemv_blocks(hidden, d, swiglu=True),
-            "down": gemv_blocks(d, hidden),
-            "lm_head": gemv_blocks(cfg.vocab_size, d),
+            "qkv": gemv_blocks("qkv", n_qkv, d),
+            "o": gemv_blocks("o", d, self.n_heads * hd),
+            "gate_up": gemv_blocks("gate_up", hidden, d),
+            "down": gemv_blocks("down", d, hidden),
+            "lm_head": gemv_blocks("lm_head", cfg.vocab_size, d),
             **(blocks or {}),
         }
 
