@@ -19,7 +19,6 @@ Writes benchmarks/results/decode_<device>_<date>.json and prints a table last.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import tempfile
 import time
@@ -27,13 +26,10 @@ from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
-from provenance import result_header
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from provenance import dated_result, result_header, write_result
 
 
 def _sync(device: str) -> None:
@@ -118,13 +114,13 @@ def run_config(name, batch, plen, args, model, hf) -> dict:
     return row
 
 
-def write_result(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dict]) -> None:
+def save(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dict]) -> None:
     result = {
         **result_header("decode_throughput", args.device),
         "dtype": str(dtype).removeprefix("torch."),
         "results": rows,
     }
-    atomic_write(out, json.dumps(result, indent=2))
+    write_result(result, out, quiet=True)
 
 
 def main() -> None:
@@ -147,8 +143,7 @@ def main() -> None:
     import transformers
 
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    date = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"decode_{args.device}_{date}.json"
+    out = Path(args.out) if args.out else dated_result(f"decode_{args.device}")
     rows: list[dict] = []
     for name in args.presets:
         cfg = preset(name, long_context=True)
@@ -162,7 +157,7 @@ def main() -> None:
         for batch in args.batches:
             for plen in args.prompt_lens:
                 rows.append(run_config(name, batch, plen, args, model, hf))
-                write_result(out, args, dtype, rows)  # after every row: a cut-off run keeps its data
+                save(out, args, dtype, rows)  # after every row: a cut-off run keeps its data
         del model, hf
         if args.device == "cuda":
             torch.cuda.empty_cache()

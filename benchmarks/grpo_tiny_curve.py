@@ -10,22 +10,18 @@ length are written to JSON and printed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.grpo import GRPOTrainer
 from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
+from provenance import RESULTS, result_header, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("reward", "kl", "clip_frac", "completion_len", "groups_with_signal")
 
 
@@ -67,16 +63,12 @@ def main() -> None:
         "last10_mean_reward": sum(rewards[-10:]) / 10,
     }
     result = {
-        "benchmark": "grpo_tiny_curve",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        **result_header("grpo_tiny_curve", device="cpu"),
         "config": {"recipe": "train/grpo_tiny_cpu", "steps": args.steps, "prompts_per_step": 4},
         "summary": summary,
         "curve": curve,
     }
-    atomic_write(args.out, json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     print(f"{'step':>5} {'reward':>7} {'kl':>8} {'clip':>6} {'len':>5}")
     for r in curve:
         print(

@@ -45,9 +45,8 @@ from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
 from mobilellm_r1.train.checkpoint import load_checkpoint
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.trainer import LMObjective, Trainer
-from provenance import result_header
+from provenance import RESULTS, result_header, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CAPABILITIES = ("code", "math", "knowledge")
 HOLDOUT = 20  # real corpora: every 20th document of a source is held out
 SYNTH_SOURCES = {
@@ -328,7 +327,7 @@ def main() -> None:
     result["final_nll"] = final
     suffix = "" if args.column == "joint" else f"_{args.column}"
     out = Path(args.out or RESULTS / f"influence_mixture_{args.corpus}{suffix}.json")
-    atomic_write(out, json.dumps(result, indent=2))
+    write_result(result, out, quiet=True)
     try:
         plot(result, out.with_suffix(".png"))
     except ImportError:

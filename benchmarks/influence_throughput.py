@@ -46,7 +46,7 @@ from mobilellm_r1.curation.influence import CHUNK_TOKENS, jvp_scores, pad_batch,
 from mobilellm_r1.curation.influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import dtype_from_name, load_pretrained
-from provenance import result_header
+from provenance import result_header, write_result
 
 CAPABILITIES = ("code", "math", "knowledge")
 PAPER = {
@@ -442,8 +442,7 @@ def main() -> None:
             best, queries, scorer or (dp or {}).get("baseline_1gpu"), dp, args.subsets[0]
         ),
     }
-    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_result(result, args.out)
     table(result)
 
 

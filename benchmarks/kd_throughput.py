@@ -16,22 +16,18 @@ Also timed: the teacher's forward alone, the floor a live teacher puts under eac
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import DistillSection, OptimSection
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.teacher import Teacher, transformers_teacher
 from mobilellm_r1.train.trainer import LMObjective
-from provenance import result_header
+from provenance import dated_result, result_header, write_result
 from train_throughput import RandomBatch, time_step
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LLAMA_31_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0,
                    tie_word_embeddings=False)  # fmt: skip
@@ -111,11 +107,7 @@ def main() -> None:
         },
         "results": rows,
     }
-    out = (
-        Path(args.out) if args.out else RESULTS / f"kd_throughput_{args.student}_{datetime.date.today()}.json"
-    )
-    atomic_write(out, json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result(result, args.out or dated_result(f"kd_throughput_{args.student}"))
     print(f"{'path':>22} {'tok/s':>9} {'s/step':>7} {'GiB':>6}")
     for name, r in rows.items():
         if "error" in r:

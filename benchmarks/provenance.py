@@ -1,14 +1,20 @@
-"""What every benchmark JSON records about its run: name, date, the command line, the machine."""
+"""What every benchmark JSON records about its run (name, date, the command line, the machine),
+and where and how it is written."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
 from pathlib import Path
 
 import torch
+
+from mobilellm_r1.atomic import atomic_write
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine(device: str = "cuda") -> dict:
@@ -41,3 +47,16 @@ def result_header(benchmark: str, device: str = "cuda", launcher: str = "python"
         "command": " ".join([launcher, "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": machine(device),
     }
+
+
+def dated_result(stem: str) -> Path:
+    """benchmarks/results/<stem>_<today>.json, the default output of a benchmark."""
+    return RESULTS / f"{stem}_{datetime.date.today().isoformat()}.json"
+
+
+def write_result(result: dict, path: str | Path, quiet: bool = False) -> None:
+    """Write `result` as indented JSON through a temporary file (a run cut off while writing
+    keeps the last complete file) and, unless `quiet`, say where."""
+    atomic_write(Path(path), json.dumps(result, indent=2))
+    if not quiet:
+        print(f"\nwrote {path}")

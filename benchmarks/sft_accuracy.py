@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
-from provenance import result_header
+from provenance import RESULTS, result_header, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLI = [sys.executable, "-m", "mobilellm_r1.cli"]
 
 
@@ -114,7 +112,7 @@ def main() -> None:
         "summary": summaries,
         "seconds": time.perf_counter() - start,
     }
-    atomic_write(args.out, json.dumps(result, indent=2))
+    write_result(result, args.out, quiet=True)
     print(f"wrote {args.out}\n{'task':<10}{'base':>10}{'sft':>10}")
     for task in args.tasks.split(","):
         print(

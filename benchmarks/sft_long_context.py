@@ -12,15 +12,12 @@ Also the same step on one unpacked document (plain causal attention) for compari
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.data.mixture import Batch
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import OptimSection
@@ -28,9 +25,7 @@ from mobilellm_r1.train.metrics import measure_peak_flops
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.parallel import apply_activation_checkpointing
 from mobilellm_r1.train.trainer import LMObjective
-from provenance import result_header
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from provenance import dated_result, result_header, write_result
 
 
 def packed_batch(seq: int, docs: int, vocab: int, device: str) -> Batch:
@@ -110,11 +105,6 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         torch._dynamo.reset()
-    out = (
-        Path(args.out)
-        if args.out
-        else RESULTS / f"sft_long_context_{args.preset}_{datetime.date.today()}.json"
-    )
     result = {
         **result_header("sft_long_context"),
         "config": {
@@ -128,8 +118,7 @@ def main() -> None:
     }
     result["machine"]["gpu_mem_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
     result["machine"]["measured_peak_tflops"] = peak / 1e12
-    atomic_write(out, json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result(result, args.out or dated_result(f"sft_long_context_{args.preset}"))
     print(f"{'docs':>5} {'step s':>8} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:

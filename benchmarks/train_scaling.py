@@ -14,7 +14,6 @@ rounding: autocast on 1 GPU, FSDP2 bf16 parameter gathering on N).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 import statistics
@@ -22,10 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mobilellm_r1.atomic import atomic_write
-from provenance import result_header
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from provenance import dated_result, result_header, write_result
 
 
 def run_training(
@@ -114,11 +110,7 @@ def main() -> None:
         "loss_max_abs_diff_first10": max(diffs[:10]),
         "reshard": reshard,
     }
-    out = (
-        Path(args.out) if args.out else RESULTS / f"train_scaling_{args.gpus}gpu_{datetime.date.today()}.json"
-    )
-    atomic_write(out, json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_result(result, args.out or dated_result(f"train_scaling_{args.gpus}gpu"))
     print(f"{'run':>8} {'tok/s':>10} {'tok/s/GPU':>10} {'MFU':>6} {'GiB':>5}")
     print(
         f"{'1 GPU':>8} {one['tokens_per_s']:10.0f} {one['tokens_per_s']:10.0f} {one['mfu']:6.1%} {one['max_mem_gib']:5.1f}"

@@ -17,7 +17,6 @@ issue's formula), peak = a measured 8192^3 bf16 matmul on this GPU.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import tempfile
@@ -26,16 +25,13 @@ from pathlib import Path
 
 import torch
 
-from mobilellm_r1.atomic import atomic_write
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.train.config import OptimSection
 from mobilellm_r1.train.metrics import measure_peak_flops
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.trainer import LMObjective
-from provenance import result_header
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from provenance import dated_result, result_header, write_result
 
 
 class RandomBatch:
@@ -139,7 +135,7 @@ def main() -> None:
 
     peak = measure_peak_flops(torch.device("cuda"))
     rows = []
-    out = Path(args.out) if args.out else RESULTS / f"train_cuda_{datetime.date.today().isoformat()}.json"
+    out = Path(args.out) if args.out else dated_result("train_cuda")
     for name in args.presets:
         cfg = preset(name)
         fpt = 6 * cfg.num_params() + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
@@ -156,12 +152,12 @@ def main() -> None:
         row["seeds"] = measure_seeds(cfg, args, fpt, peak, liger=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write_result(out, rows, peak)
+        save(out, rows, peak)
     for row in rows if args.liger else []:  # Liger patches transformers globally: last
         fpt = row["flops_per_token"]
         row["liger"] = measure_seeds(preset(row["preset"]), args, fpt, peak, liger=True)
         print(json.dumps(row), flush=True)
-        write_result(out, rows, peak)
+        save(out, rows, peak)
     print_table(rows, out, peak)
 
 
@@ -178,10 +174,10 @@ def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: float, liger:
         )
 
 
-def write_result(out: Path, rows: list[dict], peak: float) -> None:
+def save(out: Path, rows: list[dict], peak: float) -> None:
     result = {**result_header("train_throughput"), "results": rows}
     result["machine"]["measured_peak_tflops"] = peak / 1e12
-    atomic_write(out, json.dumps(result, indent=2))
+    write_result(result, out, quiet=True)
 
 
 def print_table(rows: list[dict], out: Path, peak: float) -> None:
