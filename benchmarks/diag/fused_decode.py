@@ -1,6 +1,8 @@
 """Fused batch-1 decoding on the GPU: correctness, per-shape GEMV launch sweep, step time.
 
     python benchmarks/diag/fused_decode.py --presets 140m 360m 950m [--sweep] [--profile 950m]
+    python benchmarks/diag/fused_decode.py --presets 950m --overhead | --shapes | --attention | --diagnose
+    PYTHONPATH=/old/checkout/src python benchmarks/diag/fused_decode.py --presets 140m 950m --ab old
 
 For each preset (random bf16 weights, 1,024-token prompt):
   * check: one fused step against the eager model on the same cache (logits max |diff|,
@@ -9,6 +11,10 @@ For each preset (random bf16 weights, 1,024-token prompt):
     with and without fusion;
   * sweep (optional): every GEMV shape of the preset under a grid of launch shapes, over
     rotating weight copies (> L2), effective GB/s of each; the best is printed per shape.
+
+`--ab TAG` times the bare step and the Generator at prompts of 128 and 1,024 tokens with default
+settings only (so older versions of the package run it too): run two versions alternately in
+one device session, as figures from different sessions differ by more than most changes.
 """
 
 from __future__ import annotations
@@ -65,29 +71,49 @@ def check(model, cfg) -> dict:
     }
 
 
-def step_time_us(
-    model, cfg, pdl: bool = True, attn_block: int = 32, blocks=None, splits=None, cache_len=None, at=PROMPT
-) -> float:
+def step_time_us(model, cfg, cache_len: int | None = None, at: int = PROMPT, **options) -> float:
+    """One fused step at position `at` in a CUDA graph, us; `options` go to `FusedDecoder`
+    (none: its defaults)."""
     cache = KVCache(cfg, 1, cache_len or PROMPT + 256, device="cuda")
-    dec = FusedDecoder(model, cache, blocks=blocks, attn_block=attn_block, attn_splits=splits, pdl=pdl)
+    dec = FusedDecoder(model, cache, **options)
     tok = torch.tensor([7], device="cuda")
     pos = torch.tensor([at], device="cuda")
     return do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3
 
 
-def generator_steps_per_s(model, cfg, fused: bool, compile: bool = True, sync_every: int = 16) -> float:
-    gen = Generator(model, compile=compile, fused=fused, sync_every=sync_every)
-    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
-    params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
-    gen.generate([prompt], params)  # compile + warm up
-    torch.cuda.synchronize()
-    best = 0.0
+def generate_seconds(gen: Generator, prompt: list[int], params: SamplingParams) -> float:
+    """Best of 3 timed `generate` calls after one that compiles and captures."""
+    gen.generate([prompt], params)
+    best = float("inf")
     for _ in range(3):
+        torch.cuda.synchronize()
         t0 = time.perf_counter()
         gen.generate([prompt], params)
         torch.cuda.synchronize()
-        best = max(best, (N_TOKENS - 1) / (time.perf_counter() - t0))
+        best = min(best, time.perf_counter() - t0)
     return best
+
+
+def generator_steps_per_s(model, cfg, fused: bool) -> float:
+    gen = Generator(model, compile=True, fused=fused)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
+    params = SamplingParams(max_new_tokens=N_TOKENS, stop_token_ids=())
+    return (N_TOKENS - 1) / generate_seconds(gen, prompt, params)
+
+
+def ab(model, cfg, name: str, tag: str) -> None:
+    """Bare fused step and 256-token Generator runs (prefill included) at prompts 128 and
+    1,024, default settings."""
+    for plen, cache_len in ((128, 512), (1024, 1536)):
+        us = step_time_us(model, cfg, cache_len=cache_len, at=plen)
+        prompt = torch.randint(0, cfg.vocab_size, (plen,)).tolist()
+        params = SamplingParams(max_new_tokens=256, stop_token_ids=())
+        sec = generate_seconds(Generator(model, compile=True), prompt, params)
+        print(
+            f"{tag} {name} prompt {plen}: bare step {us:.1f} us; generate 256 tokens "
+            f"{sec * 1e3:.1f} ms ({256 / sec:.0f} tok/s e2e)",
+            flush=True,
+        )
 
 
 def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlocks, float]]:
@@ -160,35 +186,23 @@ def main() -> None:
         "--shapes", action="store_true", help="only: GEMV launch shapes timed inside the full step"
     )
     p.add_argument("--attention", action="store_true", help="only: attention tiles/splits/cache length")
+    p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
     args = p.parse_args()
     table, sweeps = [], []
-    if args.overhead or args.shapes or args.attention:
-        for name in args.presets:
-            cfg = preset(name)
-            model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-            if args.overhead:
-                generator_overhead(model, cfg, name)
-            if args.shapes:
-                shapes_in_step(model, cfg, name)
-            if args.attention:
-                attention_sweep(model, cfg, name)
-            del model
-            torch.cuda.empty_cache()
-        return
-    if args.diagnose:
-        for name in args.presets:
-            cfg = preset(name)
-            model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-            for block in (16, 32, 64, 128):
-                on, off = step_time_us(model, cfg, True, block), step_time_us(model, cfg, False, block)
-                print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
-            kernel_durations(model, cfg)
-            rate = generator_steps_per_s(model, cfg, True)
-            print(f"{name}: Generator fused: {rate:.0f} steps/s", flush=True)
-        return
-    for name in args.presets:
-        cfg = preset(name)
-        model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+    only = args.overhead or args.shapes or args.attention or args.diagnose or args.ab
+    for name, cfg, model in models(args.presets):
+        if args.overhead:
+            generator_overhead(model, cfg, name)
+        if args.shapes:
+            shapes_in_step(model, cfg, name)
+        if args.attention:
+            attention_sweep(model, cfg, name)
+        if args.diagnose:
+            diagnose(model, cfg, name)
+        if args.ab:
+            ab(model, cfg, name, args.ab)
+        if only:
+            continue
         c = check(model, cfg)
         us = step_time_us(model, cfg)
         fused = generator_steps_per_s(model, cfg, True)
@@ -199,8 +213,8 @@ def main() -> None:
         )
         if args.profile == name:
             profile_step(model, cfg)
-        del model
-        torch.cuda.empty_cache()
+    if only:
+        return
     if args.sweep:
         for name in args.presets:
             sweeps += sweep(preset(name), name)
@@ -213,6 +227,26 @@ def main() -> None:
             f"{name} | {us:.1f} | {1e6 / us:.0f} | {fused:.0f} | {plain:.0f} | "
             f"{c['logits_max_abs_diff']:.3g} (of {c['logits_ref_max']:.3g}) | {c['greedy_tokens_equal_prefix']}/64"
         )
+
+
+def models(presets: list[str]):
+    """(name, config, random-weight bf16 model) per preset, one model on the GPU at a time."""
+    for name in presets:
+        cfg = preset(name)
+        model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+        yield name, cfg, model
+        del model
+        torch.cuda.empty_cache()
+
+
+def diagnose(model, cfg, name: str) -> None:
+    """Step time with and without PDL by attention tile size, per-kernel durations, Generator rate."""
+    for block in (16, 32, 64, 128):
+        on = step_time_us(model, cfg, pdl=True, attn_block=block)
+        off = step_time_us(model, cfg, pdl=False, attn_block=block)
+        print(f"{name}: attention block {block}: fused step {on:.1f} us with PDL, {off:.1f} without")
+    kernel_durations(model, cfg)
+    print(f"{name}: Generator fused: {generator_steps_per_s(model, cfg, True):.0f} steps/s", flush=True)
 
 
 def kernel_durations(model, cfg) -> None:
@@ -255,19 +289,8 @@ def generator_overhead(model, cfg, name: str) -> None:
 
     gen = Generator(model, compile=True, fused=True)
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT,)).tolist()
-    full = SamplingParams(max_new_tokens=256, stop_token_ids=())
-    one = SamplingParams(max_new_tokens=1, stop_token_ids=())
-    gen.generate([prompt], full)
-
-    def timed(params) -> float:
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        gen.generate([prompt], params)
-        torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    total = min(timed(full) for _ in range(3))
-    prefill = min(timed(one) for _ in range(3))
+    total = generate_seconds(gen, prompt, SamplingParams(max_new_tokens=256, stop_token_ids=()))
+    prefill = generate_seconds(gen, prompt, SamplingParams(max_new_tokens=1, stop_token_ids=()))
     per_step = (total - prefill) / 255 * 1e6
     runner = next(iter(gen._steps.values()))
     runner(None)
@@ -317,7 +340,9 @@ def attention_sweep(model, cfg, name: str) -> None:
                 for splits in (32, 64, 88, 128):
                     if warps == 8 and (block, splits) not in ((16, 88), (32, 44)):
                         continue
-                    us = step_time_us(model, cfg, attn_block=block, splits=splits, cache_len=cache_len, at=at)
+                    us = step_time_us(
+                        model, cfg, cache_len=cache_len, at=at, attn_block=block, attn_splits=splits
+                    )
                     print(
                         f"{name}: pos {at}: merge {merge}, {warps} warps, tile {block}, {splits} splits "
                         f"per kv head: {us:.1f} us/step",
