@@ -267,15 +267,16 @@ def _merge_splits(
     part_ml,
     out_ptr,
     g,
-    n_splits,
+    n_parts,
     H: tl.constexpr,
     KVH: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_REP: tl.constexpr,
     MERGE: tl.constexpr,
 ):
-    """out[heads of group g] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M), rounded to
-    out's dtype; MERGE splits per step, rescaled online."""
+    """out[heads of group g] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M) over the first
+    n_parts splits' partial results, rounded to out's dtype; MERGE splits per step, rescaled
+    online."""
     dtype = out_ptr.dtype.element_ty
     r = tl.arange(0, BLOCK_REP)
     heads = g * (H // KVH) + r
@@ -284,9 +285,9 @@ def _merge_splits(
     m_all = tl.full([BLOCK_REP], -1.0e30, tl.float32)
     den = tl.zeros([BLOCK_REP], tl.float32)
     num = tl.zeros([BLOCK_REP, HD], tl.float32)
-    for s0 in tl.range(0, n_splits, MERGE):
+    for s0 in tl.range(0, n_parts, MERGE):
         s = s0 + tl.arange(0, MERGE)
-        ok = (s < n_splits)[:, None] & q_ok[None, :]  # [MERGE, BLOCK_REP]
+        ok = (s < n_parts)[:, None] & q_ok[None, :]  # [MERGE, BLOCK_REP]
         ml = part_ml + (2 * s)[:, None] * H + heads[None, :]
         m_s = tl.load(ml, mask=ok, other=-1.0e30, cache_modifier=".cg")
         l_s = tl.load(ml + H, mask=ok, other=0.0, cache_modifier=".cg")

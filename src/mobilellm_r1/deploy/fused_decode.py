@@ -7,7 +7,7 @@ through the opaque custom op `mobilellm_r1::fused_decode` (so a `torch.compile`d
 keeps it whole) and captures blocks of steps, sampling and stop bookkeeping included, in
 CUDA graphs of its own.
 
-Launch shapes (`GemvBlocks`, attention slots per program) were chosen on an H100 with
+Launch shapes (`GemvBlocks`, attention tiles and splits) were chosen on an H100 with
 `benchmarks/diag/fused_decode.py`; see `benchmarks/diag/NOTES.md`.
 """
 
@@ -105,6 +105,8 @@ class FusedDecoder:
             raise ValueError(f"fused decoding takes a batch-1 cache, got batch {cache.batch_size}")
         if cfg.head_dim & (cfg.head_dim - 1) or cfg.head_dim < 32:  # tensor-core tiles of head_dim / 2
             raise ValueError(f"fused decoding needs a power-of-two head_dim >= 32, got {cfg.head_dim}")
+        if attn_block < 16 or attn_block & (attn_block - 1):
+            raise ValueError(f"attn_block must be a power of two >= 16, got {attn_block}")
         self.model, self.cache, self.cfg = model, cache, cfg
         weight = model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
@@ -117,9 +119,6 @@ class FusedDecoder:
             return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
 
         self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
-        if attn_block < 16 or attn_block & (attn_block - 1):
-            raise ValueError(f"attn_block must be a power of two >= 16, got {attn_block}")
-        self.block_s = attn_block
         self.n_splits = attn_splits or attention_splits(cache.max_len, self.n_kv, attn_block)
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
@@ -137,7 +136,7 @@ class FusedDecoder:
             "HD": hd,
             "BLOCK_REP": triton.next_power_of_2(rep),
             "BLOCK_Q": max(16, triton.next_power_of_2(rep)),  # tensor-core tile rows
-            "BLOCK_S": self.block_s,
+            "BLOCK_S": attn_block,
             "MERGE": MERGE_SPLITS,
             "DOT_PRECISION": "ieee" if self.dtype == torch.float32 else "tf32",
             "PDL": self.pdl,
