@@ -1,7 +1,7 @@
 """Fused batch-1 decoding on the GPU: correctness, per-shape GEMV launch sweep, step time.
 
     python benchmarks/diag/fused_decode.py --presets 140m 360m 950m [--sweep] [--profile 950m]
-    python benchmarks/diag/fused_decode.py --presets 950m --overhead | --shapes | --attention | --diagnose
+    python benchmarks/diag/fused_decode.py --presets 950m --overhead | --shapes | --attention | --diagnose | --prefetch
     PYTHONPATH=/old/checkout/src python benchmarks/diag/fused_decode.py --presets 140m 950m --ab old
 
 For each preset (random bf16 weights, 1,024-token prompt):
@@ -136,6 +136,7 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
                     g,
                     out,
                     out,
+                    out,
                     n,
                     k,
                     1e-5,
@@ -143,6 +144,7 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
                     EPILOGUE=epilogue,
                     BLOCK_N=bn,
                     BLOCK_K=bk,
+                    PDL=False,
                     num_warps=nw,
                 )
 
@@ -186,10 +188,20 @@ def main() -> None:
         "--shapes", action="store_true", help="only: GEMV launch shapes timed inside the full step"
     )
     p.add_argument("--attention", action="store_true", help="only: attention tiles/splits/cache length")
+    p.add_argument("--prefetch", action="store_true", help="only: L2 prefetch budgets")
+    p.add_argument("--ablate", action="store_true", help="only: step time with each kernel kind left out")
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
     args = p.parse_args()
     table, sweeps = [], []
-    only = args.overhead or args.shapes or args.attention or args.diagnose or args.ab
+    only = (
+        args.overhead
+        or args.shapes
+        or args.attention
+        or args.diagnose
+        or args.ab
+        or args.prefetch
+        or args.ablate
+    )
     for name, cfg, model in models(args.presets):
         if args.overhead:
             generator_overhead(model, cfg, name)
@@ -199,6 +211,10 @@ def main() -> None:
             attention_sweep(model, cfg, name)
         if args.diagnose:
             diagnose(model, cfg, name)
+        if args.prefetch:
+            prefetch_sweep(model, cfg, name)
+        if args.ablate:
+            ablate(model, cfg, name)
         if args.ab:
             ab(model, cfg, name, args.ab)
         if only:
@@ -349,6 +365,46 @@ def attention_sweep(model, cfg, name: str) -> None:
                         flush=True,
                     )
     fused_decode.MERGE_SPLITS, fused_decode.ATTENTION_WARPS = default
+
+
+def ablate(model, cfg, name: str) -> None:
+    """Step time with one kind of kernel (qkv, attention, o, gate_up, down, lm_head) not
+    launched: what each costs inside the PDL chain (the logits are meaningless)."""
+    base = step_time_us(model, cfg)
+    print(f"{name}: full step {base:.1f} us", flush=True)
+    gemv, attend = FusedDecoder._gemv, FusedDecoder._attend
+    for kind in ("qkv", "attention", "o", "gate_up", "down", "lm_head", "o+gate_up"):
+        left_out = kind.split("+")
+        FusedDecoder._gemv = lambda self, n, *a, out=left_out, **k: (
+            None if n in out else gemv(self, n, *a, **k)
+        )
+        FusedDecoder._attend = lambda self, *a, skip=left_out: (
+            None if "attention" in skip else attend(self, *a)
+        )
+        us = step_time_us(model, cfg)
+        print(f"{name}: without {kind}: {us:.1f} us ({base - us:.1f} us in all)", flush=True)
+    FusedDecoder._gemv, FusedDecoder._attend = gemv, attend
+
+
+def prefetch_sweep(model, cfg, name: str) -> None:
+    """Full fused step time by the MLP bytes each attention kernel prefetches into L2 and by
+    the prefetching programs."""
+    from mobilellm_r1.deploy import fused_decode
+
+    default = fused_decode.PREFETCH_PROGRAMS
+    for programs in (48, 96, 192):
+        fused_decode.PREFETCH_PROGRAMS = programs
+        for budget in (0, 2, 4, 8, 16):
+            if budget == 0 and programs != 96:
+                continue
+            for at, cache_len in ((PROMPT, 1536), (4096, 4352)):
+                us = step_time_us(model, cfg, cache_len=cache_len, at=at, prefetch=budget << 20)
+                print(
+                    f"{name}: pos {at}: {programs} prefetch programs, prefetch {budget} MB per layer: "
+                    f"{us:.1f} us/step",
+                    flush=True,
+                )
+    fused_decode.PREFETCH_PROGRAMS = default
 
 
 def shapes_in_step(model, cfg, name: str) -> None:

@@ -144,3 +144,47 @@ def test_launch_shapes() -> None:
     assert fused_decode.attention_splits(4352, 6) == 32
     assert fused_decode.attention_splits(4352, 3) == 64
     assert fused_decode.attention_splits(256, 3) == 16
+
+
+def test_greedy_step_argmax_ties_and_bookkeeping() -> None:
+    """The LM head's folded argmax picks the first of equal maxima across and within programs
+    (-0.0 equals 0.0, as in torch.argmax); the advance kernel writes the token, flags stop
+    tokens, pads finished rows, advances pos/idx and resets the argmax slots."""
+    from mobilellm_r1.deploy import decode_kernels as K
+
+    def greedy(y: list[float], stop: list[int], finished: bool) -> tuple[int, bool, list[int]]:
+        n = len(y)
+        w = torch.tensor(y)[:, None]  # [n, 1] rows; x = [1]: y[i] = w[i]
+        logits, best = torch.empty(n), torch.full((K.ARGMAX_SLOTS,), -(2**63), dtype=torch.long)
+        x = torch.ones(1)
+        K.gemv_kernel[(-(-n // 2),)](
+            w, x, x, logits, logits, best, n, 1, 1e-5,
+            NORM=False, EPILOGUE=K.EPILOGUE_ARGMAX, BLOCK_N=2, BLOCK_K=16, PDL=False,
+        )  # fmt: skip
+        tok, pos, idx = torch.tensor([5]), torch.tensor([9]), torch.tensor([2])
+        done, out = torch.tensor([finished]), torch.zeros(1, 6, dtype=torch.long)
+        stops = torch.tensor(stop, dtype=torch.long)
+        K.greedy_advance_kernel[(1,)](
+            best, tok, pos, idx, done, stops, out, len(stop), 99, BLOCK_STOP=4, PDL=False
+        )
+        assert best.eq(-(2**63)).all() and pos.item() == 10 and idx.item() == 3
+        assert tok.item() == out[0, 2].item() and out[0, [0, 1, 3, 4, 5]].eq(0).all()
+        assert int(torch.tensor(y).argmax()) == tok.item() or finished
+        return tok.item(), bool(done.item()), out[0].tolist()
+
+    assert greedy([1.0, 3.0, -2.0, 3.0, 3.0], stop=[], finished=False)[:2] == (1, False)
+    assert greedy([-1.0, 2.0, -5.0, 2.0, 0.5], stop=[7, 1], finished=False)[:2] == (1, True)
+    assert greedy([-3.0, -0.0, 0.0, -1.0], stop=[], finished=False)[0] == 1
+    assert greedy([-3.0, -7.0, -2.5], stop=[], finished=False)[0] == 2
+    assert greedy([1.0, 2.0], stop=[99], finished=True)[:2] == (99, True)  # finished: padding
+
+
+def test_prefetch_ranges() -> None:
+    """The MLP bytes an attention kernel prefetches: gate and up rows in equal parts, then down."""
+    gate_up, down = torch.zeros(8, 4), torch.zeros(4, 8)  # N = 4 rows per half, 16-byte rows
+    (g, ng), (u, nu), (dn, nd) = fused_decode.prefetch_ranges(gate_up, down, 100)
+    assert (ng, nu, nd) == (48, 48, 0)  # three rows of each half; no down rows until gate_up is whole
+    assert u.data_ptr() - g.data_ptr() == 4 * 16 and dn.data_ptr() == down.data_ptr()
+    assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 200)] == [64, 64, 72]
+    assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 10**6)] == [64, 64, 128]
+    assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 0)] == [0, 0, 0]

@@ -18,6 +18,10 @@ probabilities entering the PV product in the model dtype (as in flash-attention 
 On Hopper the kernels chain with programmatic dependent launch: each loads what does not
 depend on the previous kernel (its first weight tiles, its cache tile) before `gdc_wait`.
 
+The attention kernel is latency bound: memory sits idle while it runs. Extra programs of
+it ask L2 to fetch the first rows of the MLP weights that the next kernels read
+(`PREFETCH`), so those kernels find part of their bytes in L2.
+
 The kernels take batch 1 (one token); they also run under `TRITON_INTERPRET=1` on CPU
 tensors, which is how the tests check them against the eager model.
 """
@@ -28,7 +32,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-EPILOGUE_STORE, EPILOGUE_RESIDUAL, EPILOGUE_SWIGLU = 0, 1, 2
+EPILOGUE_STORE, EPILOGUE_RESIDUAL, EPILOGUE_SWIGLU, EPILOGUE_ARGMAX = 0, 1, 2, 3
+ARGMAX_SLOTS = 256  # argmax partial results (LM-head programs spread their atomics over them)
 
 
 @triton.jit
@@ -53,12 +58,25 @@ def _grid_dependency(PDL: tl.constexpr):
 
 
 @triton.jit
+def _prefetch_l2(ptr, nbytes, j, n_programs, LINES: tl.constexpr):
+    """Ask L2 to fetch bytes [0, nbytes) at ptr, in chunks of LINES 128-byte lines: program j
+    of n_programs takes chunks j, j + n_programs, ... (a hint: nothing waits for it)."""
+    lines = tl.arange(0, LINES) * 128
+    for c in tl.range(j * LINES * 128, nbytes, n_programs * LINES * 128):
+        addr = ptr + tl.minimum(c + lines, nbytes - 1)
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1
+        )
+
+
+@triton.jit
 def gemv_kernel(
     w_ptr,  # [N_rows, K] row-major (N_rows = 2N for SwiGLU: gate rows, then up rows)
     x_ptr,  # [K]
     norm_ptr,  # [K] RMSNorm scale (read when NORM)
     res_ptr,  # [N] residual (read when EPILOGUE_RESIDUAL)
     out_ptr,  # [N]
+    best_ptr,  # [ARGMAX_SLOTS] int64 (written when EPILOGUE_ARGMAX)
     N,
     K,
     eps,
@@ -69,6 +87,8 @@ def gemv_kernel(
     PDL: tl.constexpr,
 ):
     """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x.
+    EPILOGUE_ARGMAX also folds this program's best (value, row) into best_ptr (see
+    `_argmax_key`).
 
     Weight tiles are loaded one step ahead; the first is in flight before the wait for the
     previous kernel (which wrote x)."""
@@ -111,11 +131,58 @@ def gemv_kernel(
         up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
         y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
     tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
+    if EPILOGUE == 3:
+        key = tl.max(_argmax_key(tl.where(rows < N, y, float("-inf")), rows), axis=0)
+        tl.atomic_max(best_ptr + tl.program_id(0) % ARGMAX_SLOTS, key, sem="relaxed")
 
 
 @triton.jit
-def embed_kernel(table_ptr, tok_ptr, out_ptr, D, BLOCK: tl.constexpr):
+def _argmax_key(value, index):
+    """int64 keys ordered as (value, -index): the largest key is the first index of the
+    largest value (as torch.argmax). The float's bits, made to sort as signed integers, go
+    in the high word (-0.0 counts as 0.0); 2^32 - 1 - index in the low word."""
+    bits = (value + 0.0).to(tl.int32, bitcast=True)
+    bits = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (bits.to(tl.int64) << 32) | (0xFFFFFFFF - index.to(tl.int64))
+
+
+@triton.jit
+def greedy_advance_kernel(
+    best_ptr,  # [ARGMAX_SLOTS] int64 keys of the LM head's programs; reset here
+    tok_ptr,  # [1] int64: the next input token (written)
+    pos_ptr,  # [1] int64 cache slot, advanced by one
+    idx_ptr,  # [1] int64 column of out_ptr to write, advanced by one
+    finished_ptr,  # [1] bool
+    stop_ptr,  # [n_stop] int64 stop token ids
+    out_ptr,  # [max_len] int64 generated tokens
+    n_stop,
+    pad_id,
+    BLOCK_STOP: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """One program ends a greedy decode step: the argmax token (pad_id once finished) goes
+    to tok and out[idx]; finished |= it is a stop token; pos and idx advance."""
+    _grid_dependency(PDL)
+    slots = tl.arange(0, ARGMAX_SLOTS)
+    key = tl.max(tl.load(best_ptr + slots), axis=0)
+    tl.store(best_ptr + slots, tl.full([ARGMAX_SLOTS], -(2**63), tl.int64))
+    tok = 0xFFFFFFFF - (key & 0xFFFFFFFF)
+    finished = tl.load(finished_ptr) != 0
+    tok = tl.where(finished, pad_id, tok)
+    stops = tl.load(stop_ptr + tl.arange(0, BLOCK_STOP), mask=tl.arange(0, BLOCK_STOP) < n_stop, other=-1)
+    stopped = tl.sum((stops == tok).to(tl.int32), axis=0) > 0
+    idx = tl.load(idx_ptr)
+    tl.store(tok_ptr, tok)
+    tl.store(out_ptr + idx, tok)
+    tl.store(finished_ptr, finished | stopped)
+    tl.store(pos_ptr, tl.load(pos_ptr) + 1)
+    tl.store(idx_ptr, idx + 1)
+
+
+@triton.jit
+def embed_kernel(table_ptr, tok_ptr, out_ptr, D, BLOCK: tl.constexpr, PDL: tl.constexpr):
     """out[:] = table[tok]."""
+    _grid_dependency(PDL)
     tok = tl.load(tok_ptr).to(tl.int64)
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + cols, tl.load(table_ptr + tok * D + cols, mask=cols < D), mask=cols < D)
@@ -165,6 +232,12 @@ def attend_kernel(
     part_ml,  # [n_splits, 2, H] float32 scratch (running max, then sum of exponentials)
     tickets,  # [KVH] int32, zero between launches
     out_ptr,  # [H * HD]
+    pf0,  # three byte ranges to prefetch into L2 (read when PREFETCH)
+    pf1,
+    pf2,
+    pf0_bytes,
+    pf1_bytes,
+    pf2_bytes,
     S_max,
     n_splits,
     eps,
@@ -182,6 +255,8 @@ def attend_kernel(
     ROPE: tl.constexpr,
     QK_NORM: tl.constexpr,
     TEMP_TUNING: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    PF_LINES: tl.constexpr,
     PDL: tl.constexpr,
 ):
     """Program (kv head g, split s): the queries of g over the cache tiles s, s + n_splits,
@@ -189,11 +264,22 @@ def attend_kernel(
     them), so the work follows the position, not the cache length: splits with no tile
     return at once. Split 0 also takes the token itself and writes its k, v into the cache.
     Slots >= pos are never read, so no program reads what another writes, and the first
-    cache tile (written by earlier steps) is loaded before the wait for the qkv kernel."""
+    cache tile (written by earlier steps) is loaded before the wait for the qkv kernel.
+    With PREFETCH, the grid has programs beyond the n_splits of each kv head: they only ask
+    L2 for the byte ranges pf0, pf1, pf2 and return."""
     dtype = out_ptr.dtype.element_ty
     REP: tl.constexpr = H // KVH
     g = tl.program_id(0)
     split = tl.program_id(1)
+    if PREFETCH:  # the first n_pf programs of each kv head prefetch (dispatched first)
+        n_pf = tl.num_programs(1) - n_splits
+        if split < n_pf:
+            j, n_programs = g * n_pf + split, KVH * n_pf
+            _prefetch_l2(pf0, pf0_bytes, j, n_programs, PF_LINES)
+            _prefetch_l2(pf1, pf1_bytes, j, n_programs, PF_LINES)
+            _prefetch_l2(pf2, pf2_bytes, j, n_programs, PF_LINES)
+            return
+        split -= n_pf
     pos = tl.load(pos_ptr).to(tl.int32)  # set before this decode step began
     n_tiles = tl.cdiv(pos, BLOCK_S)  # tiles holding earlier tokens
     n_active = tl.maximum(1, tl.minimum(n_tiles, n_splits))  # split 0 always runs

@@ -33,6 +33,9 @@ TARGET_PROGRAMS = 192  # attention programs in all (see `attention_splits`)
 ATTENTION_BLOCK = 16  # cache slots per attention tile
 MERGE_SPLITS = 64  # attention partial results merged per step
 ATTENTION_WARPS = 4
+PREFETCH_PROGRAMS = 96  # attention programs (in all) that prefetch MLP weights into L2
+PREFETCH_LINES = 256  # 128-byte lines per prefetch chunk
+PREFETCH_BYTES = 4 << 20  # per layer (see `FusedDecoder`)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,18 @@ def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
     if name == "down" and k >= 4096:
         return GemvBlocks(2, 4096, 8)
     return GemvBlocks(2, 1024)
+
+
+def prefetch_ranges(gate_up: torch.Tensor, down: torch.Tensor, budget: int) -> list[tuple[torch.Tensor, int]]:
+    """The first `budget` bytes that a layer's gate_up and down kernels read, as three
+    (byte view, length) ranges: gate rows and up rows in equal parts (a gate_up program
+    reads row n of both halves), then down's first rows once gate_up is covered."""
+    n, k = gate_up.shape[0] // 2, gate_up.shape[1]
+    row = k * gate_up.element_size()
+    rows = min(n, budget // (2 * row))
+    flat = gate_up.view(-1).view(torch.uint8)
+    down_bytes = min(down.numel() * down.element_size(), budget - 2 * rows * row) if rows == n else 0
+    return [(flat, rows * row), (flat[n * row :], rows * row), (down.view(-1).view(torch.uint8), down_bytes)]
 
 
 def _interpreting() -> bool:
@@ -94,10 +109,13 @@ class FusedDecoder:
         attn_block: int = ATTENTION_BLOCK,
         attn_splits: int | None = None,
         pdl: bool = True,
+        prefetch: int | None = None,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
         `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
-        per kv head; `pdl=False` launches every kernel after the last one ends."""
+        per kv head; `pdl=False` launches every kernel after the last one ends; `prefetch`:
+        bytes of each layer's MLP weights that its attention kernel asks L2 to fetch (default
+        `PREFETCH_BYTES` on NVIDIA GPUs, 0 elsewhere)."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -123,9 +141,14 @@ class FusedDecoder:
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
         self.pdl = pdl and hopper
+        nvidia = self.device.type == "cuda" and torch.version.hip is None
+        self.prefetch = (PREFETCH_BYTES if nvidia else 0) if prefetch is None else prefetch
+        if self.prefetch and not nvidia:
+            raise ValueError("L2 prefetch (prefetch > 0) needs an NVIDIA GPU")
         self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
+        self.best = torch.full((K.ARGMAX_SLOTS,), -(2**63), device=self.device, dtype=torch.int64)
         self.inv_freq = model.inv_freq(self.device)
         self.kv = [(getattr(cache, f"k{i}"), getattr(cache, f"v{i}")) for i in range(cfg.num_hidden_layers)]
         self.launch = {"launch_pdl": True} if self.pdl else {}  # launch options of every kernel
@@ -140,8 +163,17 @@ class FusedDecoder:
             "MERGE": MERGE_SPLITS,
             "DOT_PRECISION": "ieee" if self.dtype == torch.float32 else "tf32",
             "PDL": self.pdl,
+            "PREFETCH": self.prefetch > 0,
+            "PF_LINES": PREFETCH_LINES,
             "num_warps": ATTENTION_WARPS,
         }
+        self.n_prefetch = -(-PREFETCH_PROGRAMS // self.n_kv) if self.prefetch else 0  # per kv head
+        self.prefetch_ranges = [
+            prefetch_ranges(
+                layer.feed_forward.gate_up_proj.weight, layer.feed_forward.down_proj.weight, self.prefetch
+            )
+            for layer in model.layers
+        ]
         self.blocks = {
             "qkv": gemv_blocks("qkv", n_qkv, d),
             "o": gemv_blocks("o", d, self.n_heads * hd),
@@ -169,6 +201,7 @@ class FusedDecoder:
             norm if norm is not None else x,
             out,
             out,
+            self.best,
             n,
             w.shape[1],
             self.cfg.rms_norm_eps,
@@ -184,7 +217,8 @@ class FusedDecoder:
     def _attend(self, layer: int, pos: torch.Tensor) -> None:
         cfg, attn = self.cfg, self.model.layers[layer].self_attn
         k_cache, v_cache = self.kv[layer]
-        K.attend_kernel[(self.n_kv, self.n_splits)](
+        (pf0, n0), (pf1, n1), (pf2, n2) = self.prefetch_ranges[layer]
+        K.attend_kernel[(self.n_kv, self.n_prefetch + self.n_splits)](
             self.qkv,
             k_cache,
             v_cache,
@@ -194,6 +228,12 @@ class FusedDecoder:
             self.part_ml,
             self.tickets,
             self.attn,
+            pf0,
+            pf1,
+            pf2,
+            n0,
+            n1,
+            n2,
             self.cache.max_len,
             self.n_splits,
             cfg.rms_norm_eps,
@@ -210,8 +250,44 @@ class FusedDecoder:
     @torch.no_grad()
     def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tok [1] (or [1, 1]) at cache slot = position pos [1] -> logits [1, vocab]."""
+        return self._forward(tok, pos, K.EPILOGUE_STORE)
+
+    @torch.no_grad()
+    def greedy_step(
+        self,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        finished: torch.Tensor,
+        stop_ids: torch.Tensor,
+        out: torch.Tensor,
+        idx: torch.Tensor,
+        pad_id: int,
+    ) -> None:
+        """One greedy decode step, bookkeeping included, all in place: tok [1] at slot pos [1]
+        -> its argmax next token (pad_id once finished [1] is set) in tok and out[0, idx];
+        finished |= that token is in stop_ids; pos and idx advance by one. The argmax is
+        folded into the LM-head kernel, the rest is one small kernel."""
+        self._forward(tok, pos, K.EPILOGUE_ARGMAX)
+        K.greedy_advance_kernel[(1,)](
+            self.best,
+            tok,
+            pos,
+            idx,
+            finished,
+            stop_ids,
+            out,
+            stop_ids.numel(),
+            pad_id,
+            BLOCK_STOP=triton.next_power_of_2(max(stop_ids.numel(), 1)),
+            PDL=self.pdl,
+            **self.launch,
+        )
+
+    def _forward(self, tok: torch.Tensor, pos: torch.Tensor, lm_epilogue: int) -> torch.Tensor:
         d = self.cfg.hidden_size
-        K.embed_kernel[(triton.cdiv(d, 1024),)](self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024)
+        K.embed_kernel[(triton.cdiv(d, 1024),)](
+            self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024, PDL=self.pdl, **self.launch
+        )
         for i, layer in enumerate(self.model.layers):
             attn, ff = layer.self_attn, layer.feed_forward
             self._gemv("qkv", attn.qkv_proj.weight, self.x, self.qkv, norm=layer.input_layernorm.weight)
@@ -227,7 +303,14 @@ class FusedDecoder:
             )
             self._gemv("down", ff.down_proj.weight, self.h, self.x, epilogue=K.EPILOGUE_RESIDUAL)
         logits = torch.empty(1, self.cfg.vocab_size, device=self.device, dtype=self.dtype)
-        self._gemv("lm_head", self.model.lm_head.weight, self.x, logits, norm=self.model.norm.weight)
+        self._gemv(
+            "lm_head",
+            self.model.lm_head.weight,
+            self.x,
+            logits,
+            norm=self.model.norm.weight,
+            epilogue=lm_epilogue,
+        )
         return logits
 
 

@@ -6,7 +6,7 @@ logits processing + stop bookkeeping) reads and advances fixed device tensors in
 (`_StepState`), so it can be replayed from CUDA graphs:
   * batch 1 on a GPU (with `compile=True`, or `fused=True`): the forward is the fused
     Triton step (`fused_decode.py`) and `sync_every` whole steps are captured in one CUDA
-    graph of our own;
+    graph of our own; greedy steps fold the argmax and the bookkeeping into those kernels;
   * otherwise, with `compile=True`, the step runs under `torch.compile` with CUDA graphs
     (mode="reduce-overhead"), one replay per token.
 The host synchronises only every `sync_every` steps to stream tokens, check stop strings
@@ -15,6 +15,7 @@ and stop early when every row has finished.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -142,20 +143,30 @@ class _StepState:
         )
 
 
+def _fused_greedy_step(fused: fused_decode.FusedDecoder, pad_id: int, st: _StepState) -> None:
+    fused.greedy_step(st.tok, st.pos, st.finished, st.stop_ids, st.out, st.idx, pad_id)
+
+
 class _StepRunner:
     """Advances a `_StepState` by `steps` tokens per call: the step run directly, or, with
     `own_graph`, run once and then captured in a CUDA graph (all `steps` of it) that every
-    later call replays. Sampling noise is drawn before each call, one draw per step."""
+    later call replays. Sampling noise is drawn before each call, one draw per step.
+
+    `step` maps the state to (next tokens, finished), or with `in_place` (the fused greedy
+    step) advances the state itself."""
 
     def __init__(
-        self, step: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool
+        self, step: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool, in_place: bool
     ) -> None:
         self.step, self.state, self.steps = step, state, steps
-        self.own_graph, self.mark_steps = own_graph, mark_steps
+        self.own_graph, self.mark_steps, self.in_place = own_graph, mark_steps, in_place
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _advance(self, k: int) -> None:
         st = self.state
+        if self.in_place:
+            self.step(st)
+            return
         noise = st.noise[k] if st.noise is not None else None
         nxt, fin = self.step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, noise)
         st.tok.copy_(nxt)
@@ -246,17 +257,23 @@ class Generator:
             return self._steps[key]
         cache = self._cache
         fused = fused_decode.FusedDecoder(self.model, cache) if self._fused_for(cache.batch_size) else None
-        step: Callable = _DecodeStep(self.model, cache, params, pad_id, fused)
+        in_place = fused is not None and params.greedy  # argmax and bookkeeping in the fused kernels
+        step: Callable = (
+            functools.partial(_fused_greedy_step, fused, pad_id)
+            if in_place
+            else _DecodeStep(self.model, cache, params, pad_id, fused)
+        )
         # A fused step is captured whole in a CUDA graph of our own (one replay per token);
         # otherwise torch.compile's CUDA graphs (mode="reduce-overhead") replay the model.
         own_graph = fused is not None and self.device.type == "cuda"
-        if self.compile:
+        if self.compile and not in_place:
             options = {**self.compile_options, "triton.cudagraphs": not own_graph}
             step = torch.compile(step, fullgraph=True, options=options)
         vocab = self.model.config.vocab_size
         steps = self.sync_every if fused is not None else 1  # a fused runner: whole blocks of steps
         state = _StepState.allocate(cache, stop_ids, steps, vocab if not params.greedy else 0)
-        runner = _StepRunner(step, state, steps, own_graph, mark_steps=self.compile and not own_graph)
+        mark_steps = self.compile and not own_graph
+        runner = _StepRunner(step, state, steps, own_graph, mark_steps, in_place)
         self._steps[key] = runner
         return runner
 
