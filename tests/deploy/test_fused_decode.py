@@ -155,7 +155,7 @@ def test_greedy_step_argmax_ties_and_bookkeeping() -> None:
     def greedy(y: list[float], stop: list[int], finished: bool) -> tuple[int, bool, list[int]]:
         n = len(y)
         w = torch.tensor(y)[:, None]  # [n, 1] rows; x = [1]: y[i] = w[i]
-        logits, best = torch.empty(n), torch.full((K.ARGMAX_SLOTS,), -(2**63), dtype=torch.long)
+        logits, best = torch.empty(n), torch.full((K.ARGMAX_SLOTS.value,), -(2**63), dtype=torch.long)
         x = torch.ones(1)
         K.gemv_kernel[(-(-n // 2),)](
             w, x, x, logits, logits, best, n, 1, 1e-5,

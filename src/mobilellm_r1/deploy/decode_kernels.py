@@ -33,7 +33,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 EPILOGUE_STORE, EPILOGUE_RESIDUAL, EPILOGUE_SWIGLU, EPILOGUE_ARGMAX = 0, 1, 2, 3
-ARGMAX_SLOTS = 256  # argmax partial results (LM-head programs spread their atomics over them)
+ARGMAX_SLOTS = tl.constexpr(256)  # argmax partial results (LM-head programs spread their atomics over them)
 
 
 @triton.jit

@@ -148,7 +148,7 @@ class FusedDecoder:
         self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
-        self.best = torch.full((K.ARGMAX_SLOTS,), -(2**63), device=self.device, dtype=torch.int64)
+        self.best = torch.full((K.ARGMAX_SLOTS.value,), -(2**63), device=self.device, dtype=torch.int64)
         self.inv_freq = model.inv_freq(self.device)
         self.kv = [(getattr(cache, f"k{i}"), getattr(cache, f"v{i}")) for i in range(cfg.num_hidden_layers)]
         self.launch = {"launch_pdl": True} if self.pdl else {}  # launch options of every kernel
