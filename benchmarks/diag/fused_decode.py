@@ -61,7 +61,10 @@ def check(model, cfg) -> dict:
         for f in (True, False)
     ]
     same = next((i for i, (a, b) in enumerate(zip(*toks, strict=False)) if a != b), len(toks[0]))
+    by_logits = greedy_by_fused_logits(model, cfg, ids[:, :PROMPT], 64)
+    same_argmax = next((i for i, (a, b) in enumerate(zip(toks[0], by_logits)) if a != b), 64)
     return {
+        "greedy_step_vs_logits_argmax_equal_prefix": same_argmax,
         "logits_max_abs_diff": (out - ref).abs().max().item(),
         "eager_bf16_vs_fp32": (ref - ref32).abs().max().item(),
         "fused_bf16_vs_fp32": (out - ref32).abs().max().item(),
@@ -69,6 +72,19 @@ def check(model, cfg) -> dict:
         "argmax_equal": int(out.argmax()) == int(ref.argmax()),
         "greedy_tokens_equal_prefix": same,
     }
+
+
+@torch.no_grad()
+def greedy_by_fused_logits(model, cfg, prompt: torch.Tensor, n: int) -> list[int]:
+    """n greedy tokens from the fused step's logits and torch.argmax (not the Generator's
+    in-kernel argmax and bookkeeping)."""
+    cache = KVCache(cfg, 1, prompt.shape[1] + n, device="cuda")
+    logits = model(prompt, cache=cache, cache_pos=torch.arange(prompt.shape[1], device="cuda"))
+    dec, toks = FusedDecoder(model, cache), [int(logits[0, -1].argmax())]
+    for i in range(n - 1):
+        pos = torch.tensor([prompt.shape[1] + i], device="cuda")
+        toks.append(int(dec(torch.tensor([toks[-1]], device="cuda"), pos)[0].argmax()))
+    return toks
 
 
 def step_time_us(model, cfg, cache_len: int | None = None, at: int = PROMPT, **options) -> float:

@@ -143,6 +143,18 @@ class _StepState:
         )
 
 
+@dataclass
+class _Block:
+    """Generated tokens [start, end) of every row and the finished flags after them, on the
+    host once `ready` (None: already there) has passed."""
+
+    start: int
+    end: int
+    tokens: torch.Tensor  # [B, end - start]
+    finished: torch.Tensor  # [B] bool
+    ready: torch.cuda.Event | None
+
+
 def _fused_greedy_step(fused: fused_decode.FusedDecoder, pad_id: int, st: _StepState) -> None:
     fused.greedy_step(st.tok, st.pos, st.finished, st.stop_ids, st.out, st.idx, pad_id)
 
@@ -366,42 +378,57 @@ class Generator:
         host: list[list[int]] = [[] for _ in range(batch)]
         host_done = [False] * batch
         stop_set = set(stop_ids.tolist())
-        synced = 0
+        synced, pending = 0, None
         end = params.max_new_tokens
         done = 1  # tokens in st.out; a fused runner may run past `end` (the cache has room)
+        # The host reads each block of tokens while the GPU decodes the next one.
         while done < end:
             runner(gen)
             done += runner.steps
             if done - synced >= self.sync_every:
-                synced = self._sync(
-                    st.out, synced, min(done, end), host, host_done, st.finished, params, stop_set, stream
-                )
-                if bool(st.finished.all()):
+                ready = self._snapshot(st, synced, min(done, end))
+                synced = ready.end
+                if pending is not None and self._sync(
+                    pending, host, host_done, st.finished, params, stop_set, stream
+                ):
+                    pending = None
                     break
-        self._sync(st.out, synced, end, host, host_done, st.finished, params, stop_set, stream)
+                pending = ready
+        for block in (pending, self._snapshot(st, synced, end)):
+            if block is not None and block.end > block.start:
+                self._sync(block, host, host_done, st.finished, params, stop_set, stream)
         return host
+
+    def _snapshot(self, st: _StepState, start: int, end: int) -> _Block:
+        """Tokens [start, end) and the finished flags as they stand after the steps queued so
+        far, copied to the host without waiting for them."""
+        if self.device.type != "cuda":
+            return _Block(start, end, st.out[:, start:end].clone(), st.finished.clone(), None)
+        tokens = st.out[:, start:end].to("cpu", non_blocking=True)
+        finished = st.finished.to("cpu", non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return _Block(start, end, tokens, finished, ready)
 
     def _sync(
         self,
-        out: torch.Tensor,
-        start: int,
-        end: int,
+        block: _Block,
         host: list[list[int]],
         host_done: list[bool],
         finished: torch.Tensor,
         params: SamplingParams,
         stop_ids: set[int],
         stream: StreamFn | None,
-    ) -> int:
-        """Move tokens [start, end) of unfinished rows to the host, stream them, apply stop strings.
+    ) -> bool:
+        """Append a block's tokens of unfinished rows to `host`, stream them, apply stop
+        strings (flagging the rows in `finished` on the device); True once every row is done.
 
         A row stops collecting once it has finished, so the padding decoded after its end is
         never kept (padding after a stop token within the same block is cut later)."""
-        if end <= start:
-            return start
-        block = out[:, start:end].tolist()
-        done = finished.tolist()
-        for row, new in enumerate(block):
+        if block.ready is not None:
+            block.ready.synchronize()
+        done = block.finished.tolist()
+        for row, new in enumerate(block.tokens.tolist()):
             if host_done[row]:
                 continue
             cut = next((i + 1 for i, t in enumerate(new) if t in stop_ids), None)
@@ -412,7 +439,7 @@ class Generator:
             if not done[row] and params.stop_strings and self._has_stop_string(host[row], params):
                 finished[row] = done[row] = True
             host_done[row] = done[row]
-        return end
+        return all(done)
 
     @staticmethod
     def _first_stop(text: str, stops: Sequence[str]) -> int | None:
