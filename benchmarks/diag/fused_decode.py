@@ -62,7 +62,7 @@ def check(model, cfg) -> dict:
     ]
     same = next((i for i, (a, b) in enumerate(zip(*toks, strict=False)) if a != b), len(toks[0]))
     by_logits = greedy_by_fused_logits(model, cfg, ids[:, :PROMPT], 64)
-    same_argmax = next((i for i, (a, b) in enumerate(zip(toks[0], by_logits)) if a != b), 64)
+    same_argmax = next((i for i, (a, b) in enumerate(zip(toks[0], by_logits, strict=False)) if a != b), 64)
     return {
         "greedy_step_vs_logits_argmax_equal_prefix": same_argmax,
         "logits_max_abs_diff": (out - ref).abs().max().item(),
