@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import time
 
@@ -30,7 +31,7 @@ from triton.testing import do_bench_cudagraph
 
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy import decode_kernels as K
-from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks
+from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, gemv_blocks
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
 
@@ -161,6 +162,7 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
                     BLOCK_N=bn,
                     BLOCK_K=bk,
                     PDL=False,
+                    EARLY=False,
                     num_warps=nw,
                 )
 
@@ -424,25 +426,46 @@ def prefetch_sweep(model, cfg, name: str) -> None:
 
 
 def shapes_in_step(model, cfg, name: str) -> None:
-    """Full fused step time (CUDA graph, PDL on) with each matrix's launch shape varied alone."""
-    base = step_time_us(model, cfg)
-    print(f"{name}: default shapes {base:.1f} us/step", flush=True)
+    """Full fused step time (CUDA graph, PDL on) with launch shapes varied: whole-row steps
+    (preloaded before the wait) and early launch of the next kernel, with and without the
+    L2 prefetch."""
     d, hid = cfg.hidden_size, cfg.intermediate_size_mlp
+    n_qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
+    dims = {
+        "qkv": (n_qkv, d),
+        "o": (d, d),
+        "gate_up": (hid, d),
+        "down": (d, hid),
+        "lm_head": (cfg.vocab_size, d),
+    }
+    base = {k: gemv_blocks(k, n, kk) for k, (n, kk) in dims.items()}
+    row = triton.next_power_of_2(d)
+
+    def early(*names: str) -> dict:
+        return {k: dataclasses.replace(base[k], early=True) for k in names}
+
+    whole_gu = {"gate_up": GemvBlocks(2, row)}
     variants = [
-        {"o": GemvBlocks(2, 2048)},
-        {"o": GemvBlocks(4, 2048, 8)},
-        {"down": GemvBlocks(2, 2048)},
-        {"down": GemvBlocks(2, 4096, 8)},
-        {"o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
-        {"o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 4096, 8)},
-        {"qkv": GemvBlocks(2, 2048, 8), "o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
-        {"gate_up": GemvBlocks(4, 512), "o": GemvBlocks(2, 2048), "down": GemvBlocks(2, 2048)},
+        {},
+        whole_gu,
+        early("o"),
+        {**early("o"), **whole_gu},
+        {**early("o"), "gate_up": GemvBlocks(2, row, early=True)},
+        {**early("o", "down"), **whole_gu, "qkv": GemvBlocks(2, row)},
+        {
+            **early("o", "down", "qkv"),
+            "gate_up": GemvBlocks(2, row, early=True),
+            "qkv": GemvBlocks(2, row, early=True),
+        },
+        early("qkv", "o", "gate_up", "down", "lm_head"),
     ]
     for blocks in variants:
-        if any(b.block_k > 2 * triton.next_power_of_2(max(d, hid)) for b in blocks.values()):
-            continue
-        us = step_time_us(model, cfg, blocks=blocks)
-        print(f"{name}: {blocks}: {us:.1f} us/step ({us - base:+.1f})", flush=True)
+        for prefetch in (None, 0):
+            us = step_time_us(model, cfg, blocks=blocks, prefetch=prefetch)
+            print(
+                f"{name}: prefetch {'default' if prefetch is None else prefetch}: {blocks}: {us:.1f} us/step",
+                flush=True,
+            )
 
 
 def profile_step(model, cfg) -> None:

@@ -159,7 +159,7 @@ def test_greedy_step_argmax_ties_and_bookkeeping() -> None:
         x = torch.ones(1)
         K.gemv_kernel[(-(-n // 2),)](
             w, x, x, logits, logits, best, n, 1, 1e-5,
-            NORM=False, EPILOGUE=K.EPILOGUE_ARGMAX, BLOCK_N=2, BLOCK_K=16, PDL=False,
+            NORM=False, EPILOGUE=K.EPILOGUE_ARGMAX, BLOCK_N=2, BLOCK_K=16, PDL=False, EARLY=False,
         )  # fmt: skip
         tok, pos, idx = torch.tensor([5]), torch.tensor([9]), torch.tensor([2])
         done, out = torch.tensor([finished]), torch.zeros(1, 6, dtype=torch.long)

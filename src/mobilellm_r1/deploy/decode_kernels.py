@@ -48,13 +48,15 @@ def _rstd(x_ptr, K, eps, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _grid_dependency(PDL: tl.constexpr):
+def _grid_dependency(PDL: tl.constexpr, EARLY: tl.constexpr = False):
     """With programmatic dependent launch: wait until the previous kernel's writes are
-    visible, then let the next kernel start loading its weights. Loads issued before this
-    call must not depend on the previous kernel."""
+    visible, then let the next kernel start loading its weights (EARLY: it was let start
+    before, see `gemv_kernel`). Loads issued before this call must not depend on the
+    previous kernel."""
     if PDL:
         gdc_wait()
-        gdc_launch_dependents()
+        if not EARLY:
+            gdc_launch_dependents()
 
 
 @triton.jit
@@ -85,6 +87,7 @@ def gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
+    EARLY: tl.constexpr,
 ):
     """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x.
     EPILOGUE_ARGMAX also folds this program's best (value, row) into best_ptr (see
@@ -93,6 +96,8 @@ def gemv_kernel(
     Weight tiles are loaded one step ahead; the first is in flight before the wait for the
     previous kernel (which wrote x)."""
     dtype = out_ptr.dtype.element_ty
+    if PDL and EARLY:  # the next kernel may start preloading while this one waits
+        gdc_launch_dependents()
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows[:, None] < N
     cols = tl.arange(0, BLOCK_K)
@@ -102,7 +107,7 @@ def gemv_kernel(
     w_up = w
     if EPILOGUE == 2:
         w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
-    _grid_dependency(PDL)
+    _grid_dependency(PDL, EARLY)
     if NORM:
         rstd = _rstd(x_ptr, K, eps, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)

@@ -40,11 +40,13 @@ PREFETCH_BYTES = 4 << 20  # per layer (see `FusedDecoder`)
 
 @dataclass(frozen=True)
 class GemvBlocks:
-    """Launch shape of one matrix-vector product: rows per program, K per step, warps."""
+    """Launch shape of one matrix-vector product: rows per program, K per step, warps;
+    `early`: let the next kernel launch (and preload) before this one's wait."""
 
     block_n: int
     block_k: int
     num_warps: int = 4
+    early: bool = False
 
 
 def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
@@ -210,6 +212,7 @@ class FusedDecoder:
             BLOCK_N=b.block_n,
             BLOCK_K=b.block_k,
             PDL=self.pdl,
+            EARLY=b.early,
             num_warps=b.num_warps,
             **self.launch,
         )
