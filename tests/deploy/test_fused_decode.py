@@ -188,3 +188,10 @@ def test_prefetch_ranges() -> None:
     assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 200)] == [64, 64, 72]
     assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 10**6)] == [64, 64, 128]
     assert [n for _, n in fused_decode.prefetch_ranges(gate_up, down, 0)] == [0, 0, 0]
+
+
+def test_default_prefetch_only_for_large_mlps(monkeypatch) -> None:
+    model = build_model(gqa_config(), seed=0)
+    assert fused_decode.default_prefetch(model) == 0  # a few kB of MLP weights per layer
+    monkeypatch.setattr(fused_decode, "PREFETCH_MIN_MLP", 1000)
+    assert fused_decode.default_prefetch(model) == fused_decode.PREFETCH_BYTES

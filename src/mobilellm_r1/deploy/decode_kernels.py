@@ -292,14 +292,14 @@ def attend_kernel(
         return
     base = g.to(tl.int64) * S_max * HD
     k_e, k_o, v, slots = _cache_tile(k_cache, v_cache, base, split, pos, BLOCK_S, HD)
-    _grid_dependency(PDL)
-
     half = tl.arange(0, HD // 2)
     cos = tl.zeros([1, HD // 2], tl.float32)
     sin = tl.zeros([1, HD // 2], tl.float32)
-    if ROPE:
+    if ROPE:  # the rotation depends on the position only: computed before the wait
         angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + half)[None, :]
         cos, sin = tl.cos(angle), tl.sin(angle)
+    _grid_dependency(PDL)
+
     r = tl.arange(0, BLOCK_Q)  # the group's REP query heads, padded to a tensor-core tile
     heads = g * REP + r
     q_ok = r < REP

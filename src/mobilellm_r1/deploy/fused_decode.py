@@ -35,18 +35,20 @@ MERGE_SPLITS = 64  # attention partial results merged per step
 ATTENTION_WARPS = 4
 PREFETCH_PROGRAMS = 96  # attention programs (in all) that prefetch MLP weights into L2
 PREFETCH_LINES = 256  # 128-byte lines per prefetch chunk
-PREFETCH_BYTES = 4 << 20  # per layer (see `FusedDecoder`)
+PREFETCH_BYTES = 4 << 20  # per layer, for layers whose MLP reads >= PREFETCH_MIN_MLP bytes
+PREFETCH_MIN_MLP = 32 << 20
 
 
 @dataclass(frozen=True)
 class GemvBlocks:
     """Launch shape of one matrix-vector product: rows per program, K per step, warps;
-    `early`: let the next kernel launch (and preload) before this one's wait."""
+    `early`: let the next kernel launch (and preload) before this one's wait (on an H100,
+    `fused_decode.py --shapes`: 140m -11 us per step, 950m -3 us)."""
 
     block_n: int
     block_k: int
     num_warps: int = 4
-    early: bool = False
+    early: bool = True
 
 
 def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
@@ -78,6 +80,16 @@ def prefetch_ranges(gate_up: torch.Tensor, down: torch.Tensor, budget: int) -> l
     flat = gate_up.view(-1).view(torch.uint8)
     down_bytes = min(down.numel() * down.element_size(), budget - 2 * rows * row) if rows == n else 0
     return [(flat, rows * row), (flat[n * row :], rows * row), (down.view(-1).view(torch.uint8), down_bytes)]
+
+
+def default_prefetch(model: Transformer) -> int:
+    """MLP bytes per layer that the attention kernel prefetches into L2 by default. On an
+    H100 (`fused_decode.py --prefetch`, position 1,024) 4 MB took 950m's step from 1,062 to
+    1,035 us and more took longer (16 MB: 1,058, 48 MB: 1,137); 140m lost 5-20 us at any
+    size. So: 4 MB where a layer's MLP reads >= 32 MB (950m: 57 MB), else none."""
+    ff = model.layers[0].feed_forward
+    mlp = sum(w.numel() * w.element_size() for w in (ff.gate_up_proj.weight, ff.down_proj.weight))
+    return PREFETCH_BYTES if mlp >= PREFETCH_MIN_MLP else 0
 
 
 def _interpreting() -> bool:
@@ -117,7 +129,7 @@ class FusedDecoder:
         `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
         per kv head; `pdl=False` launches every kernel after the last one ends; `prefetch`:
         bytes of each layer's MLP weights that its attention kernel asks L2 to fetch (default
-        `PREFETCH_BYTES` on NVIDIA GPUs, 0 elsewhere)."""
+        `default_prefetch` on NVIDIA GPUs, 0 elsewhere)."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -144,7 +156,7 @@ class FusedDecoder:
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
         self.pdl = pdl and hopper
         nvidia = self.device.type == "cuda" and torch.version.hip is None
-        self.prefetch = (PREFETCH_BYTES if nvidia else 0) if prefetch is None else prefetch
+        self.prefetch = (default_prefetch(model) if nvidia else 0) if prefetch is None else prefetch
         if self.prefetch and not nvidia:
             raise ValueError("L2 prefetch (prefetch > 0) needs an NVIDIA GPU")
         self.part_o = buf(self.n_splits, self.n_heads, hd, dtype=torch.float32)
