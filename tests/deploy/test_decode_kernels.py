@@ -30,9 +30,10 @@ def compile_all() -> dict[str, str]:
 
     out = {}
     sig = {n: "*bf16" for n in ("w_ptr", "x_ptr", "norm_ptr", "res_ptr", "out_ptr")}
-    sig |= {"best_ptr": "*i64", "N": "i32", "K": "i32", "eps": "fp32"}
+    sig |= {"best_ptr": "*i64", "N": "i32", "eps": "fp32"}
     for epilogue, name in enumerate(EPILOGUES):
-        consts = dict(NORM=True, EPILOGUE=epilogue, BLOCK_N=2, BLOCK_K=512, PDL=True, EARLY=epilogue % 2 == 0)
+        consts = dict(K=1536, NORM=True, EPILOGUE=epilogue, BLOCK_N=2, BLOCK_K=512, PDL=True)
+        consts["EARLY"] = epilogue % 2 == 0
         out[f"gemv_{name}"] = ptx(K.gemv_kernel, sig, consts)
     sig = {n: "*bf16" for n in ("qkv_ptr", "k_cache", "v_cache", "out_ptr")}
     sig |= {

@@ -37,11 +37,11 @@ ARGMAX_SLOTS = tl.constexpr(256)  # argmax partial results (LM-head programs spr
 
 
 @triton.jit
-def _rstd(x_ptr, K, eps, BLOCK_K: tl.constexpr):
+def _rstd(x_ptr, K: tl.constexpr, eps, BLOCK_K: tl.constexpr):
     """1 / sqrt(mean(x^2) + eps) over the K entries of x, in float32."""
     cols = tl.arange(0, BLOCK_K)
     sq = tl.zeros([BLOCK_K], tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K):
+    for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled: the loads of all steps in flight at once
         x = tl.load(x_ptr + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
         sq += x * x
     return tl.rsqrt(tl.sum(sq, axis=0) / K + eps)
@@ -80,7 +80,7 @@ def gemv_kernel(
     out_ptr,  # [N]
     best_ptr,  # [ARGMAX_SLOTS] int64 (written when EPILOGUE_ARGMAX)
     N,
-    K,
+    K: tl.constexpr,
     eps,
     NORM: tl.constexpr,
     EPILOGUE: tl.constexpr,
@@ -112,7 +112,7 @@ def gemv_kernel(
         rstd = _rstd(x_ptr, K, eps, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled (K is a compile-time constant)
         kk = k0 + cols
         k_ok = kk < K
         nxt = kk[None, :] + BLOCK_K
