@@ -426,9 +426,8 @@ def prefetch_sweep(model, cfg, name: str) -> None:
 
 
 def shapes_in_step(model, cfg, name: str) -> None:
-    """Full fused step time (CUDA graph, PDL on) with launch shapes varied: whole-row steps
-    (preloaded before the wait) and early launch of the next kernel, with and without the
-    L2 prefetch."""
+    """Full fused step time (CUDA graph, PDL on) with one matrix's launch shape varied at a
+    time, then with the PDL launch of the next kernel after the wait (early=False)."""
     d, hid = cfg.hidden_size, cfg.intermediate_size_mlp
     n_qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
     dims = {
@@ -439,33 +438,17 @@ def shapes_in_step(model, cfg, name: str) -> None:
         "lm_head": (cfg.vocab_size, d),
     }
     base = {k: gemv_blocks(k, n, kk) for k, (n, kk) in dims.items()}
-    row = triton.next_power_of_2(d)
-
-    def early(*names: str) -> dict:
-        return {k: dataclasses.replace(base[k], early=True) for k in names}
-
-    whole_gu = {"gate_up": GemvBlocks(2, row)}
-    variants = [
-        {},
-        whole_gu,
-        early("o"),
-        {**early("o"), **whole_gu},
-        {**early("o"), "gate_up": GemvBlocks(2, row, early=True)},
-        {**early("o", "down"), **whole_gu, "qkv": GemvBlocks(2, row)},
-        {
-            **early("o", "down", "qkv"),
-            "gate_up": GemvBlocks(2, row, early=True),
-            "qkv": GemvBlocks(2, row, early=True),
-        },
-        early("qkv", "o", "gate_up", "down", "lm_head"),
-    ]
-    for blocks in variants:
-        for prefetch in (None, 0):
-            us = step_time_us(model, cfg, blocks=blocks, prefetch=prefetch)
-            print(
-                f"{name}: prefetch {'default' if prefetch is None else prefetch}: {blocks}: {us:.1f} us/step",
-                flush=True,
-            )
+    print(f"{name}: default {base}: {step_time_us(model, cfg):.1f} us/step", flush=True)
+    shapes = [(1, 1024, 4), (2, 512, 4), (2, 1024, 4), (2, 2048, 4), (4, 512, 4), (4, 1024, 8), (2, 4096, 8)]
+    for matrix, (_, k) in dims.items():
+        for bn, bk, nw in shapes:
+            blocks = GemvBlocks(bn, bk, nw)
+            if blocks == base[matrix] or bk > 2 * triton.next_power_of_2(k):
+                continue
+            us = step_time_us(model, cfg, blocks={matrix: blocks})
+            print(f"{name}: {matrix} {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
+    late = {k: dataclasses.replace(b, early=False) for k, b in base.items()}
+    print(f"{name}: next kernel launched after the wait: {step_time_us(model, cfg, blocks=late):.1f} us/step")
 
 
 def profile_step(model, cfg) -> None:
