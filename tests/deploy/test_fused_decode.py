@@ -134,12 +134,15 @@ def test_fused_decoder_rejects_what_it_cannot_run() -> None:
 def test_launch_shapes() -> None:
     assert available(torch.device("cpu"))  # the interpreter (conftest) runs the kernels on CPU
     assert gemv_blocks("lm_head", 128256, 1536) == GemvBlocks(4, 512)
-    assert gemv_blocks("qkv", 2304, 1536) == GemvBlocks(2, 1024)
-    assert gemv_blocks("o", 1536, 1536) == GemvBlocks(2, 2048)  # 950m: whole rows
+    assert gemv_blocks("qkv", 2304, 1536) == GemvBlocks(2, 2048)  # 950m: whole rows
+    assert gemv_blocks("qkv", 960, 576) == GemvBlocks(2, 1024)
+    assert gemv_blocks("o", 1536, 1536) == GemvBlocks(2, 2048)
     assert gemv_blocks("o", 576, 576) == GemvBlocks(2, 1024)
-    assert gemv_blocks("gate_up", 6144, 1536) == GemvBlocks(2, 512)
+    assert gemv_blocks("gate_up", 6144, 1536) == GemvBlocks(4, 512)
+    assert gemv_blocks("gate_up", 2048, 576) == GemvBlocks(2, 1024)
     assert gemv_blocks("down", 1536, 6144) == GemvBlocks(2, 4096, 8)
-    assert gemv_blocks("down", 576, 2048) == GemvBlocks(2, 1024)
+    assert gemv_blocks("down", 576, 2048) == GemvBlocks(2, 4096, 8)
+    assert gemv_blocks("down", 96, 160) == GemvBlocks(2, 1024)
     # attention: 192 programs in all, no more per kv head than the cache has 16-slot tiles
     assert fused_decode.attention_splits(4352, 6) == 32
     assert fused_decode.attention_splits(4352, 3) == 64

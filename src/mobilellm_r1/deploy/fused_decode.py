@@ -53,19 +53,18 @@ class GemvBlocks:
 
 def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
     """Launch shape of matrix `name` (qkv, o, gate_up, down, lm_head) with n output rows
-    (per half, for gate_up) and k inputs. On an H100, in isolation (`fused_decode.py
-    --sweep`), two rows per program and 1,024-wide steps were fastest for most layer
-    matrices of 140m-950m (512-wide for the 1536-wide gate/up pair); the LM head prefers 4
-    rows. Timed inside the whole 950m step (`--shapes`), its o and down products gained
-    from reading whole rows in one step (o 2,048 wide: -14 to -20 us per step; down 4,096
-    wide with 8 warps: -20 to -27 us); for 140m those shapes lost (o +4, down -1 to +15)."""
+    (per half, for gate_up) and k inputs. Timed inside the whole step on an H100
+    (`fused_decode.py --shapes`, one matrix varied at a time): 950m's qkv and o read whole
+    rows in one step (qkv 2 x 2,048: -9 us per step), its gate/up pair 4 rows x 512
+    (-29 us against 2 x 512); down rows of >= 2,048 take 2 x 4,096 with 8 warps (140m -12 us
+    against 2 x 1,024); the LM head keeps 4 rows (2 rows: +15 to +30 us)."""
     if name == "lm_head":
         return GemvBlocks(4, 256 if k < 1024 else 512)
     if name == "gate_up":
-        return GemvBlocks(2, 512 if k >= 1024 else 1024)
-    if name == "o" and k > 1024:
+        return GemvBlocks(4, 512) if k >= 1024 else GemvBlocks(2, 1024)
+    if name in ("qkv", "o") and k > 1024:
         return GemvBlocks(2, triton.next_power_of_2(k))
-    if name == "down" and k >= 4096:
+    if name == "down" and k >= 2048:
         return GemvBlocks(2, 4096, 8)
     return GemvBlocks(2, 1024)
 
