@@ -207,6 +207,9 @@ def main() -> None:
     )
     p.add_argument("--attention", action="store_true", help="only: attention tiles/splits/cache length")
     p.add_argument("--prefetch", action="store_true", help="only: L2 prefetch budgets")
+    p.add_argument(
+        "--launch", action="store_true", help="only: PDL launch order per matrix, attention splits"
+    )
     p.add_argument("--ablate", action="store_true", help="only: step time with each kernel kind left out")
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
     args = p.parse_args()
@@ -223,8 +226,8 @@ def main() -> None:
     for name, cfg, model in models(args.presets):
         if args.overhead:
             generator_overhead(model, cfg, name)
-        if args.shapes:
-            shapes_in_step(model, cfg, name)
+        if args.shapes or args.launch:
+            shapes_in_step(model, cfg, name, full=args.shapes)
         if args.attention:
             attention_sweep(model, cfg, name)
         if args.diagnose:
@@ -425,7 +428,7 @@ def prefetch_sweep(model, cfg, name: str) -> None:
     fused_decode.PREFETCH_PROGRAMS = default
 
 
-def shapes_in_step(model, cfg, name: str) -> None:
+def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
     """Full fused step time (CUDA graph, PDL on) with one matrix's launch shape varied at a
     time, then with the PDL launch of the next kernel after the wait (early=False)."""
     d, hid = cfg.hidden_size, cfg.intermediate_size_mlp
@@ -440,7 +443,7 @@ def shapes_in_step(model, cfg, name: str) -> None:
     base = {k: gemv_blocks(k, n, kk) for k, (n, kk) in dims.items()}
     print(f"{name}: default {base}: {step_time_us(model, cfg):.1f} us/step", flush=True)
     shapes = [(1, 1024, 4), (2, 512, 4), (2, 1024, 4), (2, 2048, 4), (4, 512, 4), (4, 1024, 8), (2, 4096, 8)]
-    for matrix, (_, k) in dims.items():
+    for matrix, (_, k) in dims.items() if full else ():
         for bn, bk, nw in shapes:
             blocks = GemvBlocks(bn, bk, nw)
             if blocks == base[matrix] or bk > 2 * triton.next_power_of_2(k):
@@ -449,6 +452,12 @@ def shapes_in_step(model, cfg, name: str) -> None:
             print(f"{name}: {matrix} {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
     late = {k: dataclasses.replace(b, early=False) for k, b in base.items()}
     print(f"{name}: next kernel launched after the wait: {step_time_us(model, cfg, blocks=late):.1f} us/step")
+    for matrix in base:
+        us = step_time_us(model, cfg, blocks={matrix: late[matrix]})
+        print(f"{name}: {matrix} launches the next kernel after its wait: {us:.1f} us/step", flush=True)
+    for splits in (16, 24, 48):
+        us = step_time_us(model, cfg, attn_splits=splits)
+        print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
 
 
 def profile_step(model, cfg) -> None:
