@@ -222,6 +222,7 @@ def main() -> None:
         or args.ab
         or args.prefetch
         or args.ablate
+        or args.launch
     )
     for name, cfg, model in models(args.presets):
         if args.overhead:
