@@ -6,6 +6,7 @@ randomly initialised model (bf16 by default, on GPU and CPU alike) for a fixed n
   * e2e_tok_s    = batch * new_tokens / wall time of the whole generate call (prefill included)
   * decode_tok_s = batch * (new_tokens - 1) / (wall time - prefill time), prefill time being
                    that of the same call with one new token
+(each time the best of 3 calls, for both engines).
 transformers variants: `dynamic` (default DynamicCache, no compile), `static` (StaticCache,
 compile disabled) and `static_compiled` (StaticCache with transformers' own auto-compile);
 `hf_best` is the best of those measured. Warm-up runs (which include compilation) are not timed.
@@ -37,12 +38,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+REPEATS = 3
+
+
 def _timed(fn, device: str) -> float:
     _sync(device)
     start = time.perf_counter()
     fn()
     _sync(device)
     return time.perf_counter() - start
+
+
+def _best(fn, device: str, repeats: int = REPEATS) -> float:
+    """Shortest of `repeats` timed calls (the prefill and the full call alike, so that a
+    noisy prefill time cannot inflate the decode rate derived from their difference)."""
+    return min(_timed(fn, device) for _ in range(repeats))
 
 
 def _prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:
@@ -65,8 +75,8 @@ def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool) -> d
     full = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
     first = SamplingParams(max_new_tokens=1, stop_token_ids=())
     gen.generate(prompts, full)  # warm-up: compiles and records graphs
-    prefill = min(_timed(lambda: gen.generate(prompts, first), device) for _ in range(2))
-    total = min(_timed(lambda: gen.generate(prompts, full), device) for _ in range(2))
+    prefill = _best(lambda: gen.generate(prompts, first), device)
+    total = _best(lambda: gen.generate(prompts, full), device)
     return _rates(len(prompts), new_tokens, prefill, total)
 
 
@@ -91,8 +101,8 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
         assert out.shape[1] == ids.shape[1] + n, out.shape
 
     run(new_tokens)  # warm-up (compiles for static_compiled)
-    prefill = _timed(lambda: run(1), device)
-    total = _timed(lambda: run(new_tokens), device)
+    prefill = _best(lambda: run(1), device)
+    total = _best(lambda: run(new_tokens), device)
     return _rates(len(prompts), new_tokens, prefill, total)
 
 
