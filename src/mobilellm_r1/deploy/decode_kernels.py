@@ -10,13 +10,18 @@ is memory bandwidth plus the number of kernels. Each decoder layer here is five 
   4. `gemv`  x -> RMSNorm -> gate_up -> SwiGLU     (gate and up rows read by one program)
   5. `gemv`  h -> down_proj, + residual (in place on x)
 
+then the LM head (`gemv` with the final RMSNorm); for greedy decoding its epilogue also keeps
+each program's best logit, and `greedy_advance_kernel` turns those into the next token and
+does the step's bookkeeping.
+
 Roundings follow the eager bf16 model step by step (normalised x, RoPE, QK-norm and every
 projection output are rounded to the model dtype where the eager model rounds them), so the
 fused step differs from eager decoding by the order of float32 additions and by attention
 probabilities entering the PV product in the model dtype (as in flash-attention kernels).
 
 On Hopper the kernels chain with programmatic dependent launch: each loads what does not
-depend on the previous kernel (its first weight tiles, its cache tile) before `gdc_wait`.
+depend on the previous kernel (its first weight tiles, its cache tile) before `gdc_wait`,
+and the matrix-vector products let the next kernel launch as soon as they start (`EARLY`).
 
 The attention kernel is latency bound: memory sits idle while it runs. Extra programs of
 it ask L2 to fetch the first rows of the MLP weights that the next kernels read

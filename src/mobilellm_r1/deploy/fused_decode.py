@@ -2,10 +2,11 @@
 
 `FusedDecoder(model, cache)(tok, pos)` computes the same logits as
 `model(tok, cache=cache, cache_pos=pos)` for one row and one token (see `decode_kernels.py`
-for the kernels and the roundings they share with the eager model). The Generator calls it
+for the kernels and the roundings they share with the eager model). For greedy decoding
+`FusedDecoder.greedy_step` also picks the next token and advances the decode state on the
+GPU, so a step is nothing but these kernels. For sampling, the Generator calls the decoder
 through the opaque custom op `mobilellm_r1::fused_decode` (so a `torch.compile`d decode step
-keeps it whole) and captures blocks of steps, sampling and stop bookkeeping included, in
-CUDA graphs of its own.
+keeps it whole). Either way it captures blocks of steps in CUDA graphs of its own.
 
 Launch shapes (`GemvBlocks`, attention tiles and splits) were chosen on an H100 with
 `benchmarks/diag/fused_decode.py`; see `benchmarks/diag/NOTES.md`.

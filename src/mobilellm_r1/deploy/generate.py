@@ -9,8 +9,9 @@ logits processing + stop bookkeeping) reads and advances fixed device tensors in
     graph of our own; greedy steps fold the argmax and the bookkeeping into those kernels;
   * otherwise, with `compile=True`, the step runs under `torch.compile` with CUDA graphs
     (mode="reduce-overhead"), one replay per token.
-The host synchronises only every `sync_every` steps to stream tokens, check stop strings
-and stop early when every row has finished.
+The host reads tokens every `sync_every` steps, to stream them, check stop strings and stop
+early when every row has finished; it reads each such block while the GPU decodes the next,
+so a stop is seen one block late (the tokens past it are dropped).
 """
 
 from __future__ import annotations
