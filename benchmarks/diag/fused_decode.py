@@ -31,7 +31,7 @@ from triton.testing import do_bench_cudagraph
 
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy import decode_kernels as K
-from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, gemv_blocks
+from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, gemv_blocks, matrix_shapes
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
 
@@ -172,17 +172,16 @@ def sweep_shape(n: int, k: int, epilogue: int, norm: bool) -> list[tuple[GemvBlo
 
 
 def sweep(cfg, name: str) -> list[str]:
-    d, hd, hid = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size_mlp
-    n_qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd
-    shapes = {
-        "qkv": (n_qkv, d, K.EPILOGUE_STORE, True),
-        "o": (d, cfg.num_attention_heads * hd, K.EPILOGUE_RESIDUAL, False),
-        "gate_up": (hid, d, K.EPILOGUE_SWIGLU, True),
-        "down": (d, hid, K.EPILOGUE_RESIDUAL, False),
-        "lm_head": (cfg.vocab_size, d, K.EPILOGUE_STORE, True),
+    kernel = {  # epilogue, RMSNorm folded in
+        "qkv": (K.EPILOGUE_STORE, True),
+        "o": (K.EPILOGUE_RESIDUAL, False),
+        "gate_up": (K.EPILOGUE_SWIGLU, True),
+        "down": (K.EPILOGUE_RESIDUAL, False),
+        "lm_head": (K.EPILOGUE_STORE, True),
     }
     lines = []
-    for shape, (n, k, epi, norm) in shapes.items():
+    for shape, (n, k) in matrix_shapes(cfg).items():
+        epi, norm = kernel[shape]
         res = sweep_shape(n, k, epi, norm)
         nbytes = (2 if epi == K.EPILOGUE_SWIGLU else 1) * n * k * 2
         for blocks, us in res[:3]:
@@ -397,8 +396,8 @@ def ablate(model, cfg, name: str) -> None:
     gemv, attend = FusedDecoder._gemv, FusedDecoder._attend
     for kind in ("qkv", "attention", "o", "gate_up", "down", "lm_head", "o+gate_up"):
         left_out = kind.split("+")
-        FusedDecoder._gemv = lambda self, n, *a, out=left_out, **k: (
-            None if n in out else gemv(self, n, *a, **k)
+        FusedDecoder._gemv = lambda self, n, *a, skip=left_out, **k: (
+            None if n in skip else gemv(self, n, *a, **k)
         )
         FusedDecoder._attend = lambda self, *a, skip=left_out: (
             None if "attention" in skip else attend(self, *a)
@@ -432,15 +431,7 @@ def prefetch_sweep(model, cfg, name: str) -> None:
 def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
     """Full fused step time (CUDA graph, PDL on) with one matrix's launch shape varied at a
     time, then with the PDL launch of the next kernel after the wait (early=False)."""
-    d, hid = cfg.hidden_size, cfg.intermediate_size_mlp
-    n_qkv = (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim
-    dims = {
-        "qkv": (n_qkv, d),
-        "o": (d, d),
-        "gate_up": (hid, d),
-        "down": (d, hid),
-        "lm_head": (cfg.vocab_size, d),
-    }
+    dims = matrix_shapes(cfg)
     base = {k: gemv_blocks(k, n, kk) for k, (n, kk) in dims.items()}
     print(f"{name}: default {base}: {step_time_us(model, cfg):.1f} us/step", flush=True)
     shapes = [(1, 1024, 4), (2, 512, 4), (2, 1024, 4), (2, 2048, 4), (4, 512, 4), (4, 1024, 8), (2, 4096, 8)]

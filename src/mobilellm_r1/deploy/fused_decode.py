@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.config import ModelConfig
 from ..model.model import KVCache, Transformer
 
 try:
@@ -50,6 +51,20 @@ class GemvBlocks:
     block_k: int
     num_warps: int = 4
     early: bool = True
+
+
+def matrix_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(output rows, inputs) of each matrix of the fused step; gate_up's rows are per half."""
+    d, hd = cfg.hidden_size, cfg.head_dim
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hidden = cfg.intermediate_size_mlp
+    return {
+        "qkv": ((heads + 2 * kv) * hd, d),
+        "o": (d, heads * hd),
+        "gate_up": (hidden, d),
+        "down": (d, hidden),
+        "lm_head": (cfg.vocab_size, d),
+    }
 
 
 def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
@@ -144,13 +159,13 @@ class FusedDecoder:
         self.device, self.dtype = weight.device, weight.dtype
         d, hd = cfg.hidden_size, cfg.head_dim
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        n_qkv = (self.n_heads + 2 * self.n_kv) * hd
-        hidden = cfg.intermediate_size_mlp
+        shapes = matrix_shapes(cfg)
 
         def buf(*shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
             return torch.empty(shape, device=self.device, dtype=dtype or self.dtype)
 
-        self.x, self.qkv, self.attn, self.h = buf(d), buf(n_qkv), buf(self.n_heads * hd), buf(hidden)
+        self.x, self.qkv = buf(d), buf(shapes["qkv"][0])
+        self.attn, self.h = buf(shapes["o"][1]), buf(shapes["down"][1])
         self.n_splits = attn_splits or attention_splits(cache.max_len, self.n_kv, attn_block)
         # programmatic dependent launch (Hopper+): each kernel preloads weights during the last one
         hopper = self.device.type == "cuda" and torch.cuda.get_device_capability(self.device)[0] >= 9
@@ -163,6 +178,7 @@ class FusedDecoder:
         self.part_ml = buf(self.n_splits, 2, self.n_heads, dtype=torch.float32)
         self.tickets = torch.zeros(self.n_kv, device=self.device, dtype=torch.int32)
         self.best = torch.full((K.ARGMAX_SLOTS.value,), -(2**63), device=self.device, dtype=torch.int64)
+        self.greedy_logits = buf(1, cfg.vocab_size)  # written by greedy steps, read by no one
         self.inv_freq = model.inv_freq(self.device)
         self.kv = [(getattr(cache, f"k{i}"), getattr(cache, f"v{i}")) for i in range(cfg.num_hidden_layers)]
         self.launch = {"launch_pdl": True} if self.pdl else {}  # launch options of every kernel
@@ -188,14 +204,8 @@ class FusedDecoder:
             )
             for layer in model.layers
         ]
-        self.blocks = {
-            "qkv": gemv_blocks("qkv", n_qkv, d),
-            "o": gemv_blocks("o", d, self.n_heads * hd),
-            "gate_up": gemv_blocks("gate_up", hidden, d),
-            "down": gemv_blocks("down", d, hidden),
-            "lm_head": gemv_blocks("lm_head", cfg.vocab_size, d),
-            **(blocks or {}),
-        }
+        self.blocks = {name: gemv_blocks(name, n, k) for name, (n, k) in shapes.items()}
+        self.blocks.update(blocks or {})
 
     def _gemv(
         self,
@@ -265,7 +275,9 @@ class FusedDecoder:
     @torch.no_grad()
     def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tok [1] (or [1, 1]) at cache slot = position pos [1] -> logits [1, vocab]."""
-        return self._forward(tok, pos, K.EPILOGUE_STORE)
+        logits = torch.empty(1, self.cfg.vocab_size, device=self.device, dtype=self.dtype)
+        self._forward(tok, pos, logits, K.EPILOGUE_STORE)
+        return logits
 
     @torch.no_grad()
     def greedy_step(
@@ -282,7 +294,7 @@ class FusedDecoder:
         -> its argmax next token (pad_id once finished [1] is set) in tok and out[0, idx];
         finished |= that token is in stop_ids; pos and idx advance by one. The argmax is
         folded into the LM-head kernel, the rest is one small kernel."""
-        self._forward(tok, pos, K.EPILOGUE_ARGMAX)
+        self._forward(tok, pos, self.greedy_logits, K.EPILOGUE_ARGMAX)
         K.greedy_advance_kernel[(1,)](
             self.best,
             tok,
@@ -298,7 +310,7 @@ class FusedDecoder:
             **self.launch,
         )
 
-    def _forward(self, tok: torch.Tensor, pos: torch.Tensor, lm_epilogue: int) -> torch.Tensor:
+    def _forward(self, tok: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor, lm_epilogue: int) -> None:
         d = self.cfg.hidden_size
         K.embed_kernel[(triton.cdiv(d, 1024),)](
             self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024, PDL=self.pdl, **self.launch
@@ -317,7 +329,6 @@ class FusedDecoder:
                 epilogue=K.EPILOGUE_SWIGLU,
             )
             self._gemv("down", ff.down_proj.weight, self.h, self.x, epilogue=K.EPILOGUE_RESIDUAL)
-        logits = torch.empty(1, self.cfg.vocab_size, device=self.device, dtype=self.dtype)
         self._gemv(
             "lm_head",
             self.model.lm_head.weight,
@@ -326,7 +337,6 @@ class FusedDecoder:
             norm=self.model.norm.weight,
             epilogue=lm_epilogue,
         )
-        return logits
 
 
 _DECODERS: weakref.WeakValueDictionary[int, FusedDecoder] = weakref.WeakValueDictionary()

@@ -156,37 +156,34 @@ class _Block:
     ready: torch.cuda.Event | None
 
 
-def _fused_greedy_step(fused: fused_decode.FusedDecoder, pad_id: int, st: _StepState) -> None:
+def _advance_by(step: Callable, st: _StepState, k: int) -> None:
+    """Step k of a block: `step` maps the state to (next tokens, finished), recorded here."""
+    noise = st.noise[k] if st.noise is not None else None
+    nxt, fin = step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, noise)
+    st.tok.copy_(nxt)
+    st.finished.copy_(fin)
+    st.out.index_copy_(1, st.idx, nxt[:, None])
+    st.pos.add_(1)
+    st.idx.add_(1)
+
+
+def _advance_fused_greedy(fused: fused_decode.FusedDecoder, pad_id: int, st: _StepState, k: int) -> None:
+    """A greedy step whose kernels advance the state themselves."""
     fused.greedy_step(st.tok, st.pos, st.finished, st.stop_ids, st.out, st.idx, pad_id)
 
 
 class _StepRunner:
-    """Advances a `_StepState` by `steps` tokens per call: the step run directly, or, with
-    `own_graph`, run once and then captured in a CUDA graph (all `steps` of it) that every
-    later call replays. Sampling noise is drawn before each call, one draw per step.
-
-    `step` maps the state to (next tokens, finished), or with `in_place` (the fused greedy
-    step) advances the state itself."""
+    """Advances a `_StepState` by `steps` tokens per call (`advance(state, k)` for k < steps):
+    the steps run directly, or, with `own_graph`, run once and then captured in a CUDA graph
+    (all `steps` of them) that every later call replays. Sampling noise is drawn before each
+    call, one draw per step."""
 
     def __init__(
-        self, step: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool, in_place: bool
+        self, advance: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool
     ) -> None:
-        self.step, self.state, self.steps = step, state, steps
-        self.own_graph, self.mark_steps, self.in_place = own_graph, mark_steps, in_place
+        self.advance, self.state, self.steps = advance, state, steps
+        self.own_graph, self.mark_steps = own_graph, mark_steps
         self.graph: torch.cuda.CUDAGraph | None = None
-
-    def _advance(self, k: int) -> None:
-        st = self.state
-        if self.in_place:
-            self.step(st)
-            return
-        noise = st.noise[k] if st.noise is not None else None
-        nxt, fin = self.step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, noise)
-        st.tok.copy_(nxt)
-        st.finished.copy_(fin)
-        st.out.index_copy_(1, st.idx, nxt[:, None])
-        st.pos.add_(1)
-        st.idx.add_(1)
 
     def __call__(self, gen: torch.Generator | None) -> None:
         if gen is not None:
@@ -198,12 +195,12 @@ class _StepRunner:
         for k in range(self.steps):
             if self.mark_steps:  # torch.compile's CUDA graphs: the last replay's outputs are consumed
                 torch.compiler.cudagraph_mark_step_begin()
-            self._advance(k)
+            self.advance(self.state, k)
         if self.own_graph:  # the first call ran eagerly (compiling kernels); capture the next
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 for k in range(self.steps):
-                    self._advance(k)
+                    self.advance(self.state, k)
 
 
 class Generator:
@@ -270,23 +267,21 @@ class Generator:
             return self._steps[key]
         cache = self._cache
         fused = fused_decode.FusedDecoder(self.model, cache) if self._fused_for(cache.batch_size) else None
-        in_place = fused is not None and params.greedy  # argmax and bookkeeping in the fused kernels
-        step: Callable = (
-            functools.partial(_fused_greedy_step, fused, pad_id)
-            if in_place
-            else _DecodeStep(self.model, cache, params, pad_id, fused)
-        )
         # A fused step is captured whole in a CUDA graph of our own (one replay per token);
         # otherwise torch.compile's CUDA graphs (mode="reduce-overhead") replay the model.
         own_graph = fused is not None and self.device.type == "cuda"
-        if self.compile and not in_place:
-            options = {**self.compile_options, "triton.cudagraphs": not own_graph}
-            step = torch.compile(step, fullgraph=True, options=options)
+        if fused is not None and params.greedy:  # argmax and bookkeeping in the fused kernels
+            advance = functools.partial(_advance_fused_greedy, fused, pad_id)
+        else:
+            step: Callable = _DecodeStep(self.model, cache, params, pad_id, fused)
+            if self.compile:
+                options = {**self.compile_options, "triton.cudagraphs": not own_graph}
+                step = torch.compile(step, fullgraph=True, options=options)
+            advance = functools.partial(_advance_by, step)
         vocab = self.model.config.vocab_size
         steps = self.sync_every if fused is not None else 1  # a fused runner: whole blocks of steps
         state = _StepState.allocate(cache, stop_ids, steps, vocab if not params.greedy else 0)
-        mark_steps = self.compile and not own_graph
-        runner = _StepRunner(step, state, steps, own_graph, mark_steps, in_place)
+        runner = _StepRunner(advance, state, steps, own_graph, mark_steps=self.compile and not own_graph)
         self._steps[key] = runner
         return runner
 
@@ -395,8 +390,8 @@ class Generator:
                     pending = None
                     break
                 pending = ready
-        for block in (pending, self._snapshot(st, synced, end)):
-            if block is not None and block.end > block.start:
+        for block in (pending, self._snapshot(st, synced, end) if end > synced else None):
+            if block is not None:
                 self._sync(block, host, host_done, st.finished, params, stop_set, stream)
         return host
 
