@@ -245,6 +245,33 @@ def test_non_utf8_byte(tmp_path: Path) -> None:
     assert stats.skipped == {"invalid_utf8": 1}
 
 
+# ---------------------------------------------------------------------- truncated / corrupt files
+@pytest.mark.parametrize("kind", ["a.jsonl.gz", "a.jsonl.zst", "a.parquet"])
+def test_truncated_file_names_the_file_and_skip_warns(tmp_path: Path, kind: str) -> None:
+    """A cut-off .gz used to raise a bare EOFError (even with on_error=skip), a cut-off .zst ended
+    silently (rows lost without a word), a cut-off Parquet raised ArrowInvalid from list_units."""
+    many = rows([f"document {i} " + "words " * 40 for i in range(3000)])
+    path = tmp_path / kind
+    (write_parquet if kind.endswith(".parquet") else write_jsonl)(path, many)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"{kind}: truncated or corrupt file, cannot read on") as info:
+        texts_of(SourceSpec("s", str(path)))
+    assert info.value.reason == "unreadable_file" and info.value.location == str(path)
+    stats = ReadStats()
+    with pytest.warns(UserWarning, match=rf"skipping the rest of the file: .*{kind}: truncated"):
+        texts = texts_of(SourceSpec("s", str(path), on_error="skip"), stats=stats)
+    assert stats.skipped.pop("unreadable_file") == 1 and len(texts) < len(many)
+    assert texts == [r["text"] for r in many[: len(texts)]]  # the rows before the cut are kept
+    assert set(stats.skipped) <= {"malformed_json"}  # at most the cut line itself
+
+
+def test_corrupt_gzip_header(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(b"not gzip at all\n")
+    with pytest.raises(DataError, match=r"c\.jsonl\.gz: .*before the first row: BadGzipFile"):
+        texts_of(SourceSpec("s", str(path)))
+
+
 def test_data_error_pickles() -> None:
     err = pickle.loads(pickle.dumps(DataError("f.jsonl:3", "boom", "malformed_json")))
     assert (str(err), err.reason, err.location) == ("f.jsonl:3: boom", "malformed_json", "f.jsonl:3")

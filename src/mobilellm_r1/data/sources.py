@@ -5,7 +5,10 @@ A :class:`SourceSpec` names where the rows are and how a row becomes text (one f
 (byte ranges of JSONL files aligned to line starts, row ranges of Parquet files, contiguous shards
 of HF datasets) in a deterministic order, and :func:`read_unit` yields the unit's
 :class:`Document` s.  Bad rows raise :class:`DataError` naming the file and line / row and the
-field; with ``on_error="skip"`` they are counted per reason in a :class:`ReadStats` instead.
+field; with ``on_error="skip"`` they are counted per reason in a :class:`ReadStats` instead.  A
+file that cannot be read to its end (truncated or corrupt ``.gz`` / ``.zst`` / Parquet) is a
+:class:`DataError` too (reason ``unreadable_file``, naming the file and the last row read); with
+``on_error="skip"`` the rest of that file is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import json
 import math
 import os
 import string
+import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +40,7 @@ MAX_SKIP_EXAMPLES = 5
 _BATCH_ROWS = 1024
 _SCAN_CHUNK = 4 * 2**20
 _HF_SAVED_MARKERS = ("state.json", "dataset_dict.json")
+UNREADABLE = "unreadable_file"  # DataError reason of a file that ends in a read error
 
 
 class DataError(ValueError):
@@ -220,6 +226,8 @@ def _emit(rows: Iterable[tuple[Any, str]], spec: SourceSpec, stats: ReadStats) -
         except DataError as err:
             if spec.on_error == "raise":
                 raise
+            if err.reason == UNREADABLE:
+                warnings.warn(f"skipping the rest of the file: {err}", stacklevel=2)
             stats.skip(err.reason, str(err))
             continue
         if not text:
@@ -231,16 +239,35 @@ def _emit(rows: Iterable[tuple[Any, str]], spec: SourceSpec, stats: ReadStats) -
 
 # ====================================================================== jsonl
 def _open_binary(path: str) -> BinaryIO:
-    """Open a file for binary line reading, decompressing ``.gz`` / ``.zst`` on the fly."""
+    """Open a file for binary line reading, decompressing ``.gz`` / ``.zst`` on the fly.
+
+    Both decompressors raise at the end of a truncated stream (gzip ``EOFError``, Arrow's zstd
+    ``OSError``: "Truncated compressed stream"); python-zstandard's reader would end silently.
+    """
     if path.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if path.endswith(".zst"):
-        import zstandard
+        import pyarrow as pa
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the BufferedReader
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, buffer_size=2**20)  # type: ignore[arg-type]
+        stream = pa.CompressedInputStream(pa.OSFile(path), "zstd")
+        return io.BufferedReader(stream, buffer_size=2**20)  # type: ignore[arg-type]
     return open(path, "rb")
+
+
+def _until_read_error(rows: Iterator[tuple[Any, str]], path: str) -> Iterator[tuple[Any, str]]:
+    """Pass ``rows`` through; a read or decompression error ends them with a :class:`DataError`
+    (reason :data:`UNREADABLE`) naming ``path``, the last row read and the error."""
+    import pyarrow as pa
+
+    last = None
+    try:
+        for row, where in rows:
+            last = where
+            yield row, where
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as err:
+        after = f"after {last}" if last else "before the first row"
+        detail = f"truncated or corrupt file, cannot read on {after}: {type(err).__name__}: {err}"
+        yield DataError(path, detail, UNREADABLE), path
 
 
 def _parse_json_line(raw: bytes, where: str, first: bool) -> Any:
@@ -316,9 +343,14 @@ def _jsonl_units(path: str, part_bytes: int, docs_per_shard: int | None) -> list
 
 # ====================================================================== parquet
 def _parquet_units(path: str, part_bytes: int, docs_per_shard: int | None) -> list[Unit]:
+    """Row ranges by row group; an unreadable file is one unit, whose read reports the error."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException):
+        return [Unit("parquet", path)]
     total = meta.num_rows
     if docs_per_shard is not None:
         bounds = [*list(range(0, total, docs_per_shard)), total]
@@ -520,9 +552,9 @@ def unit_rows(spec: SourceSpec, unit: Unit, stats: ReadStats | None = None) -> I
     """The raw (row or :class:`DataError`, location) pairs of one unit, before any text formatting;
     parquet / HF readers fetch only ``spec.fields``."""
     if unit.format == "jsonl":
-        return _jsonl_rows(unit, stats if stats is not None else ReadStats())
+        return _until_read_error(_jsonl_rows(unit, stats if stats is not None else ReadStats()), unit.path)
     if unit.format == "parquet":
-        return _parquet_rows(spec, unit)
+        return _until_read_error(_parquet_rows(spec, unit), unit.path)
     if unit.format == "hf":
         return _hf_rows(spec, unit)
     if unit.format == "text":
