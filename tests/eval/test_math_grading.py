@@ -54,7 +54,8 @@ def test_extract_answer(text: str, expected: str | None) -> None:
 
 def test_boxed_takes_precedence_over_answer_is() -> None:
     assert extract_answer(r"The answer is 3. Actually \boxed{4}. 99") == "4"
-    assert extract_answer("The answer is 3. Later 99") == "3. Later 99"
+    # issue 17: "The answer is X." ends at the sentence's full stop (was "3. Later 99")
+    assert extract_answer("The answer is 3. Later 99") == "3"
 
 
 def test_gsm8k_gold_real_lines() -> None:

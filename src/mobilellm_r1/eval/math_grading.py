@@ -1,165 +1,61 @@
-"""Math answer extraction and grading (MATH500, GSM8K, AIME).
+"""Math answer grading (MATH500, GSM8K, AIME): extraction, equivalence, and the judge pool.
 
-Extraction follows the reference evaluation order: last ``\\boxed{}`` / ``\\fbox{}``
-(brace-matched), else "the answer is X", else the last number in the text.
-Grading uses ``math_verify`` as the primary judge and a sympy equivalence check as a
-second opinion, both run in worker processes (math-verify relies on ``signal.alarm``)
-with a hard per-item timeout enforced by killing and recreating the pool.
+Extraction follows the task's answer protocol (:mod:`.answer_extraction`); equivalence is
+math-verify on LaTeX-only parses plus number words, units and text answers
+(:mod:`.answer_equivalence`), with a sympy check as a second opinion. No step evaluates answer
+text as code, and each worker installs a guard that makes sympy's string evaluator refuse
+anything but a number literal, so a completion cannot run code in, or alter, the worker that
+grades it. Workers run with a memory cap and a hard per-item timeout enforced by killing and
+recreating the pool (math-verify's own timeouts rely on ``signal.alarm``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import re
+import resource
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-_BOX_CMDS = ("\\boxed", "\\fbox")
-_ANSWER_IS = re.compile(r"the answer is[:\s]*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+from .answer_equivalence import (
+    equivalent,
+    install_parser_guard,
+    normalize_answer,
+    parser_guard_installed,
+    sympy_equal,
+)
+from .answer_extraction import PROTOCOLS, extract_answer, gsm8k_gold, last_boxed, math_gold
+
+__all__ = [
+    "PROTOCOLS",
+    "MathJudge",
+    "Verdict",
+    "extract_answer",
+    "grade_pair",
+    "gsm8k_gold",
+    "last_boxed",
+    "math_gold",
+    "normalize_answer",
+    "sympy_equal",
+]
+
+WORKER_MEMORY_BYTES = 4 << 30  # address-space cap of a judge worker (a huge matrix fails, not the host)
 
 
-def _match_braces(text: str, start: int) -> str | None:
-    """Return the content of the brace group opening at ``text[start] == '{'``."""
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``, ``\\boxed X`` or ``\\fbox{...}`` in ``text``."""
-    pos = max(text.rfind(cmd) for cmd in _BOX_CMDS)
-    if pos < 0:
-        return None
-    cmd = "\\boxed" if text.startswith("\\boxed", pos) else "\\fbox"
-    rest = pos + len(cmd)
-    if rest < len(text) and text[rest] == "{":
-        return _match_braces(text, rest)
-    if rest < len(text) and text[rest] == " ":
-        match = re.match(r"\s*([^\s$]+)", text[rest:])
-        return match.group(1).rstrip(".") if match else None
-    return None
-
-
-def _clean_number(num: str) -> str:
-    """Remove thousands separators from a number string."""
-    return num.replace(",", "")
-
-
-def extract_answer(text: str) -> str | None:
-    """Extract the final answer: last boxed, else "the answer is X", else last number."""
-    if not text:
-        return None
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
-    lines = [ln for ln in text.splitlines() if re.search("the answer is", ln, re.IGNORECASE)]
-    if lines:
-        tail = re.split("the answer is", lines[-1], flags=re.IGNORECASE)[-1]
-        match = _ANSWER_IS.search("the answer is" + tail)
-        if match:
-            ans = match.group(1).strip().rstrip(".").strip().strip("$").strip()
-            if ans:
-                return ans
-    numbers = [n.rstrip(",") for n in _NUMBER.findall(text)]
-    return _clean_number(numbers[-1]) if numbers else None
-
-
-def gsm8k_gold(answer_field: str) -> str:
-    """GSM8K gold answer: the text after ``####`` with commas removed."""
-    return _clean_number(answer_field.split("####")[-1].strip())
-
-
-def math_gold(solution: str) -> str | None:
-    """MATH gold answer from a ``solution`` field: its last boxed expression."""
-    return last_boxed(solution)
-
-
-_STRIP_TOKENS = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "^\\circ", "^{\\circ}", "\\%", "$")
-
-
-def normalize_answer(ans: str) -> str:
-    """Light string normalisation for simple comparisons."""
-    s = ans.strip()
-    s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
-    s = re.sub(r"\\mbox\{\s*([^{}]*)\}", r"\1", s)
-    for tok in _STRIP_TOKENS:
-        s = s.replace(tok, "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", s)
-    s = s.replace(" ", "").rstrip(".")
-    if re.fullmatch(r"-?\d+\.\d*", s):
-        s = s.rstrip("0").rstrip(".")
-    return s
-
-
-def _to_sympy(ans: str):
-    """Parse an answer with latex2sympy2_extended, falling back to ``sympy.sympify``."""
-    import sympy
-    from latex2sympy2_extended import latex2sympy
-
-    try:
-        return latex2sympy(ans)
-    except Exception:
-        pass
-    try:
-        return sympy.sympify(ans.replace("^", "**"))
-    except Exception:
-        return None
-
-
-def sympy_equal(gold: str, pred: str) -> bool | None:
-    """Sympy equivalence of two answers; ``None`` when either side is unparseable."""
-    import sympy
-
-    g_norm, p_norm = normalize_answer(gold), normalize_answer(pred)
-    if g_norm == p_norm:
-        return True
-    a, b = _to_sympy(g_norm), _to_sympy(p_norm)
-    if a is None or b is None:
-        return None
-    try:
-        if a == b:
-            return True
-        diff = sympy.simplify(a - b)
-        if diff == 0:
-            return True
-        val = complex(sympy.N(diff))
-        scale = max(1.0, abs(complex(sympy.N(a))))
-        return abs(val) <= 1e-9 * scale
-    except Exception:
-        return False
-
-
-def _wrap(ans: str) -> str:
-    """Wrap a bare answer as ``\\boxed{...}`` for math-verify parsing."""
-    return f"\\boxed{{{ans.strip().strip('$').strip()}}}"
-
-
-def grade_pair(gold: str, prediction: str, timeout_s: int = 5) -> dict:
-    """Worker entry: extract and judge one pair with math-verify and sympy."""
-    from math_verify import parse, verify
-
+def grade_pair(gold: str, prediction: str, timeout_s: int = 5, protocol: str = "auto") -> dict:
+    """Worker entry: extract and judge one pair (``correct``), with sympy's second opinion."""
     out: dict = {"correct": False, "sympy": None, "extracted": None, "error": None}
-    extracted = extract_answer(prediction)
+    if not parser_guard_installed():
+        raise RuntimeError("judge worker lost its parser guard; refusing to grade")
+    extracted = extract_answer(prediction, protocol)
     out["extracted"] = extracted
     if extracted is None:
         return out
     try:
-        gold_parsed = parse(_wrap(gold), parsing_timeout=timeout_s)
-        pred_parsed = parse(_wrap(extracted), parsing_timeout=timeout_s)
-        out["correct"] = bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s))
+        out["correct"] = equivalent(gold, extracted, timeout_s)
     except Exception as exc:
-        out["error"] = f"math_verify: {type(exc).__name__}: {exc}"[:300]
+        out["error"] = f"equivalence: {type(exc).__name__}: {exc}"[:300]
     try:
         out["sympy"] = sympy_equal(gold, extracted)
     except Exception as exc:
@@ -169,7 +65,8 @@ def grade_pair(gold: str, prediction: str, timeout_s: int = 5) -> dict:
 
 @dataclass
 class Verdict:
-    """Grading outcome for one sample; ``correct`` is math-verify's judgement."""
+    """Grading outcome for one sample; ``correct`` is the judge's verdict, ``sympy`` the second
+    opinion (None when sympy cannot parse a side) and ``disagree`` whether the two differ."""
 
     correct: bool
     sympy: bool | None
@@ -185,17 +82,26 @@ def _make_verdict(res: dict) -> Verdict:
     return Verdict(res["correct"], res["sympy"], disagree, res["extracted"], False, res["error"])
 
 
-def _failed(pred: str, timeout: bool, error: str) -> Verdict:
+def _failed(pred: str, protocol: str, timeout: bool, error: str) -> Verdict:
     """Verdict for an item that timed out or crashed its worker."""
-    return Verdict(False, None, False, extract_answer(pred), timeout, error)
+    return Verdict(False, None, False, extract_answer(pred, protocol), timeout, error)
 
 
-def _warmup() -> bool:
-    """Import heavy modules in a worker."""
+def _init_worker() -> None:
+    """Worker setup: cap its memory, import the parsers, guard sympy's string evaluator."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(hard, WORKER_MEMORY_BYTES)
+    if soft == resource.RLIM_INFINITY or soft > cap:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     import math_verify  # noqa: F401
     import sympy  # noqa: F401
 
-    return True
+    install_parser_guard()
+
+
+def _ready() -> bool:
+    """A no-op task that returns once a worker has run its initializer."""
+    return parser_guard_installed()
 
 
 class MathJudge:
@@ -210,8 +116,8 @@ class MathJudge:
     def _get_pool(self) -> ProcessPoolExecutor:
         """Return the live pool, creating (and warming) it if needed."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx)
-            for fut in [self._pool.submit(_warmup) for _ in range(self.workers)]:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker)
+            for fut in [self._pool.submit(_ready) for _ in range(self.workers)]:
                 fut.result()
         return self._pool
 
@@ -237,12 +143,15 @@ class MathJudge:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def judge(self, gold: str, prediction: str) -> Verdict:
+    def judge(self, gold: str, prediction: str, protocol: str = "auto") -> Verdict:
         """Judge a single (gold, prediction) pair."""
-        return self.judge_many([(gold, prediction)])[0]
+        return self.judge_many([(gold, prediction)], protocol)[0]
 
-    def judge_many(self, pairs: list[tuple[str, str]]) -> list[Verdict]:
-        """Judge (gold, prediction) pairs; at most ``workers`` items run at once."""
+    def judge_many(self, pairs: list[tuple[str, str]], protocol: str = "auto") -> list[Verdict]:
+        """Judge (gold, prediction) pairs, extracting answers under ``protocol`` (see
+        :mod:`.answer_extraction`); at most ``workers`` items run at once."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown answer protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
         results: list[Verdict | None] = [None] * len(pairs)
         todo = list(range(len(pairs)))[::-1]
         retries: dict[int, int] = {}
@@ -253,7 +162,7 @@ class MathJudge:
             while todo and len(inflight) < self.workers:
                 idx = todo.pop()
                 gold, pred = pairs[idx]
-                inflight[pool.submit(grade_pair, gold, pred, inner)] = (idx, time.monotonic())
+                inflight[pool.submit(grade_pair, gold, pred, inner, protocol)] = (idx, time.monotonic())
             first_deadline = min(t0 for _, t0 in inflight.values()) + self.timeout_s
             done, _ = wait(
                 inflight, timeout=max(0.0, first_deadline - time.monotonic()), return_when=FIRST_COMPLETED
@@ -267,17 +176,19 @@ class MathJudge:
                     broken = True
                     retries[idx] = retries.get(idx, 0) + 1
                     if retries[idx] > 1:
-                        results[idx] = _failed(pairs[idx][1], False, "worker died")
+                        results[idx] = _failed(pairs[idx][1], protocol, False, "worker died")
                     else:
                         todo.append(idx)
                 except Exception as exc:
-                    results[idx] = _failed(pairs[idx][1], False, f"{type(exc).__name__}: {exc}"[:300])
+                    results[idx] = _failed(
+                        pairs[idx][1], protocol, False, f"{type(exc).__name__}: {exc}"[:300]
+                    )
             now = time.monotonic()
             expired = [f for f, (_, t0) in inflight.items() if now - t0 >= self.timeout_s]
             if expired or broken:
                 for fut in expired:
                     idx, _ = inflight.pop(fut)
-                    results[idx] = _failed(pairs[idx][1], True, "timeout")
+                    results[idx] = _failed(pairs[idx][1], protocol, True, "timeout")
                 todo.extend(idx for idx, _ in inflight.values())
                 inflight.clear()
                 self._kill_pool()

@@ -2,7 +2,8 @@
 
 Each :class:`MathTask` knows how to load its records, where the problem id and gold answer
 live, and how to build a few-shot prompt (base models) or a 0-shot chat (post-trained models).
-:func:`score_predictions` grades completions with a :class:`~mobilellm_r1.eval.math_grading.MathJudge`.
+:func:`score_predictions` grades completions with a :class:`~mobilellm_r1.eval.math_grading.MathJudge`,
+reading each answer where the prompt asked for it (:meth:`MathTask.answer_protocol`).
 """
 
 from __future__ import annotations
@@ -156,13 +157,18 @@ def math500_gold(record: Record) -> str:
 
 @dataclass(frozen=True)
 class MathTask:
-    """One math benchmark: where its data is, how to identify, grade and prompt a record."""
+    """One math benchmark: where its data is, how to identify, grade and prompt a record.
+
+    ``base_protocol`` is where the few-shot prompt's exemplars state the answer (see
+    :mod:`~mobilellm_r1.eval.answer_extraction`); the chat protocol asks for ``\\boxed{}``.
+    """
 
     name: str
     id_field: str | None
     gold_fn: Callable[[Record], str]
     prompt_fn: Callable[[Record], str]
     loader: Callable[[Path], list[Record]] = read_jsonl
+    base_protocol: str = "auto"
 
     def records(self, data_dir: Path | str) -> list[Record]:
         """Load ``data_dir/<name>/test.jsonl`` (FileNotFoundError says where to put it)."""
@@ -185,14 +191,20 @@ class MathTask:
         """Few-shot prompt for base (pre-trained) models."""
         return self.prompt_fn(record)
 
+    def answer_protocol(self, chat: bool) -> str:
+        """Where a completion states its answer: ``boxed`` for chats, else the prompt's protocol."""
+        return "boxed" if chat else self.base_protocol
+
     def chat_messages(self, record: Record) -> list[dict[str, str]]:
         """0-shot chat for post-trained models: the MobileLLM-R1 math system prompt + the problem."""
         return _chat(problem_text(record), system="math")
 
 
 TASKS: dict[str, MathTask] = {
-    "gsm8k": MathTask("gsm8k", None, lambda r: gsm8k_gold(r["answer"]), gsm8k_prompt),
-    "math500": MathTask("math500", "unique_id", math500_gold, math_prompt),
+    "gsm8k": MathTask(
+        "gsm8k", None, lambda r: gsm8k_gold(r["answer"]), gsm8k_prompt, base_protocol="answer_is"
+    ),
+    "math500": MathTask("math500", "unique_id", math500_gold, math_prompt, base_protocol="minerva"),
     "aime24": MathTask("aime24", "id", lambda r: str(r["answer"]), zero_shot_prompt),
     "aime25": MathTask("aime25", "id", lambda r: str(r["answer"]), zero_shot_prompt),
 }
@@ -226,9 +238,14 @@ def group_predictions(
 
 
 def score_predictions(
-    task: MathTask, records: list[Record], predictions: list[dict[str, Any]], judge: MathJudge
+    task: MathTask,
+    records: list[Record],
+    predictions: list[dict[str, Any]],
+    judge: MathJudge,
+    chat: bool = False,
 ) -> dict[str, Any]:
-    """Grade ``{"id", "completion"}`` predictions (several per id = n samples) against gold.
+    """Grade ``{"id", "completion"}`` predictions (several per id = n samples) against gold,
+    reading answers under ``task.answer_protocol(chat)``.
 
     pass@1 is the mean over scored problems of the fraction of its samples judged correct;
     ``missing`` counts records without any prediction (they are not in the mean).
@@ -243,7 +260,7 @@ def score_predictions(
             continue
         gold = task.gold(record)
         items.extend((rid, gold, completion) for completion in grouped[rid])
-    verdicts = judge.judge_many([(gold, comp) for _, gold, comp in items])
+    verdicts = judge.judge_many([(gold, comp) for _, gold, comp in items], task.answer_protocol(chat))
     per_sample, tally = [], {}
     for (rid, gold, _), v in zip(items, verdicts, strict=True):
         n, c = tally.get(rid, (0, 0))

@@ -86,7 +86,7 @@ def _math_task(name: str, base_max_new: int, stops: tuple[str, ...], chat_n: int
         if ctx.judge is None:
             raise ValueError("math grading needs GradeContext.judge (a MathJudge)")
         preds = [{"id": rid, "completion": c} for rid, comps in grouped.items() for c in comps]
-        result = math_tasks.score_predictions(task, records, preds, ctx.judge)
+        result = math_tasks.score_predictions(task, records, preds, ctx.judge, chat)
         rows, scored = result.pop("per_sample"), result.pop("n_problems_scored")
         del result["missing"]
         return result | {"n_problems": float(scored)}, rows
