@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_write
 from ..data.recipes import MixSource, MixtureRecipe
-from ..typed_config import load_config, to_dict
+from ..typed_config import bounded, load_config, to_dict
 from .figures import agg_figure, png_bytes
 from .filters import JsonlWriter, read_records
 from .influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
@@ -69,15 +69,19 @@ class CoevolveConfig:
     train: StageTraining = field(default_factory=StageTraining)
     influence: InfluenceConfig = field(default_factory=InfluenceConfig)
     column: str = "joint"  # the score of Eq. 6 and Eq. 5: joint (Eq. 3-4) or one capability of probes
-    max_epochs: float | None = None  # Eq. 5 epoch cap over a stage's token budget (None: no cap)
-    seq_len: int = 2048  # packing length of the stage mixtures
+    max_epochs: float | None = bounded(
+        None, gt=0
+    )  # Eq. 5 epoch cap over a stage's token budget (None: no cap)
+    seq_len: int = bounded(2048, ge=1)  # packing length of the stage mixtures
     max_stages: int = 2  # trained stages at most
-    min_positive_fraction: float = 0.05  # stop once fewer samples than this stay positive
+    min_positive_fraction: float = bounded(
+        0.05, ge=0, le=1
+    )  # stop once fewer samples than this stay positive
     score_final: bool = True  # score the last pool with the last model (histogram only)
     histogram_bins: int = 50
     out_dir: str = "runs/coevolve/{name}"
     device: str | None = None  # scoring and training (default: cuda when available)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
         if not self.pool or not self.probes:

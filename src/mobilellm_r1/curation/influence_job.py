@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..typed_config import ConfigError, apply_overrides, from_dict, read_yaml
+from ..typed_config import bounded, build_config, read_yaml
 from .influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
 
 
@@ -34,7 +34,7 @@ class CheckpointSpec:
     model directory and, for the ``adam`` preconditioner, a ``torch.save`` file of its Adam state."""
 
     name: str
-    step: int
+    step: int = bounded(ge=0)
     model: str
     adam_state: str | None = None
 
@@ -83,11 +83,7 @@ def load_job(
     (``key=value``); errors name the file (or ``command line``) and the field."""
     data = read_yaml(path) if path is not None else {}
     data.update(flags or {})
-    apply_overrides(data, list(overrides or []))
-    try:
-        return from_dict(InfluenceJob, data, where="")
-    except ConfigError as err:
-        raise ConfigError(f"{path or 'command line'}: {str(err).lstrip(': ')}") from err
+    return build_config(InfluenceJob, data, str(path or "command line"), overrides)
 
 
 def _column_stats(table: Any) -> dict[str, dict[str, float | None]]:

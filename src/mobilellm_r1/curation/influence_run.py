@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
+from ..typed_config import bounded
 from .filters import PathLike, batched, read_records
 from .influence import (
     AdamPreconditioner,
@@ -79,15 +80,15 @@ class Checkpoint:
 class InfluenceConfig:
     """Settings of a scoring run (all but ``device`` / ``keep_models`` / ``bf16`` enter ``meta.json``)."""
 
-    seq_len: int = 2048  # tokens per sample (BOS included); longer samples are truncated
-    batch_size: int = 16  # samples per JVP pass
-    chunk_size: int = 4096  # samples per part file
+    seq_len: int = bounded(2048, ge=2)  # tokens per sample (BOS included); longer samples are truncated
+    batch_size: int = bounded(16, ge=1)  # samples per JVP pass
+    chunk_size: int = bounded(4096, ge=1)  # samples per part file
     subset: str | list[str] = "all"  # parameter subset (see select_params)
     preconditioner: PreconditionerKind = "identity"
-    probe_batch_size: int = 8
-    max_probe: int | None = None  # first n probe texts per capability
-    datainf_samples: int = 64  # training rows for DataInf's per-sample gradients
-    datainf_damping: float = 0.1
+    probe_batch_size: int = bounded(8, ge=1)
+    max_probe: int | None = bounded(None, ge=1)  # first n probe texts per capability
+    datainf_samples: int = bounded(64, ge=1)  # training rows for DataInf's per-sample gradients
+    datainf_damping: float = bounded(0.1, gt=0)
     bf16: bool = False  # bf16 autocast of the JVP passes
     dtype: str = "float32"  # parameter dtype of models loaded from directories
     device: str | None = None  # default: cuda:<LOCAL_RANK> if available, else cpu

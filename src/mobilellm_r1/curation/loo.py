@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import atomic_write
 from ..data.recipes import MixtureRecipe, prepare, recipe_path
 from ..eval.nll import text_examples
-from ..typed_config import load_config, to_dict
+from ..typed_config import bounded, load_config, to_dict
 from .figures import agg_figure, png_bytes
 from .filters import read_records
 from .influence import Rows, probe_loss
@@ -63,7 +63,7 @@ class LOOConfig:
     mixture_overrides: list[str] = field(default_factory=list)
     exclude: list[str] | None = None  # sources to leave out one at a time (default: every active one)
     eval_docs: int = 64  # first texts of each probing set
-    probe_batch_size: int = 8
+    probe_batch_size: int = bounded(8, ge=1)
     cap_steps: bool = False  # lower the steps until no source repeats, instead of failing
 
     def __post_init__(self) -> None:

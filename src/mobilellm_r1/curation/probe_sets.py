@@ -38,7 +38,7 @@ from ..atomic import atomic_write
 from ..data import sources
 from ..data.recipes import SynthSection, recipe_path
 from ..data.sources import DataError, RowFormatter, SourceSpec
-from ..typed_config import load_config, to_dict
+from ..typed_config import bounded, load_config, to_dict
 from .filters import JsonlWriter
 
 # The paper's domain assignment: the sources each capability-probing set is drawn from.
@@ -111,7 +111,7 @@ class ProbeSetsConfig:
     capabilities: list[str] = field(default_factory=lambda: list(PAPER_DOMAINS))
     representative_size: int = 10_000  # N documents per source
     probe_size: int = 10_000  # documents per capability-probing set
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     score_field: str | None = None  # row field holding a quality score (e.g. quality_score)
     score_threshold: float | None = None  # probe candidates need score > this (paper: 4)
     data_root: str = "."  # base of relative files

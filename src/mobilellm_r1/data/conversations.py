@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..tokenizer import CHAT_ROLES, SYSTEM_PROMPTS, Tokenizer, validate_messages
+from ..typed_config import bounded
 from .sources import (
     MAX_SKIP_EXAMPLES,
     DataError,
@@ -346,7 +347,7 @@ class ConversationSource:
     hf_streaming: bool = False
     system: str | None = None
     on_error: Literal["raise", "skip"] = "raise"
-    max_examples: int | None = None
+    max_examples: int | None = bounded(None, ge=1)
 
     def __post_init__(self) -> None:
         single = isinstance(self.path, (str, os.PathLike))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from ..typed_config import bounded
 from .conversations import (
     IGNORE_INDEX,
     OVERLONG_MODES,
@@ -64,7 +65,7 @@ class SFTDataConfig:
     sources: list[ConversationSource] = field(default_factory=list)
     overlong: Literal["drop", "truncate"] = "drop"
     pack_buffer: int = 1024
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..typed_config import load_config
+from ..typed_config import bounded, load_config
 from .mixture import MixtureLoader, TokenSource
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class SynthSection:
     """Generate the embedded synthetic corpus into `out` when it is not there yet."""
 
     out: str = "data/synth"
-    seed: int = 0
-    scale: float = 1.0
+    seed: int = bounded(0, ge=0)
+    scale: float = bounded(1.0, gt=0)
 
 
 @dataclass
@@ -60,8 +60,8 @@ class MixtureRecipe:
 
     name: str
     sources: list[MixSource]
-    seq_len: int = 2048
-    seed: int = 0
+    seq_len: int = bounded(2048, ge=1)
+    seed: int = bounded(0, ge=0)
     shards_root: str = "data/shards"
     data_root: str = "."  # base of relative raw `files`
     synth: SynthSection | None = None

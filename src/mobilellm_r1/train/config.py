@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..data.packing import SFTDataConfig
 from ..data.recipes import MixtureRecipe, load_mixture, recipe_path
-from ..typed_config import load_config
+from ..typed_config import bounded, load_config
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -23,7 +23,7 @@ class ModelSection:
     preset: str = "tiny"
     init_from: str | None = None  # HF checkpoint directory (mid-training, SFT); overrides preset
     long_context: bool = False  # post-trained 32k variant (rope_theta x8)
-    seed: int = 0  # weight initialisation
+    seed: int = bounded(0, ge=0)  # weight initialisation
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields, e.g. hidden_size
 
     def tokenizer(self) -> Tokenizer:
@@ -39,9 +39,9 @@ class DataSection:
 
     recipe: str = "data/synthetic"
     overrides: list[str] = field(default_factory=list)  # applied to the mixture recipe
-    micro_batch: int = 8
-    grad_accum: int = 1
-    seq_len: int | None = None  # default: the mixture recipe's
+    micro_batch: int = bounded(8, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    seq_len: int | None = bounded(None, ge=1)  # default: the mixture recipe's
     # Attend only within each packed document (positions restart per document). Off: plain
     # causal attention over the packed row with positions 0..T-1, as the seeds pretrained.
     document_mask: bool = False
@@ -61,15 +61,17 @@ class OptimSection:
     not to vectors (RMSNorm gains), the common Llama/OLMo choice.
     """
 
-    lr: float = 4e-3
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    lr: float = bounded(4e-3, gt=0)
+    betas: tuple[float, float] = bounded((0.9, 0.95), ge=0, lt=1)
+    eps: float = bounded(1e-8, gt=0)
+    weight_decay: float = bounded(0.1, ge=0)
+    grad_clip: float = bounded(1.0, gt=0)  # max global gradient norm (0 would zero every gradient)
     schedule: Literal["linear", "cosine", "wsd", "constant"] = "linear"
-    warmup_steps: int = 2000
-    final_lr_ratio: float = 0.1  # end of decay as a fraction of lr (0.1 pretraining, 0 mid-training)
-    decay_fraction: float = 0.2  # WSD: last fraction of steps spent decaying
+    warmup_steps: int = bounded(2000, ge=0)
+    final_lr_ratio: float = bounded(
+        0.1, ge=0, le=1
+    )  # end of decay as a fraction of lr (0.1 pretraining, 0 mid-training)
+    decay_fraction: float = bounded(0.2, ge=0, le=1)  # WSD: last fraction of steps spent decaying
 
 
 @dataclass
@@ -80,10 +82,10 @@ class DistillSection:
     and stores its top-k log-probs (`train/topk_store.py`); training then reads the store."""
 
     teacher: str | None = None  # HF causal-LM directory (or hub id) sharing the tokenizer
-    temperature: float = 1.0
-    alpha_ce: float = 0.0  # weight of next-token CE mixed in (paper: 0, pure KL)
+    temperature: float = bounded(1.0, gt=0)
+    alpha_ce: float = bounded(0.0, ge=0, le=1)  # weight of next-token CE mixed in (paper: 0, pure KL)
     topk_dir: str | None = None  # offline mode: stored teacher top-k instead of a live teacher
-    topk: int = 64  # k of the store that `--dump-topk` writes
+    topk: int = bounded(64, ge=1)  # k of the store that `--dump-topk` writes
     topk_dtype: Literal["float16", "float32"] = "float16"  # stored log-prob precision
 
 
@@ -94,17 +96,19 @@ class GRPOSection:
     prompts: list[str] = field(default_factory=list)  # jsonl files of verifiable prompts
     system: str | None = "math"  # system prompt for rows given as plain problem text
     domain: str | None = "math"  # keep rows whose meta.domain is this (null: all)
-    prompts_per_step: int = 32
-    group_size: int = 8
-    max_new_tokens: int = 1024
-    temperature: float = 1.0
-    top_p: float = 1.0
-    clip_eps: float = 0.2
-    kl_beta: float = 0.04  # weight of the k3 KL to the frozen initial policy (0: no reference model)
-    iterations: int = 1  # gradient passes per rollout (mu)
+    prompts_per_step: int = bounded(32, ge=1)
+    group_size: int = bounded(8, ge=1)
+    max_new_tokens: int = bounded(1024, ge=1)
+    temperature: float = bounded(1.0, ge=0)
+    top_p: float = bounded(1.0, gt=0, le=1)
+    clip_eps: float = bounded(0.2, ge=0)
+    kl_beta: float = bounded(
+        0.04, ge=0
+    )  # weight of the k3 KL to the frozen initial policy (0: no reference model)
+    iterations: int = bounded(1, ge=1)  # gradient passes per rollout (mu)
     loss_agg: Literal["seq", "token"] = "seq"  # per-completion mean (GRPO) or token mean (DAPO)
-    micro_batch: int = 8  # rows per forward/backward
-    judge_workers: int = 2
+    micro_batch: int = bounded(8, ge=1)  # rows per forward/backward
+    judge_workers: int = bounded(2, ge=1)
 
 
 @dataclass
@@ -113,7 +117,7 @@ class TrainConfig:
 
     name: str
     objective: Literal["lm", "kd", "sft", "grpo"] = "lm"
-    steps: int = 1000
+    steps: int = bounded(1000, ge=1)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -124,20 +128,20 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     fsdp_reshard_after_forward: bool = True  # False: keep gathered layer weights for backward
-    loss_chunk_tokens: int = 4096  # chunked LM-head loss: tokens per chunk
+    loss_chunk_tokens: int = bounded(4096, ge=1)  # chunked LM-head loss: tokens per chunk
     out_dir: str = "runs/{name}"
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    log_every: int = 10
-    eval_every: int = 0  # held-out NLL every N steps (0: off)
+    checkpoint_every: int = bounded(500, ge=0)  # 0: only at the end
+    keep_last: int = bounded(3, ge=1)
+    log_every: int = bounded(10, ge=1)
+    eval_every: int = bounded(0, ge=0)  # held-out NLL every N steps (0: off)
     eval_files: list[str] = field(default_factory=list)  # jsonl with a "text" field
     # Benchmarks whose reference solutions are scored (eval.nll), read from eval_data_dir/<task>/
     eval_tasks: list[str] = field(default_factory=list)
     eval_data_dir: str = "data/synth/eval"
-    eval_docs: int = 64  # examples per eval file / task
+    eval_docs: int = bounded(64, ge=1)  # examples per eval file / task
     eval_rankme: bool = True  # also RankMe (Eq. 8) of the pooled hidden states of <= eval_docs eval texts
-    max_bad_steps: int = 5  # stop after this many non-finite losses in a row
-    seed: int = 0
+    max_bad_steps: int = bounded(5, ge=1)  # stop after this many non-finite losses in a row
+    seed: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
