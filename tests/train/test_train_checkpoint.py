@@ -99,11 +99,13 @@ def test_roundtrip_resumes_bit_identically(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path, 2, model, opt, extra)
     assert path == tmp_path / "step_00000002" and latest_checkpoint(tmp_path) == path
     assert (tmp_path / "latest").read_text().strip() == path.name
-    assert sorted(p.name for p in path.iterdir()) == [
-        ".metadata",
-        "__0_0.distcp",
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == [
         "extra.json",
+        "manifest.json",
         "rng_rank0.safetensors",
+        "state.json",
+        "tensors",
+        "tensors/shard-00001-model-00001-of-00001.safetensors",
     ]
     state, rng = _snapshot(model, opt), capture_rng()
     losses = [train_step(model, opt) for _ in range(3)]
@@ -173,8 +175,8 @@ def test_latest_fallbacks_and_errors(tmp_path: Path) -> None:
     (step2 / ".metadata").write_bytes(b"\x80not metadata")
     with pytest.raises(CheckpointError, match=re.escape(str(step2))):
         load_checkpoint(step2, model, opt)
-    (step2 / ".metadata").write_bytes(pickle.dumps(_Evil()))  # never executed: refused
-    with pytest.raises(CheckpointError, match=r"posix\.getpid is not allowed"):
+    (step2 / ".metadata").write_bytes(pickle.dumps(_Evil()))  # never read: not in the manifest
+    with pytest.raises(CheckpointError, match=r"\.metadata is not listed in manifest\.json"):
         load_checkpoint(step2, model, opt)
     (step1 / "extra.json").write_text("{truncated")
     with pytest.raises(CheckpointError, match=re.escape(str(step1))):
@@ -233,7 +235,7 @@ def test_killed_save_leaves_previous_checkpoint(tmp_path: Path) -> None:
     try:
         line = proc.stdout.readline()
         assert line.strip() == "STALLED", f"subprocess ended early (rc={proc.poll()})"
-        assert (root / ".step_00000002.tmp" / ".metadata").is_file()
+        assert list((root / ".step_00000002.tmp" / "tensors").glob("*.safetensors"))
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -293,11 +295,12 @@ else:
     extra = load_checkpoint(latest_checkpoint(out / "ckpt"), model, opt)
     assert extra == {"step": 2, "world": 2}, extra
 full_model, full_optim = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-losses = [train_step(model, opt) for _ in range(2)]
-if rank == 0:
+if rank == 0:  # the state at the checkpoint (cpu_offload: rank 0 holds it)
     flat = {"model." + k: v.clone() for k, v in full_model.items()}
     for fqn, st in full_optim["state"].items():
         flat.update({f"optim.{fqn}.{k}": torch.as_tensor(v).clone() for k, v in st.items()})
+losses = [train_step(model, opt) for _ in range(2)]
+if rank == 0:
     save_file(flat, str(out / f"full_{mode}.safetensors"))
 gathered = [None, None]
 dist.all_gather_object(gathered, losses)
@@ -338,10 +341,10 @@ def test_fsdp2_two_process_gloo_roundtrip(tmp_path: Path) -> None:
     for mode in ("save", "load"):  # two separate 2-process jobs
         _run_two_ranks(script, mode, str(tmp_path))
     ckpt = tmp_path / "ckpt" / "step_00000002"
-    names = {p.name for p in ckpt.iterdir()}
+    names = {str(p.relative_to(ckpt)) for p in ckpt.rglob("*")}
     assert {
-        "__0_0.distcp",
-        "__1_0.distcp",
+        "tensors/shard-00001-model-00001-of-00001.safetensors",
+        "tensors/shard-00002-model-00001-of-00001.safetensors",
         "rng_rank0.safetensors",
         "rng_rank1.safetensors",
         "extra.json",
@@ -355,3 +358,10 @@ def test_fsdp2_two_process_gloo_roundtrip(tmp_path: Path) -> None:
     losses = json.loads((tmp_path / "losses_save.json").read_text())
     assert json.loads((tmp_path / "losses_load.json").read_text()) == losses
     assert losses[0] != losses[1]  # per-rank RNG streams (and data) really differ
+    model, opt = _fresh()  # resharded: saved by 2 ranks, loaded by one process
+    assert load_checkpoint(ckpt, model, opt) == {"step": 2, "world": 2}
+    for name, p in model.named_parameters():
+        assert torch.equal(p, saved[f"model.{name}"]), name
+    for i, name in enumerate(n for n, _ in model.named_parameters()):
+        for key, value in opt.state_dict()["state"][i].items():
+            assert torch.equal(value, saved[f"optim.{name}.{key}"]), (name, key)
