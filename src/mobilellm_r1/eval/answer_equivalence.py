@@ -16,7 +16,7 @@ _STRIP_TOKENS = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "^\\circ", "^{
 _TEXT_CMD = re.compile(r"\\(?:text(?:bf|rm|it)?|mbox|mathrm|mathbf)\s*\{([^{}]*)\}")
 _WORD_ANSWER = re.compile(r"[A-Za-z][A-Za-z '\-]*")
 _CHOICE = re.compile(r"\(?([A-Za-z])\)?")
-_NUMERIC = r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)|-?\\d?frac\{\d+\}\{\d+\}|-?\d+/\d+"
+_NUMERIC = r"-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)|-?\\d?frac\{\d+\}\{\d+\}|-?\d+/\d+"
 _UNIT_TAIL = re.compile(
     rf"^\\?\$?\s*({_NUMERIC})\s*(?:\\?\$)?\s*([A-Za-z][A-Za-z .\-]*)?(?:\^\{{?[23]\}}?)?\.?$"
 )
@@ -24,7 +24,7 @@ _MATH_WORDS = frozenset({"pi", "sqrt", "and", "or", "i", "e", "x", "y", "z", "n"
 # sympy_parser output for a number token, e.g. "Integer (18 )" or "Float ('2.5' )".
 _NUMBER_CODE = re.compile(r"\s*(?:Integer\s*\(\s*\d+\s*\)|Float\s*\(\s*'\d*\.?\d*(?:[eE][-+]?\d+)?'\s*\))\s*")
 
-_UNITS = {
+NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
     "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
@@ -81,12 +81,12 @@ def words_to_number(text: str) -> int | None:
     """``"one hundred twenty-five"`` -> 125; None unless every word is a number word."""
     words = text.lower().replace("-", " ").replace(",", " ").split()
     words = [w for w in words if w != "and"]
-    if not words or any(w not in _UNITS and w not in _SCALES for w in words):
+    if not words or any(w not in NUMBER_WORDS and w not in _SCALES for w in words):
         return None
     total = current = 0
     for word in words:
-        if word in _UNITS:
-            current += _UNITS[word]
+        if word in NUMBER_WORDS:
+            current += NUMBER_WORDS[word]
         elif word == "hundred":
             current = max(current, 1) * 100
         else:
