@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from .model.config import ModelConfig
     from .tokenizer import Tokenizer
 
+from .argtypes import non_negative_float, non_negative_int, positive_int, probability
 from .curation import commands as _curate_commands
 from .data import commands as _data_commands
+from .devices import device_arg, resolve_device
 from .eval import commands as _eval_commands
 from .train import commands as _train_commands
 
@@ -62,17 +64,6 @@ def register(command: Command) -> Command:
 
 
 # =========================================================================== helpers
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _one_line(err: BaseException) -> str:
     """The exception message on one line (type name if the message is empty)."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
@@ -183,7 +174,7 @@ def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--context",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="attention context for the FLOPs (default: the preset's max_position_embeddings)",
     )
@@ -384,17 +375,6 @@ def build_prompt_ids(tokenizer: Tokenizer, prompt: str, chat: bool, system: str 
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
-def _resolve_device(name: str | None) -> str:
-    """'cpu' / 'cuda', or the best available when None; CUDA must exist if asked for."""
-    import torch
-
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available; use --device cpu")
-    return name
-
-
 def _print_samples(completions: Sequence[Completion]) -> None:
     """Each sample's text under a header line."""
     for c in completions:
@@ -425,18 +405,24 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="system prompt: math, python, cpp (the model card's prompts) or literal text; implies --chat",
     )
     parser.add_argument(
-        "--max-new-tokens", type=_positive_int, default=256, metavar="N", help="(default: 256)"
+        "--max-new-tokens", type=positive_int, default=256, metavar="N", help="(default: 256)"
     )
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default: 0)")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass (default: 1.0)")
-    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="0 = no top-k (default: 0)")
-    parser.add_argument("--n", type=_positive_int, default=1, metavar="N", help="samples (default: 1)")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, metavar="T", help="0 = greedy (default: 0)"
+    )
+    parser.add_argument(
+        "--top-p", type=probability, default=1.0, metavar="P", help="nucleus mass in (0, 1] (default: 1.0)"
+    )
+    parser.add_argument(
+        "--top-k", type=non_negative_int, default=0, metavar="K", help="0 = no top-k (default: 0)"
+    )
+    parser.add_argument("--n", type=positive_int, default=1, metavar="N", help="samples (default: 1)")
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="sampling seed")
     parser.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)"
     )
     parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default=None, help="(default: cuda when available)"
+        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
     parser.add_argument(
         "--dtype", choices=DTYPE_CHOICES, default=None, help="compute dtype (default: the checkpoint's)"
@@ -451,14 +437,15 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """`generate`: load a checkpoint and continue one prompt."""
-    from .deploy.generate import Generator
+    from .deploy.generate import Generator, check_finite_weights
     from .deploy.sampling import SamplingParams
     from .model.hf import dtype_from_name, load_pretrained
 
     prompt = _read_prompt(args.prompt)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     dtype = dtype_from_name(args.dtype) if args.dtype else None
     model, tokenizer = load_pretrained(args.model, device=device, dtype=dtype)
+    check_finite_weights(model, args.model)
     ids = build_prompt_ids(tokenizer, prompt, args.chat, args.system)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,

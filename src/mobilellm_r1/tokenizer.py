@@ -19,12 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2.ext
 import tiktoken
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tiktoken.load import load_tiktoken_bpe
 
 from .atomic import atomic_write
+from .chat_template import compile_template, render_template
 
 # Split regex of Llama 3 (identical to ``llama_models.llama3.tokenizer.Tokenizer.pat_str``).
 LLAMA3_PAT_STR = (
@@ -82,10 +81,15 @@ SYSTEM_PROMPTS: dict[str, str] = {
     "cpp": _CODE_PROMPT.format(lang="c++", tag="cpp"),
 }
 
-# tiktoken's regex engine overflows its stack (a Rust panic, not an exception) on whitespace runs of
-# roughly 800k characters, so such runs are cut into pieces of this many characters before encoding.
-_MAX_WS_RUN = 25_000
-_LONG_WS_RE = re.compile(rf"\s{{{_MAX_WS_RUN},}}")
+# Runs longer than this many characters are cut into pieces of this size before encoding: tiktoken's
+# regex engine overflows its stack (a Rust panic, not an exception) on whitespace runs of roughly
+# 800k characters, and its BPE merge grows faster than linearly with a piece's length (8 MB without
+# whitespace: 6 s; 200 MB: > 10 min at 10 GB). Ids change only next to a cut; decoding is unchanged.
+_MAX_RUN = 25_000
+# Matched only from the start of a run (the look-behind), so scanning stays linear in the text.
+_LONG_RUN_RE = re.compile(rf"(?<!\s)\s{{{_MAX_RUN},}}|(?<!\S)\S{{{_MAX_RUN},}}")
+_SPECIAL_OPEN, _SPECIAL_CLOSE = "<|", "|>"
+_MAX_SPECIAL_LEN = 64  # a cut is moved off any `<|...|>` up to this long (special tokens stay whole)
 
 _ADDED_TOKEN_FLAGS = {
     **dict.fromkeys(("lstrip", "normalized", "rstrip", "single_word"), False),
@@ -133,40 +137,34 @@ def validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
             raise ValueError(f"message {i} has invalid 'content': {type(content).__name__}, not str")
 
 
-def _hf_tojson(value: Any, ensure_ascii: bool = False, **kwargs: Any) -> str:
-    """The ``tojson`` filter as transformers defines it for chat templates (no HTML escaping)."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, **kwargs)
+def _has_long_run(text: str) -> bool:
+    return len(text) > _MAX_RUN and _LONG_RUN_RE.search(text) is not None
 
 
-def _raise_exception(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
-
-
-@functools.lru_cache(maxsize=16)
-def _compile_template(template: str) -> jinja2.Template:
-    """Compile a chat template in a sandbox configured like transformers' renderer."""
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = _hf_tojson
-    env.globals["raise_exception"] = _raise_exception
-    return env.from_string(template)
-
-
-def _split_long_whitespace(text: str) -> list[str]:
-    """Cut whitespace runs longer than ``_MAX_WS_RUN`` so tiktoken cannot overflow its stack.
-
-    Only texts with such runs are affected, and only at the cut points inside those runs.
-    """
-    if len(text) <= _MAX_WS_RUN or not _LONG_WS_RE.search(text):
+def _split_long_runs(text: str) -> list[str]:
+    """Cut whitespace and non-whitespace runs longer than ``_MAX_RUN`` into ``_MAX_RUN`` pieces,
+    so encoding takes linear time and bounded memory whatever the text. Only texts with such runs
+    are affected, and only at the cut points inside those runs (never inside a ``<|...|>``)."""
+    if not _has_long_run(text):
         return [text]
     pieces, pos = [], 0
-    for match in _LONG_WS_RE.finditer(text):
-        for cut in range(match.start() + _MAX_WS_RUN, match.end(), _MAX_WS_RUN):
+    for match in _LONG_RUN_RE.finditer(text):
+        cut = match.start() + _MAX_RUN
+        while cut < match.end():
+            cut = _off_special(text, cut, pos)
             pieces.append(text[pos:cut])
-            pos = cut
+            pos, cut = cut, cut + _MAX_RUN
     pieces.append(text[pos:])
     return pieces
+
+
+def _off_special(text: str, cut: int, floor: int) -> int:
+    """`cut` moved back to the start of a ``<|...|>`` it would split (not below `floor` + 1)."""
+    start = text.rfind(_SPECIAL_OPEN, max(cut - _MAX_SPECIAL_LEN, floor + 1), cut + 1)
+    if start < 0:
+        return cut
+    end = text.find(_SPECIAL_CLOSE, start + 2, start + _MAX_SPECIAL_LEN)
+    return start if end >= 0 and end + 2 > cut else cut
 
 
 class Tokenizer:
@@ -247,7 +245,7 @@ class Tokenizer:
         """Encode text; special-token strings are plain text unless listed in ``allowed_special``."""
         allowed = allowed_special if allowed_special == "all" else frozenset(allowed_special)
         ids = [self.bos_id] if bos else []
-        for piece in _split_long_whitespace(text):
+        for piece in _split_long_runs(text):
             if allowed:
                 ids.extend(self._enc.encode(piece, allowed_special=allowed, disallowed_special=()))
             else:
@@ -261,7 +259,7 @@ class Tokenizer:
     ) -> list[list[int]]:
         """Encode many texts as ordinary text in parallel (tiktoken releases the GIL)."""
         texts = list(texts)
-        risky = {i for i, t in enumerate(texts) if len(t) > _MAX_WS_RUN and _LONG_WS_RE.search(t)}
+        risky = {i for i, t in enumerate(texts) if _has_long_run(t)}
         safe = ["" if i in risky else t for i, t in enumerate(texts)]
         batch = self._enc.encode_ordinary_batch(safe, num_threads=num_threads)
         for i in risky:
@@ -298,12 +296,14 @@ class Tokenizer:
         add_generation_prompt: bool = False,
         tokenize: bool = True,
     ) -> list[int] | str:
-        """Validate and render a chat like ``transformers``.
+        """Validate and render a chat like ``transformers`` (sandboxed, within the limits of
+        :func:`~.chat_template.render_template`).
 
         Returns the string if not ``tokenize``, else its ids (special-token strings become specials).
         """
         validate_messages(messages)
-        text = _compile_template(self.chat_template).render(
+        text = render_template(
+            compile_template(self.chat_template),
             messages=[dict(m) for m in messages],
             add_generation_prompt=add_generation_prompt,
             bos_token=BOS_TOKEN,

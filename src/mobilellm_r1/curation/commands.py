@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
+
+from ..argtypes import fraction, positive_float, positive_int, probability
+from ..devices import device_arg, resolve_device
 
 NAME = "curate"
 HELP = "curate data: quality filters, Ask-LLM, dedup, RankMe"
@@ -39,8 +43,14 @@ def _io(parser: argparse.ArgumentParser, output: bool = True) -> None:
 
 def _model_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--model", required=required, help="HF-format checkpoint directory or hub id")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    _device(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+
+
+def _device(parser: argparse.ArgumentParser, default_help: str = "cuda when available") -> None:
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help=f"cpu, cuda or cuda:N (default: {default_help})"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flt.add_argument("--classifier", default=None, help="HF sequence-classification dir or hub id")
     flt.add_argument("--threshold", type=float, default=4.0, help="keep classifier score > this")
     flt.add_argument("--round", action="store_true", help="round scores to int first (FineWeb-Edu)")
-    flt.add_argument("--device", default=None)
+    _device(flt)
     flt.set_defaults(curate_run=run_filter)
 
     ask = actions.add_parser("ask-llm", help="Ask-LLM scoring with a causal LM; keep the top fraction")
@@ -60,13 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _model_args(ask, required=True)
     ask.add_argument("--domain", default="general", choices=["general", "code", "math", "knowledge"])
     ask.add_argument("--domain-field", default=None, help="row field naming each row's domain")
-    ask.add_argument("--top", type=float, default=0.1, help="fraction to keep")
+    ask.add_argument("--top", type=probability, default=0.1, help="fraction to keep")
     ask.set_defaults(curate_run=run_ask_llm)
 
     dd = actions.add_parser("dedup", help="exact, MinHash and semantic deduplication")
     _io(dd)
     dd.add_argument("--no-exact", action="store_true", help="skip the exact-hash stage")
-    dd.add_argument("--minhash", type=float, default=None, metavar="JACCARD", help="e.g. 0.8")
+    dd.add_argument("--minhash", type=fraction, default=None, metavar="JACCARD", help="e.g. 0.8")
     dd.add_argument(
         "--semantic", type=float, default=None, metavar="COSINE", help="e.g. 0.95 (needs --model)"
     )
@@ -76,14 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rk = actions.add_parser("rankme", help="RankMe (paper Eq. 8) of a model's text embeddings")
     _io(rk, output=False)
     _model_args(rk, required=True)
-    rk.add_argument("--limit", type=int, default=512, help="texts to embed")
+    rk.add_argument("--limit", type=positive_int, default=512, help="texts to embed")
     rk.set_defaults(curate_run=run_rankme)
 
     lo = actions.add_parser("loo", help="leave-one-out source analysis (paper Eq. 1)")
     lo.add_argument("--config", required=True, help="config file or shipped name")
     lo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     lo.add_argument("--out", default=None, help="output directory (default: the config's out)")
-    lo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _device(lo)
     lo.set_defaults(curate_run=run_loo)
 
     mx = actions.add_parser("mix", help="Eq. 5 source weights from influence scores -> a data recipe")
@@ -95,16 +105,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="joint",
         help="score column (default: joint, Eq. 3-4; balanced: capabilities scaled to unit std)",
     )
-    mx.add_argument("--floor", type=float, default=0.01, help="rho floor as a fraction of the largest rho")
-    mx.add_argument("--max-epochs", type=float, default=None, help="epoch cap per source")
-    mx.add_argument("--token-budget", type=float, default=None, help="training tokens (for --max-epochs)")
+    mx.add_argument("--floor", type=fraction, default=0.01, help="rho floor as a fraction of the largest rho")
+    mx.add_argument("--max-epochs", type=positive_float, default=None, help="epoch cap per source")
+    mx.add_argument(
+        "--token-budget", type=positive_float, default=None, help="training tokens (for --max-epochs)"
+    )
     mx.add_argument("--name", default=None, help="recipe name (default: <base>_eq5)")
     mx.set_defaults(curate_run=run_mix)
 
     co = actions.add_parser("coevolve", help="data-model co-evolution (Eq. 6-7): score, filter, mix, train")
     co.add_argument("--config", required=True, help="config file or shipped name")
     co.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    co.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    _device(co)
     co.set_defaults(curate_run=run_coevolve)
 
     ps = actions.add_parser("probe-sets", help="representative subsets and capability-probing sets")
@@ -122,12 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf.add_argument("--tokenizer", default=None, help="default: the first checkpoint's directory")
     inf.add_argument("--subset", default=None, help="all, embeddings, last:K (default: all)")
     inf.add_argument("--preconditioner", choices=["identity", "adam", "datainf"], default=None)
-    inf.add_argument("--seq-len", dest="seq_len", type=int, default=None)
-    inf.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    inf.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    inf.add_argument("--seq-len", dest="seq_len", type=positive_int, default=None)
+    inf.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None)
+    inf.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=None)
     inf.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the JVPs")
-    inf.add_argument("--device", default=None, help="default: cuda:<LOCAL_RANK> when available, else cpu")
-    inf.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks per rank")
+    _device(inf, "cuda:<LOCAL_RANK> when available, else cpu")
+    inf.add_argument(
+        "--max-chunks", type=positive_int, default=None, help="stop after this many chunks per rank"
+    )
     inf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     inf.set_defaults(curate_run=run_influence)
 
@@ -140,14 +154,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from ..cli import _resolve_device
+    from ..deploy.generate import check_finite_weights
     from ..model.hf import load_pretrained
 
-    return load_pretrained(args.model, device=_resolve_device(args.device))
+    model, tokenizer = load_pretrained(args.model, device=resolve_device(args.device))
+    check_finite_weights(model, args.model)
+    return model, tokenizer
 
 
 def run_filter(args: argparse.Namespace) -> dict:
-    from ..cli import _resolve_device
     from .filters import HeuristicConfig, QualityClassifier
     from .filters import run_filter as _run
 
@@ -156,7 +171,7 @@ def run_filter(args: argparse.Namespace) -> dict:
     ]
     classifier = None
     if args.classifier:
-        classifier = QualityClassifier.from_pretrained(args.classifier, device=_resolve_device(args.device))
+        classifier = QualityClassifier.from_pretrained(args.classifier, device=resolve_device(args.device))
     if heuristics is None and classifier is None:
         raise ValueError("give --heuristics default|mixed and/or --classifier")
     return _run(
@@ -227,14 +242,13 @@ def run_rankme(args: argparse.Namespace) -> dict:
 
 
 def run_loo(args: argparse.Namespace) -> dict:
-    from ..cli import _resolve_device
     from .loo import load_loo_config
     from .loo import run_loo as _run
 
     cfg = load_loo_config(args.config, args.overrides)
     if args.out:
         cfg.out = args.out
-    return _run(cfg, device=_resolve_device(args.device))
+    return _run(cfg, device=resolve_device(args.device))
 
 
 def run_mix(args: argparse.Namespace) -> dict:
@@ -257,9 +271,23 @@ def run_coevolve(args: argparse.Namespace) -> dict:
     from .coevolve import run_coevolve as _run
 
     cfg = load_coevolve_config(args.config, args.overrides)
-    if args.device:
-        cfg.device = args.device
-    return _run(cfg)
+    cfg.device = args.device or cfg.device
+    for device in (cfg.device, cfg.influence.device):
+        if device:
+            resolve_device(device, "device")
+    out = Path(cfg.out_dir)
+    created = not out.exists()
+    try:
+        return _run(cfg)
+    except BaseException:
+        if created and _holds_nothing(out):  # nothing to resume from: leave no partial folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _holds_nothing(out: Path) -> bool:
+    """True when `out` holds no file but the run's config.json (folders aside)."""
+    return all(p.is_dir() or p == out / "config.json" for p in out.rglob("*"))
 
 
 def run_probe_sets(args: argparse.Namespace) -> dict:
@@ -279,4 +307,7 @@ def run_influence(args: argparse.Namespace) -> dict | None:
     if args.checkpoint:
         flags["checkpoints"] = [parse_checkpoint(c) for c in args.checkpoint]
     config = recipe_path(args.config) if args.config else None
-    return run_job(load_job(config, flags, args.overrides), max_chunks=args.max_chunks)
+    job = load_job(config, flags, args.overrides)
+    if job.device:
+        resolve_device(job.device, "device")
+    return run_job(job, max_chunks=args.max_chunks)

@@ -19,6 +19,9 @@ import json
 import os
 from pathlib import Path
 
+from ..argtypes import non_negative_float, positive_int
+from ..devices import device_arg, resolve_device
+
 NAME = "eval"
 HELP = "evaluate a model on the paper's benchmarks (pass@k, log-likelihood)"
 DESCRIPTION = __doc__
@@ -26,7 +29,15 @@ DEFAULT_DATA_DIR = os.environ.get("MOBILELLM_R1_EVAL_DATA", "data/eval")
 
 
 def _tasks(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """argparse type: comma-separated task or suite names, each known to the registry."""
+    from .runner import expand_tasks
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        expand_tasks(names or [""])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=_tasks, required=True, help="comma-separated tasks or suites")
     parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory")
-    parser.add_argument("--n", type=int, default=None, help="samples per problem (default: protocol's)")
-    parser.add_argument("--limit", type=int, default=None, help="first N records of each task")
+    parser.add_argument(
+        "--n", type=positive_int, default=None, help="samples per problem (default: protocol's)"
+    )
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N records of each task")
     parser.add_argument("--chat", action="store_true", help="post-trained protocol for every task")
     parser.add_argument(
         "--nll", action="store_true", help="per-token NLL of the reference solutions instead of sampling"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None)
+    parser.add_argument("--temperature", type=non_negative_float, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="sandbox / math-judge processes")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation/loglik batch")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="sandbox / math-judge processes")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="prompts per generation/loglik batch"
+    )
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: the checkpoint's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
 
@@ -61,7 +78,6 @@ def _sources(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import _resolve_device
     from .engines import LocalEngine, OpenAIEngine
     from .runner import EvalOptions, Evaluator, read_predictions
 
@@ -83,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
     )
     kwargs: dict = {}
     if args.model:
+        from ..deploy.generate import check_finite_weights
         from ..model.hf import dtype_from_name, load_pretrained
 
         dtype = dtype_from_name(args.dtype) if args.dtype else None
-        model, tokenizer = load_pretrained(args.model, device=_resolve_device(args.device), dtype=dtype)
+        model, tokenizer = load_pretrained(args.model, device=resolve_device(args.device), dtype=dtype)
+        check_finite_weights(model, args.model)
         engine = LocalEngine(model, tokenizer, batch_size=args.batch_size, compile=args.compile)
         kwargs = {"engine": engine, "model": model, "tokenizer": tokenizer}
     elif args.server:

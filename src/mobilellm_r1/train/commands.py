@@ -22,6 +22,9 @@ import gc
 import json
 from typing import TYPE_CHECKING
 
+from ..argtypes import positive_int
+from ..devices import device_arg
+
 if TYPE_CHECKING:
     from .config import TrainConfig
 
@@ -34,15 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipe file or shipped name (train/tiny_cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     dump = parser.add_argument_group("offline top-k distillation (objective kd)")
     dump.add_argument("--dump-topk", action="store_true", help="write the teacher top-k store, do not train")
-    dump.add_argument("--samples", type=int, default=None, help="global samples to dump (default: the run's)")
     dump.add_argument(
-        "--ranks", type=int, default=None, help="GPUs the training run will use (default: these)"
+        "--samples", type=positive_int, default=None, help="global samples to dump (default: the run's)"
     )
-    dump.add_argument("--shard-size", type=int, default=128, help="samples per shard file")
-    dump.add_argument("--batch-size", type=int, default=4, help="samples per teacher forward")
+    dump.add_argument(
+        "--ranks", type=positive_int, default=None, help="GPUs the training run will use (default: these)"
+    )
+    dump.add_argument("--shard-size", type=positive_int, default=128, help="samples per shard file")
+    dump.add_argument("--batch-size", type=positive_int, default=4, help="samples per teacher forward")
 
 
 def run(args: argparse.Namespace) -> int:
