@@ -3,12 +3,15 @@
 A directory holds `config.json` (`Llama4ForCausalLM`, `model_type: llama4_text`),
 `model.safetensors` or sharded `model-0000k-of-0000n.safetensors` + `model.safetensors.index.json`,
 `generation_config.json`, and the tokenizer files. Weights are read with safetensors only;
-pickled `*.bin` checkpoints are refused. Directories are written to a temporary sibling and
-renamed into place, so an interrupted save never damages an existing checkpoint.
+pickled `*.bin` checkpoints are refused; a malformed file raises `CheckpointError` naming it.
+Directories are written to a temporary sibling and renamed into place, so an interrupted save
+never damages an existing checkpoint; the temporaries a killed save left are removed by the
+next save to the same directory.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
@@ -113,7 +116,21 @@ def _check_dense(hf: dict[str, Any], source: str) -> None:
 
 
 def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
-    """Parse a `llama4_text` config dict; unsupported variants raise `CheckpointError`."""
+    """Parse a `llama4_text` config dict; unsupported variants and fields of the wrong type
+    raise `CheckpointError` naming `source`."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(hf).__name__}")
+    try:
+        return _parse_hf_config(hf, source)
+    except KeyError as err:
+        raise CheckpointError(f"{source}: missing field {err}") from err
+    except (TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: {err}") from err
+
+
+def _parse_hf_config(hf: dict[str, Any], source: str) -> ModelConfig:
     if hf.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{source}: model_type {hf.get('model_type')!r}, expected {MODEL_TYPE!r}")
     archs = hf.get("architectures") or [ARCHITECTURE]
@@ -151,10 +168,7 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         "eos_token_id": list(eos) if isinstance(eos, list) else [eos] if eos is not None else [],
         "pad_token_id": hf.get("pad_token_id"),
     }
-    try:
-        return ModelConfig(**fields)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{source}: {err}") from err
+    return ModelConfig(**fields)
 
 
 # --------------------------------------------------------------------------- weights
@@ -253,10 +267,13 @@ def _weight_files(directory: Path) -> list[Path]:
     index = directory / INDEX_FILE
     if index.exists():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise CheckpointError(f"{index}: unreadable index ({err})") from err
-        files = [directory / f for f in sorted(set(weight_map.values()))]
+            weight_map = json.loads(index.read_bytes())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{index}: unreadable index ({err!r})") from err
+        if not all(isinstance(n, str) and Path(n).name == n for n in names):
+            raise CheckpointError(f"{index}: weight_map names a file outside {directory}")
+        files = [directory / f for f in names]
         for f in files:
             if not f.exists():
                 raise CheckpointError(f"{index}: lists {f.name}, which is missing")
@@ -272,9 +289,13 @@ def _weight_files(directory: Path) -> list[Path]:
 
 def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor, Path]]:
     for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                yield key, f.get_tensor(key), path
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                tensors = [(key, f.get_tensor(key)) for key in f.keys()]  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError, TypeError) as err:  # truncated, garbage, ...
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        for key, tensor in tensors:
+            yield key, tensor, path
 
 
 def _read_checked(model: Transformer, files: list[Path]) -> dict[str, torch.Tensor]:
@@ -335,8 +356,8 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     if not path.exists():
         raise CheckpointError(f"{path}: missing config.json")
     try:
-        return from_hf_config(json.loads(path.read_text()), source=str(path))
-    except json.JSONDecodeError as err:
+        return from_hf_config(json.loads(path.read_bytes()), source=str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: invalid JSON ({err})") from err
 
 
@@ -364,7 +385,11 @@ def load_pretrained(
 
 
 def _atomic_dir(directory: Path) -> tuple[Path, Path]:
+    """A fresh temporary sibling of `directory`, after removing those a killed save left."""
     directory.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("tmp", "old"):
+        for stale in directory.parent.glob(f".{glob.escape(directory.name)}.{kind}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     return tmp, directory
 

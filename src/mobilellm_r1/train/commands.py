@@ -1,4 +1,4 @@
-"""`mobilellm-r1 train --recipe FILE [--set key=value ...] [--resume | --dump-topk [--samples N]]`.
+"""`mobilellm-r1 train --recipe FILE [--set key=value ...] [--resume | --overwrite | --dump-topk [--samples N]]`.
 
 One entry point for every stage; under torchrun it trains with FSDP2 on every rank:
 
@@ -36,7 +36,11 @@ DESCRIPTION = __doc__
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipe file or shipped name (train/tiny_cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    run_dir = parser.add_mutually_exclusive_group()
+    run_dir.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    run_dir.add_argument(
+        "--overwrite", action="store_true", help="delete a previous run's outputs in out_dir first"
+    )
     parser.add_argument(
         "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     trainer_cls = Trainer
     if cfg.objective == "grpo":
         from .grpo import GRPOTrainer as trainer_cls
-    trainer = trainer_cls(cfg, resume=args.resume, device=args.device)
+    trainer = trainer_cls(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     summary = trainer.fit()
     is_main = trainer.dist.is_main
     # Free the sharded model before leaving the process group: gloo can abort at exit otherwise.

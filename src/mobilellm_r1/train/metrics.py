@@ -1,5 +1,9 @@
 """Training metrics: JSONL (always), TensorBoard (if installed), a tqdm progress bar.
 
+A run resumed at step `start` first drops what the killed run logged past `start` (the rows of
+`metrics.jsonl`, rewritten atomically, and TensorBoard's events, through its `purge_step`), so
+every step has one row however often it was re-run.
+
 MFU = achieved training FLOP/s / (peak FLOP/s x ranks), with training FLOPs per token
 = 3 x forward matmul FLOPs (`ModelConfig.flops_per_token(seq_len)["train"]`: weights incl.
 the LM head, plus attention scores and values) and the peak *measured* on this device at
@@ -10,11 +14,16 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from ..atomic import atomic_write
+
+METRICS = "metrics.jsonl"
 
 
 def measure_peak_flops(device: torch.device, size: int | None = None, reps: int = 5) -> float:
@@ -36,6 +45,25 @@ def measure_peak_flops(device: torch.device, size: int | None = None, reps: int 
     return 2 * n**3 / best
 
 
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the rows of the JSONL file `path` up to step `last_step` (atomically); rows that do not
+    parse (a line torn by a kill) are dropped with a warning naming the line."""
+    if not path.exists():
+        return
+    kept, torn = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, TypeError, KeyError):
+            torn.append(number)
+            continue
+        if isinstance(step, int) and step <= last_step:
+            kept.append(line + "\n")
+    if torn:
+        warnings.warn(f"{path}: dropped unreadable line(s) {torn[:5]}", stacklevel=2)
+    atomic_write(path, "".join(kept))
+
+
 class MetricsLogger:
     """Rank 0 writes `metrics.jsonl` and TensorBoard events under `out_dir` and drives the bar."""
 
@@ -45,11 +73,13 @@ class MetricsLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._file = (out_dir / "metrics.jsonl").open("a")
+        truncate_metrics(out_dir / METRICS, start)
+        self._file = (out_dir / METRICS).open("a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(out_dir / "tb"))
+            purge = start + 1 if (out_dir / "tb").exists() else None  # hide events of re-run steps
+            self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=purge)
         except ImportError:  # tensorboard is optional
             self._tb = None
         self._bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)

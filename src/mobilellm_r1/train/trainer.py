@@ -6,14 +6,17 @@ global batch compute the same update. bf16 autocast (single process) or FSDP2 bf
 parameter gathering (several) over fp32 master weights; gradient clipping; a step whose
 loss or gradient norm is not finite is skipped, counted, and `max_bad_steps` in a row stop
 the run. Checkpoints (DCP) hold model, optimizer, RNG, step and data-loader state;
-`resume=True` continues from the latest one exactly. Every `eval_every` steps: held-out NLL
-and RankMe (paper Eq. 8) of the pooled final hidden states of the eval texts.
+`resume=True` continues from the latest intact one exactly (a corrupt one is skipped, see
+`checkpoint.resume_latest`). A new run refuses an `out_dir` that is not empty unless
+`overwrite=True`, which deletes that run's outputs first. Every `eval_every` steps: held-out
+NLL and RankMe (paper Eq. 8) of the pooled final hidden states of the eval texts.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -33,10 +36,10 @@ from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
 from ..typed_config import to_dict
 from . import parallel
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
 from .config import DistillSection, TrainConfig
 from .losses import chunked_cross_entropy, kd_loss, topk_kd_loss
-from .metrics import MetricsLogger, measure_peak_flops
+from .metrics import METRICS, MetricsLogger, measure_peak_flops
 from .optim import build_optimizer, lr_factor, set_lr
 from .teacher import Teacher, load_teacher
 from .topk_store import TopkStore
@@ -46,6 +49,7 @@ class NonFiniteLossError(RuntimeError):
     """Raised after `max_bad_steps` consecutive steps with a non-finite loss or gradient."""
 
 
+RUN_OUTPUTS = (METRICS, "tb", "checkpoints", "final")  # what a run writes under out_dir
 TopkFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> top-k ids, log-probs [B, T, k]
 
 
@@ -129,11 +133,14 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 class Trainer:
     """Builds everything a `TrainConfig` names and runs it (see module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, device: str | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, *, resume: bool = False, device: str | None = None, overwrite: bool = False
+    ) -> None:
         self.cfg = cfg
         self.dist = parallel.init_distributed(device)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.out = Path(cfg.out_dir)
+        self._claim_out_dir(resume, overwrite)
         self.tokenizer = cfg.model.tokenizer()
         self.model = self._build_model()
         self.objective = self._wrap(self.model)
@@ -214,13 +221,39 @@ class Trainer:
             world_size=self.dist.world_size,
         )
 
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.out / "checkpoints")
-        if path is None:
+    def _claim_out_dir(self, resume: bool, overwrite: bool) -> None:
+        """A new run needs an empty `out_dir`: one with files is refused, unless `overwrite`
+        (rank 0 then deletes the run outputs `RUN_OUTPUTS`, nothing else)."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in out_dir, --overwrite replaces it: pass one")
+        found = sorted(p.name for p in self.out.iterdir()) if self.out.is_dir() else []
+        if resume or not found:
             return
-        extra = load_checkpoint(path, self.objective, self.optimizer)
-        self.step = int(extra["step"])
-        self.loader.load_state_dict(extra["loader"])
+        if not overwrite:
+            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            raise FileExistsError(
+                f"out_dir {self.out} is not empty ({shown}): pass --resume to continue that run "
+                "or --overwrite to replace its outputs"
+            )
+        if self.dist.is_main:
+            for name in RUN_OUTPUTS:
+                path = self.out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        parallel.barrier()
+
+    def _resume(self) -> None:
+        found = resume_latest(self.out / "checkpoints", self.objective, self.optimizer)
+        if found is None:
+            return
+        path, extra = found
+        try:
+            self.step = int(extra["step"])
+            self.loader.load_state_dict(extra["loader"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {path}: {EXTRA} has no valid step/loader state ({e!r})") from e
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
