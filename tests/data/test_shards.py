@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from mobilellm_r1.data.shards import (
     META_FILE,
     ShardedSource,
+    is_temp_file,
     shard_stats,
     tokenize_source,
     tokenizer_fingerprint,
@@ -201,6 +203,22 @@ def test_two_workers_identical_to_one(tmp_path: Path, jsonl: Path, tok: Tokenize
     assert "tok/s=" in err and "120 docs" in err
 
 
+def test_workers_rebuild_the_tokenizer_from_its_path(tmp_path: Path, jsonl: Path) -> None:
+    """Workers get a path and a fingerprint, not a pickle: a tokenizer without a file is saved to a
+    temporary copy for them, and a file that changed since the run loaded it is refused."""
+    spec = SourceSpec("web", str(jsonl))
+    small = byte_tokenizer()  # built in memory: its name "bytes" is no path
+    tokenize_source(spec, tmp_path / "one", small, workers=1, docs_per_shard=40, progress=False)
+    tokenize_source(spec, tmp_path / "two", small, workers=2, docs_per_shard=40, progress=False)
+    assert dir_contents(tmp_path / "one" / "web") == dir_contents(tmp_path / "two" / "web")
+
+    loaded = load_tokenizer(small.save(tmp_path / "tok"))
+    other = Tokenizer({bytes([i]): i for i in range(256)}, llama3_special_tokens(256), pat_str=r"\S+|\s+")
+    other.save(tmp_path / "tok")  # the file changes after the run loaded it
+    with pytest.raises(ValueError, match=r"tokenizer .*tok now has fingerprint \w{12}, this run's is"):
+        tokenize_source(spec, tmp_path / "three", loaded, workers=2, docs_per_shard=40, progress=False)
+
+
 KILL_SCRIPT = """
 import sys, time
 from mobilellm_r1.data.shards import tokenize_source
@@ -256,6 +274,110 @@ def test_damaged_shards_and_stale_temps_are_redone(tmp_path: Path, jsonl: Path, 
     report = tokenize_source(spec, tmp_path, tok, workers=1, docs_per_shard=30, progress=False)
     assert report["shards_reused"] == 2
     assert dir_contents(dest) == clean
+
+
+def test_temp_files_of_a_killed_run_are_matched_exactly(tmp_path: Path, jsonl: Path, tok: Tokenizer) -> None:
+    """A killed run leaves ``.name.random.tmp`` dotfiles (atomic_write) beside ``shard_k.bin.tmp``;
+    ``glob("*.tmp")`` and ``glob(".*.tmp")`` both listed the dotfiles, so the second unlink raised
+    FileNotFoundError and every later run failed.  Only our own temp names are removed."""
+    spec = SourceSpec("web", str(jsonl))
+    tokenize_source(spec, tmp_path, tok, workers=1, docs_per_shard=30, progress=False)
+    dest = tmp_path / "web"
+    clean = dir_contents(dest)
+    (dest / META_FILE).unlink()
+    (dest / "shard_00003.idx.npy").unlink()
+    left = ["shard_00003.bin.tmp", ".shard_00003.json.k2x_9q.tmp", ".shard_00003.idx.npy.ab12cd.tmp"]
+    left += [".meta.json.zz_1.tmp", "..tokenize.json.q0w9e8.tmp"]
+    foreign = ["notes.tmp", ".editor.tmp", "shard_1.bin.tmp"]
+    for name in left + foreign:
+        (dest / name).write_bytes(b"junk")
+    assert [n for n in left + foreign if is_temp_file(dest / n)] == left
+    report = tokenize_source(spec, tmp_path, tok, workers=1, docs_per_shard=30, progress=False)
+    assert report["shards_reused"] == 3
+    for name in foreign:  # not ours: kept
+        (dest / name).unlink()
+    assert dir_contents(dest) == clean
+
+
+def make_corpus(folder: Path, files: int = 30, docs: int = 40) -> list[str]:
+    """``files`` JSONL files (one shard each) of ``docs`` documents; returns the texts in order."""
+    folder.mkdir()
+    texts = [f"{TEXTS[(f + d) % len(TEXTS)]} {f} {d}" for f in range(files) for d in range(docs)]
+    for f in range(files):
+        write_jsonl(folder / f"part{f:03d}.jsonl", texts[f * docs : (f + 1) * docs])
+    return texts
+
+
+def start_cli_tokenize(corpus: Path, out: Path) -> subprocess.Popen:
+    """`mobilellm-r1 data tokenize` with 2 workers, in its own process group."""
+    cmd = [sys.executable, "-m", "mobilellm_r1.cli", "data", "tokenize", "--name", "web"]
+    cmd += ["--files", str(corpus), "--out", str(out), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_mid_run(proc: subprocess.Popen, dest: Path, workers: int = 2) -> set[int]:
+    """Wait until the run has its workers and a finished shard; returns the main process's children."""
+    deadline = time.monotonic() + 60
+    while not ((dest / "shard_00000.idx.npy").exists() and len(kids := children(proc.pid)) > workers):
+        assert proc.poll() is None and time.monotonic() < deadline, "tokenize ended before the kill"
+        time.sleep(0.005)
+    assert not (dest / META_FILE).exists(), "tokenize finished before the kill"
+    return kids  # the workers and multiprocessing's resource tracker
+
+
+def test_group_kill_mid_run_then_rerun_succeeds(tmp_path: Path, tok: Tokenizer) -> None:
+    """SIGKILL to the whole process group of a running `data tokenize` (main and workers), then
+    the same source again: it keeps the finished shards, clears the temps and completes."""
+    texts = make_corpus(tmp_path / "corpus")
+    proc = start_cli_tokenize(tmp_path / "corpus", tmp_path / "out")
+    wait_mid_run(proc, tmp_path / "out" / "web")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    spec = SourceSpec("web", [str(tmp_path / "corpus")])  # as the CLI builds it
+    report = tokenize_source(spec, tmp_path / "out", tok, workers=1, progress=False)
+    assert report["shards"] == 30 and 1 <= report["shards_reused"] < 30
+    src = ShardedSource(tmp_path / "out" / "web")
+    src.verify()
+    assert [src.doc(i).tolist() for i in range(len(src))] == tok.encode_batch(texts, num_threads=1)
+    assert not any(map(is_temp_file, src.path.iterdir()))
+
+
+def test_killing_the_main_process_leaves_no_workers(tmp_path: Path) -> None:
+    """Pool workers used to outlive a SIGKILLed main process (blocked on its queues forever)."""
+    make_corpus(tmp_path / "corpus")
+    proc = start_cli_tokenize(tmp_path / "corpus", tmp_path / "out")
+    kids = wait_mid_run(proc, tmp_path / "out" / "web")
+    proc.kill()  # the main process only, not its group
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while (left := {pid for pid in kids if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(kids)} children of the killed process still ran after 15 s"
 
 
 def test_other_tokenizer_or_spec_is_refused(tmp_path: Path, jsonl: Path, tok: Tokenizer) -> None:

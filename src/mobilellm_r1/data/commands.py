@@ -78,11 +78,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_tokenize(args: argparse.Namespace) -> int:
     from ..tokenizer import load_tokenizer
-    from .recipes import MixSource, load_mixture, source_spec
     from .shards import tokenize_source
+    from .sources import SourceSpec
 
     tokenizer = load_tokenizer(args.tokenizer)
     if args.recipe:
+        from .recipes import load_mixture, source_spec  # imports torch (the loader)
+
         recipe = load_mixture(args.recipe, args.overrides)
         specs = [source_spec(s, recipe.data_root) for s in recipe.sources if s.files]
         if not specs:
@@ -91,16 +93,15 @@ def run_tokenize(args: argparse.Namespace) -> int:
     else:
         if not (args.name and args.files):
             raise ValueError("give --recipe, or --name and --files")
-        source = MixSource(
+        spec = SourceSpec(
             name=args.name,
-            weight=1.0,
-            files=args.files,
+            path=list(args.files),
             format=args.format,
             text_field=args.text_field,
             template=args.template,
             on_error=args.on_error,
         )
-        specs = [source_spec(source)]
+        specs = [spec]
         root = Path(args.out or "data/shards")
     for spec in specs:
         report = tokenize_source(

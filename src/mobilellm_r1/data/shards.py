@@ -11,7 +11,9 @@ Layout of ``out_dir/<source name>/`` (one shard per work unit of :func:`~.source
   and totals; written last, atomically.  ``.tokenize.json`` holds the same settings during a run.
 
 A killed run is resumed by running it again: complete shards (``.idx.npy`` consistent with the
-``.bin`` size) are kept, stale ``*.tmp`` files removed, the rest redone.  The result is
+``.bin`` size) are kept, the temp files a killed run leaves (exactly the names written here, see
+:func:`is_temp_file`) removed, the rest redone.  Pool workers die with the process that started
+them (Linux parent-death signal, else a parent watch), so a killed run leaves no workers behind.  The result is
 byte-identical to an uninterrupted run (only ``meta.json``'s ``created`` differs).  One writer at a
 time per directory.
 """
@@ -25,9 +27,12 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import pickle
 import queue
+import re
+import signal
 import sys
+import tempfile
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -52,6 +57,12 @@ DEFAULT_BATCH_DOCS = 256
 # Settings that must match between runs writing into the same directory.
 _SETTINGS_KEYS = ("format_version", "source", "layout", "tokenizer", "units")
 _FINGERPRINTS: weakref.WeakKeyDictionary[Tokenizer, str] = weakref.WeakKeyDictionary()
+# Temp names written into a shard directory: ``shard_00000.bin.tmp`` and atomic_write's
+# ``.<name>.<random>.tmp`` for the .json / .idx.npy records, meta.json and .tokenize.json.
+_TEMP_NAME = re.compile(
+    r"shard_\d{5,}\.bin\.tmp|\.(shard_\d{5,}\.(json|idx\.npy)|meta\.json|\.tokenize\.json)\.\w+\.tmp"
+)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 ProgressFn = Callable[[int, int, int], None]  # (docs, tokens, text bytes) of one batch
 
@@ -83,6 +94,11 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 def shard_stem(k: int) -> str:
     """File stem of shard ``k``: ``shard_00000``."""
     return f"shard_{k:05d}"
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is a temp file a tokenize run writes (and a killed one leaves behind)."""
+    return _TEMP_NAME.fullmatch(path.name) is not None and path.is_file()
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -174,13 +190,61 @@ class _Job:
         return _write_shard(*args, on_batch)
 
 
-def _init_worker(tokenizer_blob: bytes, progress_queue: Any) -> None:
-    """Pool initializer: unpickle the tokenizer once per process."""
-    _WORKER["tokenizer"] = pickle.loads(tokenizer_blob)
-    _WORKER["queue"] = progress_queue
+@dataclass(frozen=True)
+class _TokenizerRef:
+    """What a pool worker needs to rebuild the tokenizer: a path for :func:`load_tokenizer` and
+    the fingerprint the result must have (no pickled tokenizer crosses the process boundary)."""
+
+    path: str
+    fingerprint: str
+
+    def load(self) -> Tokenizer:
+        tok = load_tokenizer(self.path)
+        if (got := tokenizer_fingerprint(tok)) != self.fingerprint:
+            raise ValueError(
+                f"tokenizer {self.path} now has fingerprint {got[:12]}, this run's is "
+                f"{self.fingerprint[:12]} (changed on disk?)"
+            )
+        return tok
+
+
+def _tokenizer_ref(tokenizer: Tokenizer, scratch: Path) -> _TokenizerRef:
+    """Where workers load ``tokenizer`` from: its own path, else a copy saved into ``scratch``."""
+    path = tokenizer.name_or_path
+    if not path or not Path(path).exists():
+        path = str(tokenizer.save(scratch))
+    return _TokenizerRef(path, tokenizer_fingerprint(tokenizer))
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` dies: PR_SET_PDEATHSIG on Linux, else a watch thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _init_worker(tokenizer: _TokenizerRef, parent: int, progress_queue: Any) -> None:
+    """Pool initializer: die with ``parent``; the tokenizer is loaded by the first job (so a
+    changed tokenizer file fails that job with a clear error, not the whole pool)."""
+    _die_with_parent(parent)
+    _WORKER["ref"], _WORKER["queue"] = tokenizer, progress_queue
 
 
 def _worker_job(job: _Job) -> tuple[int, dict[str, Any]]:
+    if "tokenizer" not in _WORKER:
+        _WORKER["tokenizer"] = _WORKER["ref"].load()
     progress_queue = _WORKER["queue"]
     on_batch = None if progress_queue is None else lambda *counts: progress_queue.put(counts)
     return job.k, job.run(_WORKER["tokenizer"], on_batch)
@@ -218,8 +282,9 @@ def _run_pool(
     """Run shard jobs on ``workers`` spawned processes; per-batch progress arrives through a queue."""
     ctx = mp.get_context("spawn")
     progress_queue = None if bar.bar.disable else ctx.Queue()
-    initargs = (pickle.dumps(tokenizer), progress_queue)
     records: dict[int, dict[str, Any]] = {}
+    scratch = tempfile.TemporaryDirectory(prefix="mobilellm-r1-tokenizer-")
+    initargs = (_tokenizer_ref(tokenizer, Path(scratch.name)), os.getpid(), progress_queue)
     pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     try:
         pending = {pool.submit(_worker_job, job) for job in jobs}
@@ -231,6 +296,7 @@ def _run_pool(
                 bar.shard_done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        scratch.cleanup()
     _drain(progress_queue, bar)
     return records
 
@@ -307,9 +373,10 @@ def tokenize_source(
 
     Args:
         tokenizer: a :class:`Tokenizer`, a path for :func:`load_tokenizer`, or None (Llama 3).
-        workers: processes (spawned, each unpickles the tokenizer once; a script calling this
-            needs the ``if __name__ == "__main__":`` guard); 1 runs in this process; None:
-            ``min(os.cpu_count(), units to do)``.  Output does not depend on it.
+        workers: processes (spawned, each loads the tokenizer once from its path, or from a
+            temporary copy when it has none, and checks its fingerprint; they die with this
+            process; a script calling this needs the ``if __name__ == "__main__":`` guard); 1 runs
+            in this process; None: ``min(os.cpu_count(), units to do)``.  Output does not depend on it.
         docs_per_shard: cut units by at most this many records instead of ``part_bytes``
             (see :func:`~.sources.list_units`).
         progress: show a tqdm bar (docs/s, tokens/s, MB/s) and print the report to stderr.
@@ -329,8 +396,8 @@ def tokenize_source(
     dest = Path(out_dir) / spec.name
     dest.mkdir(parents=True, exist_ok=True)
     _check_existing(dest, settings, overwrite)
-    for stale in [*dest.glob("*.tmp"), *dest.glob(".*.tmp")]:  # left by a killed run
-        stale.unlink()
+    for stale in filter(is_temp_file, dest.iterdir()):  # left by a killed run
+        stale.unlink(missing_ok=True)
     atomic_write(dest / RUN_FILE, _json_bytes(settings), fsync=True)
     records = {k: rec for k in range(len(units)) if (rec := _complete_record(dest, k)) is not None}
     jobs = [_Job(spec, u, dest, k, batch_docs, num_threads) for k, u in enumerate(units) if k not in records]
