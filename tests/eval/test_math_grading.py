@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from helpers import SHARED_DATA
+from mobilellm_r1.eval.answer_equivalence import words_to_number
+from mobilellm_r1.eval.answer_pairs import labelled_pairs, number_words
 from mobilellm_r1.eval.math_grading import (
     MathJudge,
     extract_answer,
@@ -161,3 +167,180 @@ def test_pool_recreated_after_worker_death() -> None:
         os.kill(next(iter(j._pool._processes)), signal.SIGKILL)
         verdicts = j.judge_many([(str(i), f"\\boxed{{{i}}}") for i in range(10)])
         assert all(v.correct for v in verdicts)
+
+
+# ---------------------------------------------------------------- issue 17: answers stay data
+def _payloads(marker: Path) -> list[str]:
+    """Python that writes ``marker`` when evaluated (as the old ``sympy.sympify`` fallback did)."""
+    m = str(marker)
+    return [
+        f"open('{m}','w').write('x')",
+        f"__import__('os').system('touch {m}')",
+        f"(lambda: open('{m}','w').write('x'))()",
+        f"__import__('pathlib').Path('{m}').touch()",
+        f"().__class__.__base__.__subclasses__() and __import__('os').system('touch {m}')",
+    ]
+
+
+def test_sympify_payloads_were_live_and_are_now_inert(judge: MathJudge, tmp_path: Path) -> None:
+    import sympy
+
+    markers = [tmp_path / f"marker{i}" for i in range(5)]
+    for marker, payload in zip(markers, [_payloads(m)[i] for i, m in enumerate(markers)], strict=True):
+        sympy.sympify(payload)  # the old fallback: the payload runs
+        assert marker.exists(), payload
+        marker.unlink()
+    outputs = [f"$\\boxed{{{p}}}$" for m in markers for p in _payloads(m)]
+    outputs += [f"The answer is {p}." for m in markers for p in _payloads(m)]
+    for protocol in ("auto", "answer_is"):
+        verdicts = judge.judge_many([("1", out) for out in outputs], protocol)
+        assert not any(v.correct for v in verdicts)
+    assert not any(m.exists() for m in markers)
+
+
+_PATCH = (  # replaces the worker's equivalence check by one that accepts everything
+    "setattr(__import__('mobilellm_r1.eval.math_grading', fromlist=['x']), 'equivalent', "
+    "eval('lambda g, p, t: True'))"
+)
+
+
+def test_worker_patch_payload_was_live_and_later_wrong_answers_stay_wrong() -> None:
+    import sympy
+
+    from mobilellm_r1.eval import math_grading
+
+    original = math_grading.equivalent
+    try:
+        sympy.sympify(_PATCH)  # the old fallback would have patched the worker's judge
+        assert math_grading.equivalent is not original
+    finally:
+        math_grading.equivalent = original
+    with MathJudge(workers=1, timeout_s=10.0) as j:
+        first = j.judge("1", f"\\boxed{{{_PATCH}}}")
+        later = j.judge_many([("3", r"\boxed{4}"), (r"\frac{1}{2}", r"\boxed{2}"), ("7", "The answer is 8.")])
+    assert not first.correct and not any(v.correct for v in later)
+
+
+def test_parser_guard_refuses_code_but_keeps_numbers(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    script = f"""
+import sympy
+from mobilellm_r1.eval.answer_equivalence import UnsafeParseError, install_parser_guard
+install_parser_guard()
+assert sympy.Number("12") == 12 and sympy.Number("2.5") == 2.5
+for payload in {_payloads(marker)!r}:
+    try:
+        sympy.sympify(payload)
+    except UnsafeParseError:
+        continue
+    raise SystemExit("not refused: " + payload)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- issue 17: answer protocols
+@pytest.mark.parametrize(
+    ("text", "protocol", "expected"),
+    [
+        (
+            "x = 14/3.\nFinal Answer: The final answer is $\\frac{14}{3}$. I hope it is correct.",
+            "minerva",
+            r"\frac{14}{3}",
+        ),
+        (
+            "Final Answer: The final answer is $\\text{Evelyn}$. I hope it is correct.",
+            "minerva",
+            r"\text{Evelyn}",
+        ),
+        ("The answer is 5.\nFinal Answer: The final answer is $6$. I hope it is correct.", "minerva", "6"),
+        ("The answer is 5.\nFinal Answer: The final answer is $6$. I hope it is correct.", "auto", "6"),
+        ("\\boxed{2} ... Final Answer: The final answer is $3$. I hope it is correct.", "minerva", "3"),
+        ("\\boxed{2} ... Final Answer: The final answer is $3$. I hope it is correct.", "boxed", "2"),
+        ("The answer is 17.\nWait, no.\nThe answer is 18.", "answer_is", "18"),
+        ("The answer is eighteen.", "answer_is", "eighteen"),
+        ("The answer is $1,234.50.", "answer_is", "1,234.50"),
+        ("The answer is .5", "answer_is", ".5"),
+        ("She makes 18 dollars.\n#### 18", "answer_is", "18"),
+        ("So \\boxed{7}. The answer is 8.", "boxed", "7"),
+        ("So \\boxed{7}. The answer is 8.", "auto", "8"),
+        ("we got 3 and then 4", "minerva", "4"),
+    ],
+)
+def test_extraction_protocols(text: str, protocol: str, expected: str) -> None:
+    assert extract_answer(text, protocol) == expected
+
+
+def test_unknown_protocol_is_refused(judge: MathJudge) -> None:
+    with pytest.raises(ValueError, match="unknown answer protocol 'minerva2'"):
+        judge.judge("1", "1", "minerva2")
+
+
+@pytest.mark.parametrize(
+    ("gold", "output", "protocol", "correct"),
+    [
+        (
+            r"\frac{14}{3}",
+            "Final Answer: The final answer is $\\frac{14}{3}$. I hope it is correct.",
+            "minerva",
+            True,
+        ),
+        (
+            r"\text{Evelyn}",
+            "Final Answer: The final answer is $\\text{Evelyn}$. I hope it is correct.",
+            "minerva",
+            True,
+        ),
+        (
+            r"\text{Evelyn}",
+            "Final Answer: The final answer is $\\text{Nevely}$. I hope it is correct.",
+            "minerva",
+            False,
+        ),
+        ("18", "The answer is eighteen.", "answer_is", True),
+        ("18", "The answer is eighteen dollars.", "answer_is", True),
+        ("18", "The answer is nineteen.", "answer_is", False),
+        ("125", "The answer is one hundred twenty-five.", "answer_is", True),
+        ("18", "The answer is $18.00.", "answer_is", True),
+        ("1234", "The answer is 1,234 eggs.", "answer_is", True),
+        ("25", "The answer is 25%.", "answer_is", True),
+        ("18", "The answer is 18.\nOn second thought:\nThe answer is 19.", "answer_is", False),
+        ("-2,1", r"\boxed{1, -2}", "boxed", True),
+        ("-2,1", r"\boxed{-21}", "boxed", False),
+        (r"15\mbox{ cm}^2", r"\boxed{15}", "boxed", True),
+        (
+            r"90^\circ",
+            "Final Answer: The final answer is $90$ degrees. I hope it is correct.",
+            "minerva",
+            True,
+        ),
+        ("5", r"\boxed{5 x}", "boxed", False),
+    ],
+)
+def test_judge_protocols_and_surface_forms(
+    judge: MathJudge, gold: str, output: str, protocol: str, correct: bool
+) -> None:
+    assert judge.judge(gold, output, protocol).correct is correct
+
+
+def test_number_words_round_trip() -> None:
+    assert all(words_to_number(number_words(n)) == n for n in range(0, 1_000_000, 997))
+    assert words_to_number("eighteen apples") is None and words_to_number("") is None
+
+
+def test_labelled_slice_has_no_false_accepts_or_rejects(judge: MathJudge) -> None:
+    math500, gsm8k = _rows("math500"), _rows("gsm8k")
+    special = [r for r in math500 if re.search(r"\\text|matrix|\[|\\%|\\circ", r["answer"])]
+    records = {"math500": math500[::25] + special[::2], "gsm8k": gsm8k[::60]}
+    pairs = labelled_pairs(records, seed=1)
+    assert len(pairs) > 400 and len({p.category for p in pairs}) >= 25
+    for protocol in sorted({p.protocol for p in pairs}):
+        subset = [p for p in pairs if p.protocol == protocol]
+        verdicts = judge.judge_many([(p.gold, p.output) for p in subset], protocol)
+        wrong = [
+            (p.category, p.gold, p.output[-80:])
+            for p, v in zip(subset, verdicts, strict=True)
+            if v.correct != p.correct
+        ]
+        assert wrong == []
