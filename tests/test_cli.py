@@ -220,3 +220,152 @@ def test_stream_printer_stops_at_stop_token_and_string(capsys: pytest.CaptureFix
     printer(0, 0, [*tok.encode("héllo"), tok.eot_id, *tok.encode(" junk")])
     printer.finish("héllo")
     assert capsys.readouterr().out == "héllo\n"
+
+
+# --------------------------------------------------------------------------- input faults (issue 17, #9)
+def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> str:
+    """`argv` is refused by argparse (exit 2) with `needle` in the message, before any work."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "usage: mobilellm-r1" in err and needle in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--recipe", "train/tiny_cpu"],
+        ["curate", "influence", "--config", "curation/influence_synthetic"],
+        ["curate", "coevolve", "--config", "curation/coevolve_synthetic"],
+        ["generate", "--model", "missing-dir", "--prompt", "x"],
+        ["eval", "--model", "missing-dir", "--tasks", "gsm8k"],
+    ],
+)
+def test_device_cuda_without_cuda_is_a_usage_error(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # the shipped configs write under runs/: nothing may appear
+    _usage_error(capsys, [*argv, "--device", "cuda"], "--device: cuda: CUDA is not available on this machine")
+    assert list(tmp_path.iterdir()) == []
+    _usage_error(capsys, [*argv, "--device", "gpu"], "not a device name")
+
+
+def test_resolve_device_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from mobilellm_r1.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match=r"^device cuda:1: CUDA is not available on this machine"):
+        resolve_device("cuda:1", "device")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["eval", "--model", "missing-dir", "--tasks", "gsm8k", "--limit", "-1"],
+            "--limit: must be >= 1, got -1",
+        ),
+        (
+            ["eval", "--model", "missing-dir", "--tasks", "gsm8k", "--limit", "0"],
+            "--limit: must be >= 1, got 0",
+        ),
+        (["eval", "--model", "missing-dir", "--tasks", "gsm8k", "--n", "0"], "--n: must be >= 1"),
+        (["eval", "--model", "missing-dir", "--tasks", "gsm8kk"], "unknown task 'gsm8kk'"),
+        (["eval", "--model", "missing-dir", "--tasks", "gsm8k", "--temperature", "nan"], "finite"),
+        (
+            ["generate", "--model", "missing-dir", "--prompt", "x", "--temperature", "-1"],
+            "--temperature: must be >= 0",
+        ),
+        (
+            ["generate", "--model", "missing-dir", "--prompt", "x", "--top-p", "1.5"],
+            "--top-p: must be in (0, 1]",
+        ),
+        (
+            ["generate", "--model", "missing-dir", "--prompt", "x", "--top-p", "0"],
+            "--top-p: must be in (0, 1]",
+        ),
+        (["generate", "--model", "missing-dir", "--prompt", "x", "--top-k", "-3"], "--top-k: must be >= 0"),
+    ],
+)
+def test_bad_numbers_and_tasks_are_usage_errors_before_loading(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model directory does not exist: loading it would fail with exit 1, so exit 2 means the
+    # value was refused while parsing, before any model was loaded.
+    _usage_error(capsys, argv, needle)
+
+
+def test_suites_still_parse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["eval", "--model", str(tmp_path / "missing"), "--tasks", "base,gsm8k", "--limit", "1"]
+    assert main([*argv, "--device", "cpu"]) == 1  # parsed; fails at loading the missing model
+    _assert_one_line_error(capsys.readouterr().err, "missing")
+
+
+def test_set_error_names_the_set_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--recipe", "train/tiny_cpu", "--set", "steps=abc"]) == 1
+    _assert_one_line_error(
+        capsys.readouterr().err, "steps: expected int, got 'abc' (the value comes from --set steps=abc"
+    )
+    assert main(["train", "--recipe", "train/tiny_cpu", "--set", "optim.lr=.inf"]) == 1
+    _assert_one_line_error(capsys.readouterr().err, "optim.lr: expected a finite number, got inf")
+
+
+def test_coevolve_failure_leaves_no_partial_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "co"
+    argv = ["curate", "coevolve", "--config", "curation/coevolve_synthetic", "--device", "cpu"]
+    argv += ["--set", f"out_dir={out}", "--set", f"model={tmp_path / 'no-model'}"]
+    argv += ["--set", f"pool={{a: [{tmp_path / 'no-pool.jsonl'}]}}"]
+    assert main(argv) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _poisoned_copy(ckpt: Path, out: Path) -> str:
+    """A copy of `ckpt` with one NaN in one weight; returns that weight's name."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(ckpt, out)
+    tensors = load_file(out / "model.safetensors")
+    name = next(n for n in sorted(tensors) if n.endswith("layers.1.feed_forward.down_proj.weight"))
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    return name
+
+
+def test_generate_refuses_nan_weights(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "nan"
+    name = _poisoned_copy(tiny_ckpt, bad)
+    assert main(["generate", "--model", str(bad), "--prompt", "Hello", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(err, "non-finite value(s) (NaN/inf)")
+    assert name.removeprefix("model.") in err
+
+
+def test_generate_chat_template_loop_fails_fast(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+    import time
+
+    hostile = tmp_path / "loop"
+    shutil.copytree(tiny_ckpt, hostile)
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    (hostile / "chat_template.jinja").write_text(loop)
+    start = time.perf_counter()
+    assert main(["generate", "--model", str(hostile), "--prompt", "x", "--chat", "--device", "cpu"]) == 1
+    assert time.perf_counter() - start < 10
+    _assert_one_line_error(
+        capsys.readouterr().err, "chat template failed: over 1,000,000 lines of template code"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -303,3 +304,62 @@ def test_missing_required_specials(tok: Tokenizer) -> None:
 def test_default_load_is_cached() -> None:
     a, b = load_tokenizer(), load_tokenizer(None)
     assert a.encoding is b.encoding
+
+
+def _spy_runs(tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the longest run of whitespace or non-whitespace in each text handed to tiktoken."""
+    lengths: list[int] = []
+    real = tok.encoding.encode_ordinary
+
+    def spy(text: str) -> list[int]:
+        lengths.append(max((len(run) for run in re.findall(r"\S+|\s+", text)), default=0))
+        return real(text)
+
+    monkeypatch.setattr(tok.encoding, "encode_ordinary", spy)
+    return lengths
+
+
+def test_long_unbroken_text_is_cut_before_the_bpe(
+    tok: Tokenizer, reference: tiktoken.Encoding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One 1 MB "word": tiktoken alone gets it as a single piece, whose BPE time grows faster
+    # than linearly (200 MB: > 10 min at 10 GB); now no run handed to it exceeds 25k characters.
+    text = "start " + "x" * 1_000_000 + " mid " + "é" * 60_000 + "🙂" * 30_000 + " end"
+    longest = _spy_runs(tok, monkeypatch)
+    ids = tok.encode(text)
+    assert max(longest) == 25_000
+    assert tok.decode(ids) == text  # byte-exact
+    assert tok.encode_batch([text, "ok"]) == [ids, tok.encode("ok")]
+    below = "y" * 24_000 + " and " + "z" * 100  # shorter runs tokenize exactly as before
+    assert tok.encode(below) == reference.encode_ordinary(below)
+
+
+def test_cut_never_splits_a_special_token(tok: Tokenizer) -> None:
+    for offset in range(1, 10):  # the cut falls on every position inside `<|eot_id|>`
+        text = "b" * (25_000 - offset) + "<|eot_id|>" + "c" * 30_000
+        ids = tok.encode(text, allowed_special="all")
+        assert ids.count(tok.eot_id) == 1 and tok.decode(ids) == text
+
+
+@pytest.mark.parametrize(
+    ("template", "needle"),
+    [
+        ("{% for i in range(10**9) %}x{% endfor %}", "Range too big"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "lines of template",
+        ),
+        ("{{ 'a' * 10**10 }}", "a product of over 10,000,000 items"),
+        ("{{ 2 ** 10000000 }}", "a power of over 64 kbit"),
+        ("{% for i in range(100000) %}{{ 'x' * 200 }}{% endfor %}", "over 10,000,000 characters of output"),
+        ("{{ raise_exception('bad roles') }}", "bad roles"),
+        ("{% for m in messages %}", "does not compile"),
+    ],
+)
+def test_hostile_chat_templates_fail_fast_with_a_clear_error(template: str, needle: str) -> None:
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="chat template") as info:
+        Tokenizer(chat_template=template).apply_chat_template(chat_messages("hi"))
+    assert needle in str(info.value) and time.perf_counter() - start < 5
