@@ -10,7 +10,7 @@ import pytest
 from helpers import small_config
 from mobilellm_r1.deploy.generate import Generator
 from mobilellm_r1.deploy.sampling import SamplingParams
-from mobilellm_r1.eval.engines import GenRequest, LocalEngine, OpenAIEngine
+from mobilellm_r1.eval.engines import GenRequest, LocalEngine, OpenAIEngine, ServerError
 from mobilellm_r1.model import build_model
 from mobilellm_r1.tokenizer import chat_messages, load_tokenizer
 
@@ -74,6 +74,9 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"error": "unknown model"}')
             return
+        if body.get("model") in HOSTILE:
+            HOSTILE[body["model"]](self)
+            return
         if self.path.endswith("/chat/completions"):
             text = body["messages"][-1]["content"]
             choices = [
@@ -95,15 +98,62 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def do_GET(self) -> None:  # where a followed 302 would land
+        type(self).calls.append((self.path, None, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.end_headers()
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict | None = None) -> None:
+    handler.send_response(status)
+    for key, value in (headers or {"Content-Length": str(len(data))}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def _endless(handler: BaseHTTPRequestHandler) -> None:
+    """A 200 without Content-Length that keeps sending (up to 64 MB) until the client hangs up."""
+    handler.send_response(200)
+    handler.end_headers()
+    chunk = b" " * 2**16
+    try:
+        for _ in range(2**10):
+            handler.wfile.write(chunk)
+            handler.server.sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+HOSTILE = {  # model name -> what the fake server does
+    "endless": _endless,
+    "declares-10GB": lambda h: _reply(h, 200, b"{}", {"Content-Length": str(10 * 2**30)}),
+    "html": lambda h: _reply(h, 200, b"<html>\n<b>Bad gateway</b></html>"),
+    "no-choices": lambda h: _reply(h, 200, b'{"object": "error", "message": "overloaded"}'),
+    "no-text": lambda h: _reply(h, 200, b'{"choices": [{"index": 0, "finish_reason": "stop"}]}'),
+    "crash": lambda h: _reply(h, 500, b"Traceback (most recent call last):\n  boom\nKeyError: 'x'"),
+    "moved": lambda h: _reply(h, 302, b"", {"Location": _FakeOpenAI.elsewhere, "Content-Length": "0"}),
+}
+
+
+def _serve() -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    httpd.sent = 0
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
 
 @pytest.fixture()
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+def httpd():
+    server = _serve()
     _FakeOpenAI.calls = []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture()
+def server(httpd):
+    return f"http://127.0.0.1:{httpd.server_address[1]}/v1"
 
 
 def test_openai_engine_routes_and_orders(server) -> None:
@@ -136,3 +186,47 @@ def test_openai_engine_unreachable() -> None:
     engine = OpenAIEngine("http://127.0.0.1:9/v1", "m", retries=0, timeout_s=2)
     with pytest.raises(RuntimeError, match=r"127\.0\.0\.1:9/v1/completions"):
         engine.generate([GenRequest("p", prompt="x")], SamplingParams())
+
+
+def test_openai_engine_refuses_a_redirect_to_another_host(server) -> None:
+    """urllib followed a 302 to any host (as a GET) and sent the API key along."""
+    other = _serve()  # another host: "localhost" is not the 127.0.0.1 of base_url
+    _FakeOpenAI.elsewhere = f"http://localhost:{other.server_address[1]}/steal"
+    try:
+        engine = OpenAIEngine(server, "moved", api_key="sk-secret", retries=2)
+        with pytest.raises(ServerError, match=r"^request p: POST .*/v1/completions: HTTP 302 redirect to "):
+            engine.generate([GenRequest("p", prompt="x")], SamplingParams())
+    finally:
+        other.shutdown()
+    assert [(c[0], c[2]) for c in _FakeOpenAI.calls] == [("/v1/completions", "Bearer sk-secret")]
+
+
+@pytest.mark.parametrize("model", ["endless", "declares-10GB"])
+def test_openai_engine_caps_the_reply_size(httpd, server, model: str) -> None:
+    """urllib read a reply of any size into memory; now reading stops past the cap."""
+    engine = OpenAIEngine(server, model, retries=2, max_reply_bytes=10**6)
+    with pytest.raises(ServerError, match=r"^request p: POST \S+: reply .*over the 1,000,000-byte cap"):
+        engine.generate([GenRequest("p", prompt="x")], SamplingParams())
+    assert len(_FakeOpenAI.calls) == 1 and httpd.sent < 2**25  # not retried, and far from all 64 MB read
+    assert OpenAIEngine(server, "m").reply_cap(SamplingParams(n=4, max_new_tokens=1000)) == 2**20 + 128_000
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("html", r"reply is not JSON \(Expecting value: line 1 column 1"),
+        ("no-choices", r"reply has no 'choices' list$"),
+        ("no-text", r"reply choices\[0\] has no 'text'$"),
+    ],
+)
+def test_openai_engine_malformed_reply_is_one_clear_line(server, model: str, message: str) -> None:
+    with pytest.raises(ServerError, match=rf"^request p: POST {server}/completions: {message}") as info:
+        OpenAIEngine(server, model).generate([GenRequest("p", prompt="x")], SamplingParams())
+    assert "\n" not in str(info.value)
+
+
+def test_openai_engine_server_error_is_retried_then_one_line(server) -> None:
+    engine = OpenAIEngine(server, "crash", retries=1)
+    with pytest.raises(ServerError, match=r"^request p: POST \S+: HTTP 500: Traceback .* KeyError: 'x'$"):
+        engine.generate([GenRequest("p", prompt="x")], SamplingParams())
+    assert len(_FakeOpenAI.calls) == 2  # 5xx is retried

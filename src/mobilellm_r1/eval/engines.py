@@ -8,7 +8,8 @@ post-trained ones) into ``n`` completion texts each:
   prompts at a time (x ``n`` samples per prompt in the same batch).
 - :class:`OpenAIEngine` - any OpenAI-compatible HTTP server (vLLM ``vllm serve``, our own
   server): ``/v1/completions`` for raw prompts and ``/v1/chat/completions`` for chats, ``n``
-  samples per request, several requests in flight.
+  samples per request, several requests in flight.  No redirects are followed, replies are
+  size-capped, and a bad reply is a one-line :class:`ServerError` naming the request.
 
 Scoring a predictions file needs no engine at all (see :mod:`mobilellm_r1.eval.runner`).
 """
@@ -16,13 +17,14 @@ Scoring a predictions file needs no engine at all (see :mod:`mobilellm_r1.eval.r
 from __future__ import annotations
 
 import json
+import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+import httpx
 
 from ..deploy.sampling import SamplingParams
 
@@ -114,8 +116,27 @@ class LocalEngine:
 
 
 # ------------------------------------------------------------------------------ HTTP
+REPLY_OVERHEAD_BYTES = 2**20  # a reply's JSON beyond its completion texts
+REPLY_BYTES_PER_TOKEN = 32  # generous: Llama-3 tokens average ~4 bytes of text
+
+
+class ServerError(RuntimeError):
+    """A failed or malformed server reply; the one-line message names the request and URL."""
+
+
+class _Retryable(Exception):
+    """A transport error or 5xx reply: worth another attempt."""
+
+
 class OpenAIEngine:
-    """An OpenAI-compatible server (``base_url`` like ``http://localhost:8000/v1``)."""
+    """An OpenAI-compatible server (``base_url`` like ``http://localhost:8000/v1``), over ``httpx``.
+
+    The client follows no redirect (a 3xx is an error, so the API key only ever goes to
+    ``base_url``'s host), asks for uncompressed replies and reads at most ``max_reply_bytes`` of
+    each (default: 1 MiB + 32 bytes per requested token, ``n * max_new_tokens``), within
+    ``timeout_s`` per attempt.  Connection errors and 5xx replies are retried ``retries`` times;
+    a 4xx, a redirect, an oversized or malformed reply raises :class:`ServerError` at once.
+    """
 
     name = "openai"
 
@@ -128,31 +149,61 @@ class OpenAIEngine:
         concurrency: int = 8,
         timeout_s: float = 600.0,
         retries: int = 3,
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model, self.api_key = model, api_key
         self.concurrency, self.timeout_s, self.retries = max(1, concurrency), timeout_s, retries
+        self.max_reply_bytes = max_reply_bytes
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON with retries on connection errors and 5xx; a 4xx is raised at once."""
-        headers = {"Content-Type": "application/json"}
+    def reply_cap(self, params: SamplingParams) -> int:
+        """The most bytes read of a reply to a request with ``params``."""
+        if self.max_reply_bytes is not None:
+            return self.max_reply_bytes
+        return REPLY_OVERHEAD_BYTES + REPLY_BYTES_PER_TOKEN * params.n * params.max_new_tokens
+
+    def _client(self) -> httpx.Client:
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        limits = httpx.Limits(max_connections=self.concurrency)
+        return httpx.Client(headers=headers, timeout=self.timeout_s, follow_redirects=False, limits=limits)
+
+    def _post(self, client: httpx.Client, path: str, body: dict[str, Any], cap: int, what: str) -> Any:
+        """POST JSON and return the decoded reply, retrying transport errors and 5xx."""
+        url = self.base_url + path
         data = json.dumps(body).encode()
         for attempt in range(self.retries + 1):
-            req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode(errors="replace")[:500]
-                if err.code < 500 or attempt == self.retries:
-                    raise RuntimeError(f"{self.base_url}{path}: HTTP {err.code}: {detail}") from err
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                return json.loads(self._send(client, url, data, cap, what))
+            except json.JSONDecodeError as err:
+                raise ServerError(f"{what}: POST {url}: reply is not JSON ({err})") from None
+            except _Retryable as err:
                 if attempt == self.retries:
-                    raise RuntimeError(f"{self.base_url}{path}: {err}") from err
+                    raise ServerError(f"{what}: POST {url}: {err}") from None
             time.sleep(min(2.0**attempt, 30.0))
         raise AssertionError("unreachable")
+
+    def _send(self, client: httpx.Client, url: str, data: bytes, cap: int, what: str) -> bytes:
+        """One POST: the reply body of a 2xx; a 5xx or transport error is :class:`_Retryable`."""
+        fail = f"{what}: POST {url}"
+        try:
+            with client.stream("POST", url, content=data) as resp:
+                if resp.is_redirect:
+                    where = resp.headers.get("location", "?")
+                    raise ServerError(f"{fail}: HTTP {resp.status_code} redirect to {where} refused")
+                encoding = resp.headers.get("content-encoding", "identity")
+                if encoding != "identity":
+                    raise ServerError(f"{fail}: compressed reply ({encoding}) refused; asked for identity")
+                raw = _read_capped(resp, cap, self.timeout_s, fail)
+        except httpx.TransportError as err:
+            raise _Retryable(f"{type(err).__name__}: {err}") from None
+        if resp.is_success:
+            return raw
+        detail = f"HTTP {resp.status_code}: {_snippet(raw)}"
+        if resp.status_code >= 500:
+            raise _Retryable(detail)
+        raise ServerError(f"{fail}: {detail}")
 
     def _body(self, request: GenRequest, params: SamplingParams) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -172,28 +223,73 @@ class OpenAIEngine:
             return "/chat/completions", body | {"messages": request.messages}
         return "/completions", body | {"prompt": request.prompt}
 
-    def _one(self, request: GenRequest, params: SamplingParams) -> GenResult:
+    def _one(self, client: httpx.Client, request: GenRequest, params: SamplingParams) -> GenResult:
         path, body = self._body(request, params)
+        what = f"request {request.id}"
         start = time.perf_counter()
-        reply = self._post(path, body)
-        choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+        reply = self._post(client, path, body, self.reply_cap(params), what)
+        fail = f"{what}: POST {self.base_url}{path}: reply"
+        choices = reply.get("choices") if isinstance(reply, dict) else None
+        if not isinstance(choices, list):
+            raise ServerError(f"{fail} has no 'choices' list")
         if len(choices) != params.n:
-            raise RuntimeError(
-                f"request {request.id}: server returned {len(choices)} choices, asked {params.n}"
-            )
-        chat = request.messages is not None
-        texts = [(c["message"]["content"] if chat else c["text"]) or "" for c in choices]
-        reasons = [str(c.get("finish_reason", "")) for c in choices]
-        return GenResult(texts, time.perf_counter() - start, reasons)
+            raise ServerError(f"{fail} has {len(choices)} choices, asked {params.n}")
+        field = "message.content" if request.messages is not None else "text"
+        picked = {}
+        for i, choice in enumerate(choices):
+            index, text, reason = _choice(choice, field, f"{fail} choices[{i}]")
+            if not 0 <= index < len(choices) or index in picked:
+                raise ServerError(f"{fail} choices[{i}].index {index} is out of range or repeated")
+            picked[index] = (text, reason)
+        texts, reasons = zip(*(picked[i] for i in range(len(choices))), strict=True)
+        return GenResult(list(texts), time.perf_counter() - start, list(reasons))
 
     def generate(
         self, requests: Sequence[GenRequest], params: SamplingParams, progress: Progress | None = None
     ) -> list[GenResult]:
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = [pool.submit(self._one, r, params) for r in requests]
+        with self._client() as client, ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self._one, client, r, params) for r in requests]
             results = []
             for fut in futures:
                 results.append(fut.result())
                 if progress is not None:
                     progress(1)
         return results
+
+
+def _read_capped(resp: httpx.Response, cap: int, timeout_s: float, fail: str) -> bytes:
+    """The raw body of ``resp``: more than ``cap`` bytes is a :class:`ServerError`, a body still
+    arriving after ``timeout_s`` (a slow drip under the per-read timeout) is :class:`_Retryable`."""
+    deadline = time.monotonic() + timeout_s
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ServerError(f"{fail}: reply of {int(declared):,} bytes is over the {cap:,}-byte cap")
+    chunks, size = [], 0
+    for chunk in resp.iter_raw():
+        size += len(chunk)
+        if size > cap:
+            raise ServerError(f"{fail}: reply is over the {cap:,}-byte cap; stopped reading")
+        if time.monotonic() > deadline:
+            raise _Retryable(f"reply still arriving after {timeout_s:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _snippet(raw: bytes) -> str:
+    """The start of an error reply's body, on one line."""
+    return textwrap.shorten(raw[:4096].decode(errors="replace"), 300, placeholder=" ...") or "(empty body)"
+
+
+def _choice(choice: Any, field: str, where: str) -> tuple[int, str, str]:
+    """(index, text, finish reason) of one reply choice; ``field`` is ``text`` or ``message.content``."""
+    if not isinstance(choice, dict):
+        raise ServerError(f"{where} is {type(choice).__name__}, not an object")
+    index = choice.get("index", 0)
+    value: Any = choice
+    for key in field.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise ServerError(f"{where} has no '{field}'")
+        value = value[key]
+    if not isinstance(index, int) or not isinstance(value, (str, type(None))):
+        raise ServerError(f"{where}: 'index' must be an integer and '{field}' a string or null")
+    return index, value or "", str(choice.get("finish_reason", ""))
