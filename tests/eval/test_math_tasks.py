@@ -58,6 +58,31 @@ def test_gsm8k_answer_sentence_scores(judge):
     assert res["pass@1"] == 1.0
 
 
+def test_base_protocols_read_the_prompts_own_answer_line(judge):
+    """issue 17: MATH500's 4-shot prompt ends its answers with the Minerva line and GSM8K's with
+    "The answer is": those lines are read, the last one wins, and chats read ``\\boxed{}``."""
+    math, m_records = load_task("math500", DATA)
+    m_records = m_records[:40]
+    line = "Final Answer: The final answer is ${}$. I hope it is correct."
+    right = score_predictions(
+        math, m_records, _preds(math, m_records, lambda r: line.format(r["answer"])), judge
+    )
+    assert right["pass@1"] == 1.0
+    wrong = _preds(
+        math, m_records, lambda r: f"The answer is ${r['answer']}$.\n" + line.format(r["answer"] + "+1")
+    )
+    assert score_predictions(math, m_records, wrong, judge)["pass@1"] == 0.0
+    gsm, g_records = load_task("gsm8k", DATA)
+    g_records = g_records[:40]
+    late = _preds(
+        gsm, g_records, lambda r: f"The answer is {int(gsm.gold(r)) + 1}.\nThe answer is {gsm.gold(r)}."
+    )
+    assert score_predictions(gsm, g_records, late, judge)["pass@1"] == 1.0
+    boxed_then_line = _preds(gsm, g_records, lambda r: f"\\boxed{{{gsm.gold(r)}}} The answer is 0.")
+    assert score_predictions(gsm, g_records, boxed_then_line, judge, chat=True)["pass@1"] == 1.0
+    assert score_predictions(gsm, g_records, boxed_then_line, judge)["pass@1"] < 0.1
+
+
 def test_multiple_samples_missing_and_pass_at_n(judge):
     task, records = load_task("aime24", DATA)
     r0, r1 = records[0], records[1]
