@@ -78,9 +78,14 @@ def test_mbpp_wrong_code_fails(mbpp: list[dict]) -> None:
 
 
 def test_mbpp_program_order() -> None:
-    record = {"test_setup_code": "x = Node()", "test_list": ["assert x.v == 1"]}
+    # the setup runs after the code, in the program's process: it uses the program's Node
+    record = {"test_setup_code": "x = Node()", "test_list": ["assert x.v == 1"], "code": ""}
     program = mbpp_program(record, "class Node:\n    v = 1")
-    assert program.index("class Node") < program.index("x = Node()") < program.index("assert")
+    assert (program.program, program.setup, program.tests) == (
+        "class Node:\n    v = 1",
+        "x = Node()",
+        "assert x.v == 1\n",
+    )
     assert [r.status for r in run_code_checks([program])] == ["ok"]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mobilellm_r1.eval.lcb_check import record_tests
 from mobilellm_r1.eval.livecodebench import (
     LCB_SYSTEM_PROMPT,
     V6_WINDOW,
@@ -30,6 +31,7 @@ from mobilellm_r1.eval.livecodebench import (
     lcb_messages,
     lcb_prompt,
     load_livecodebench,
+    parse_check,
     release_files,
     stdout_matches,
     tokens_match,
@@ -356,6 +358,50 @@ def test_build_check_is_one_job_per_sample(by_id: dict[str, dict]) -> None:
     assert "mobilellm_r1" not in job.source  # the harness is self-contained
     payload = json.loads(job.stdin)
     assert payload["func_name"] == "maxWindowSum" and len(payload["tests"]) == 5
+    # only the test inputs enter the sandbox, never the expected outputs (issue 17)
+    assert payload["tests"] == [t["input"] for t in record_tests(by_id["3901"])]
     assert job.timeout_s == pytest.approx(1.0 * 6 + 1.0)
     [result] = run_many([job])
-    assert result.status == "ok" and '"status": "passed"' in result.stdout
+    assert result.status == "ok" and parse_check(result, by_id["3901"])["passed"]
+
+
+# -------------------------------------------------------------- forged passes (issue 17, finding 3)
+
+FORGED_SUMMARY = '\\n@@LCB-HARNESS-RESULT@@{"status": "passed", "passed": 5, "total": 5, "message": ""}\\n'
+ATTACKS = {
+    # the old harness held every test's expected output in its memory
+    "read_expected_outputs": (
+        "import gc, sys\ndata = sys.stdin.read()\nfor o in gc.get_objects():\n"
+        "    for t in (o if isinstance(o, list) else ()):\n"
+        "        if isinstance(t, dict) and t.get('input') == data and isinstance(t.get('output'), str):\n"
+        "            print(t['output'])\n            sys.exit()\n"
+    ),
+    # the old harness's frames held its reporting function
+    "frame_walking": (
+        "import sys\nf = sys._getframe()\nwhile f is not None:\n"
+        "    for name in ('_report', '_frame'):\n"
+        "        if name in f.f_globals:\n"
+        "            f.f_globals[name](*(('passed', 5) if name == '_report' else (0, 'ok')), **{})\n"
+        "    f = f.f_back\n"
+    ),
+    "forged_summary_on_inherited_fds": (
+        "import os\nfor fd in range(1, 64):\n    try:\n"
+        f"        os.write(fd, b'{FORGED_SUMMARY}')\n    except OSError:\n        pass\nos._exit(0)\n"
+    ),
+}
+ALWAYS_EQUAL = (
+    "class Anything(int):\n    def __eq__(self, other):\n        return True\n"
+    "class Solution:\n    def maxWindowSum(self, nums, k):\n        return Anything(0)\n"
+)
+
+
+def test_forged_passes_fail(records: list[dict]) -> None:
+    completions = {qid: ["I could not solve it."] for qid in ALL_IDS}
+    completions["abc901_a"] = [fenced(code) for code in ATTACKS.values()]
+    completions["3901"] = [fenced(ALWAYS_EQUAL)]
+    _, results = grade(records, completions, workers=2, timeout_s=2.0)
+    assert not any(r["passed"] for r in results)
+    statuses = [r["status"] for r in results if r["id"] in ("abc901_a", "3901")]
+    assert statuses == ["wrong_answer", "wrong_answer", "runtime_error", "wrong_answer"]
+    [always_equal] = [r for r in results if r["id"] == "3901"]
+    assert "not plain data" in always_equal["message"]

@@ -1,4 +1,5 @@
-"""HumanEval and MBPP: loading, program assembly, the MBPP few-shot prompt, and sandboxed checking.
+"""HumanEval and MBPP: loading, check assembly, the MBPP few-shot prompt, and sandboxed checking
+(:mod:`~mobilellm_r1.eval.code_check`: the program and the tests run in separate sandboxes).
 
 Data layout (see ``shared/data/eval/SOURCES.md``)::
 
@@ -25,10 +26,13 @@ Language Models", tasks 2, 3, 4 as exemplars), as used by common harnesses (Deep
 
 from __future__ import annotations
 
+import ast
+import builtins
 from pathlib import Path
 
+from mobilellm_r1.eval.code_check import CodeCheck, run_checks
 from mobilellm_r1.eval.math_tasks import read_jsonl
-from mobilellm_r1.eval.sandbox import ExecResult, Job, run_many
+from mobilellm_r1.eval.sandbox import ExecResult
 
 MBPP_SPLITS: dict[str, tuple[int, int]] = {
     "prompt": (1, 10),
@@ -92,20 +96,35 @@ def mbpp_shots(path_or_dir: str | Path) -> list[dict]:
     return [by_id[i] for i in MBPP_SHOT_IDS]
 
 
-def humaneval_program(record: dict, completion: str) -> str:
-    """HumanEval check program: prompt + completion + test code + ``check(entry_point)``."""
-    prompt, test, entry = record["prompt"], record["test"], record["entry_point"]
-    return prompt + completion + "\n\n" + test + f"\n\ncheck({entry})\n"
+def humaneval_program(record: dict, completion: str, *, after_prompt: bool = True) -> CodeCheck:
+    """HumanEval check: the program is prompt + completion (or the completion alone when it is a whole
+    program, ``after_prompt=False``); the checker runs the prompt, the test code and
+    ``check(<the program's entry point>)``."""
+    program = record["prompt"] + completion if after_prompt else completion
+    return CodeCheck(program, record["test"], record["entry_point"], prelude=record["prompt"])
 
 
-def mbpp_program(record: dict, code: str) -> str:
-    """MBPP check program: ``code`` + ``test_setup_code`` + the asserts of ``test_list``.
+def mbpp_program(record: dict, code: str) -> CodeCheck:
+    """MBPP check: ``code``, then ``test_setup_code`` in the program's process; the asserts of
+    ``test_list`` in the checker's.
 
     The setup goes after the code: the only tasks with setup code (367 in test, 927 in train) build
     trees with the ``Node`` class that the solution itself defines, so setup-first raises NameError.
     """
-    parts = [code, record.get("test_setup_code", ""), *record["test_list"]]
-    return "\n".join(p for p in parts if p) + "\n"
+    tests = "\n".join(record["test_list"]) + "\n"
+    return CodeCheck(
+        code, tests, setup=record.get("test_setup_code", ""), builtin_names=_redefined(record.get("code", ""))
+    )
+
+
+def _redefined(reference: str) -> tuple[str, ...]:
+    """Builtin names that the reference solution defines at top level (task 126 defines ``sum``)."""
+    try:
+        tree = ast.parse(reference)
+    except SyntaxError:
+        return ()
+    defined = (n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+    return tuple(sorted({name for name in defined if hasattr(builtins, name)}))
 
 
 def _mbpp_block(record: dict) -> str:
@@ -131,6 +150,6 @@ def extract_mbpp_code(completion: str) -> str:
     return code.strip("\n")
 
 
-def run_code_checks(programs: list[str], timeout_s: float = 10, workers: int = 2) -> list[ExecResult]:
-    """Run each check program in the sandbox (in parallel); ``status == "ok"`` means it passed."""
-    return run_many([Job(source=p, timeout_s=timeout_s) for p in programs], workers=workers)
+def run_code_checks(checks: list[CodeCheck], timeout_s: float = 10, workers: int = 2) -> list[ExecResult]:
+    """Run each check in the sandboxes (in parallel); ``status == "ok"`` means its tests passed."""
+    return run_checks(checks, timeout_s=timeout_s, workers=workers)

@@ -18,10 +18,16 @@ Execution: one :mod:`~mobilellm_r1.eval.sandbox` process per sample runs a self-
 (it imports nothing from this package) that executes the extracted code once per stdin test (fresh
 globals each time) or defines it once for functional tests, with a per-test wall-clock limit of
 ``timeout_s`` (default 6 s, LiveCodeBench's) x :func:`~mobilellm_r1.eval.sandbox.calibrate`, and
-prints a one-line JSON summary after :data:`RESULT_MARKER`. The code sees the usual competitive
-programming imports (:data:`SOLUTION_PRELUDE`), ``exit``/``quit`` (absent under ``python -S``), a
-recursion limit of 50,000 and no limit on int <-> str digits. The harness is not hardened against a
-program that deliberately inspects it (frames, file descriptors) to forge its summary.
+reports each test after :data:`RESULT_MARKER`: its status (the harness stops at a runtime error or
+timeout), the captured stdout, or the return value as :mod:`~mobilellm_r1.eval.plain_data`. The
+code sees the usual competitive programming imports (:data:`SOLUTION_PRELUDE`), ``exit``/``quit``
+(absent under ``python -S``), a recursion limit of 50,000 and no limit on int <-> str digits.
+
+Trust: only the test *inputs* enter the sandbox. :func:`parse_check` compares the reported outputs
+with the expected ones in the harness process, so a program that reads the harness's memory, walks
+its frames or writes fake reports on its file descriptors can at most claim outputs, never a pass it
+did not compute; a return value that is not plain data (e.g. an object whose ``__eq__`` is always
+true) is a wrong answer.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from mobilellm_r1.eval.plain_data import decode_plain, encode_plain
 from mobilellm_r1.eval.sandbox import ExecResult, Job, calibrate
 
 DEFAULT_TIMEOUT_S = 6.0
@@ -128,7 +135,7 @@ def values_match(got: Any, want: Any, tol: float = 1e-6) -> bool:
 _HARNESS_MAIN = r'''
 _cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
 _real_out = os.dup(1)
-_tests = _cfg["tests"]
+_inputs = _cfg["tests"]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too-large output -> OSError in the program, not a kill
 
 
@@ -140,10 +147,13 @@ def _alarm(signum, frame):
     raise _TestTimeout
 
 
-def _report(status, passed, message=""):
-    summary = {"status": status, "passed": passed, "total": len(_tests), "message": message[:400]}
-    os.write(_real_out, ("\n" + _MARKER + json.dumps(summary) + "\n").encode())
-    os._exit(0)
+def _frame(i, status, message="", **result):
+    record = {"i": i, "status": status, "message": message[:400], **result}
+    data = ("\n" + _MARKER + json.dumps(record) + "\n").encode()
+    while data:
+        data = data[os.write(_real_out, data):]
+    if status != "ok":
+        os._exit(0)
 
 
 def _onto(fd, target):
@@ -215,56 +225,48 @@ _prelude = compile(_cfg["prelude"], "prelude.py", "exec")
 try:
     _code = compile(_cfg["code"], "solution.py", "exec")
 except BaseException as exc:
-    _report("compile_error", 0, _describe(exc))
+    _frame(0, "compile_error", _describe(exc))
 
 if _cfg["func_name"] is None:
-    for _i, _test in enumerate(_tests):
-        _redirect(_test["input"])
+    for _i, _input in enumerate(_inputs):
+        _redirect(_input)
         _ns = _namespace("__main__")
         _status, _msg, _ = _guarded(lambda: exec(_code, _ns))
         _out = _captured()
-        if _status:
-            _report(_status, _i, "test %d: %s" % (_i, _msg))
-        _bad = stdout_matches(_out, _test["output"], _cfg["tol"])
-        if _bad:
-            _report("wrong_answer", _i, "test %d: %s" % (_i, _bad))
+        _frame(_i, _status or "ok", "test %d: %s" % (_i, _msg), out=_out)
 else:
     _redirect("")
     _ns = _namespace("solution")
     _status, _msg, _ = _guarded(lambda: exec(_code, _ns))
     if _status:
-        _report(_status, 0, "defining the solution: " + _msg)
+        _frame(0, _status, "defining the solution: " + _msg)
     if not isinstance(_ns.get("Solution"), type):
-        _report("runtime_error", 0, "the code defines no class Solution")
-    for _i, _test in enumerate(_tests):
+        _frame(0, "runtime_error", "the code defines no class Solution")
+    for _i, _input in enumerate(_inputs):
         try:
-            _args = [json.loads(line) for line in _test["input"].split("\n") if line.strip()]
-            _want = json.loads(_test["output"])
+            _args = [json.loads(line) for line in _input.split("\n") if line.strip()]
         except ValueError as exc:
-            _report("harness_error", _i, "test %d: bad test data: %s" % (_i, exc))
+            _frame(_i, "harness_error", "test %d: bad test data: %s" % (_i, exc))
         _redirect("")
         _status, _msg, _got = _guarded(lambda: getattr(_ns["Solution"](), _cfg["func_name"])(*_args))
         if _status:
-            _report(_status, _i, "test %d: %s" % (_i, _msg))
-        if not values_match(_got, _want, _cfg["tol"]):
-            _got_text = "%s, expected %s" % (repr(_got)[:60], _test["output"][:60])
-            _report("wrong_answer", _i, "test %d: got %s" % (_i, _got_text))
-_report("passed", len(_tests))
+            _frame(_i, _status, "test %d: %s" % (_i, _msg))
+        try:
+            _value = encode_plain(_got)
+        except (TypeError, ValueError) as exc:
+            _frame(_i, "wrong_answer", "test %d: returned %s" % (_i, _describe(exc)))
+        _frame(_i, "ok", value=_value)
 '''
 
 
 def _harness_source() -> str:
-    """The check program: stdlib imports, the matching functions of this module, the test driver."""
+    """The program run in the sandbox: stdlib imports, :func:`encode_plain`, the test driver."""
     header = (
         "from __future__ import annotations\n"
-        "import builtins, io, json, os, re, signal, sys\n"
-        "from decimal import Decimal, InvalidOperation\n"
+        "import builtins, io, json, os, signal, sys\n"
         f"_MARKER = {RESULT_MARKER!r}\n"
-        f"_NUMBER = re.compile({_NUMBER.pattern!r})\n"
-        f"_INTEGER = re.compile({_INTEGER.pattern!r})\n"
     )
-    helpers = "\n\n".join(inspect.getsource(fn) for fn in (tokens_match, stdout_matches, values_match))
-    return header + "\n\n" + helpers + "\n" + _HARNESS_MAIN
+    return header + "\n\n" + inspect.getsource(encode_plain) + "\n" + _HARNESS_MAIN
 
 
 def build_check(
@@ -275,22 +277,22 @@ def build_check(
     memory_mb: int = 2048,
     max_file_mb: int = 64,
 ) -> Job:
-    """One sandbox :class:`~mobilellm_r1.eval.sandbox.Job` running ``code`` against all of ``record``'s tests.
+    """One sandbox :class:`~mobilellm_r1.eval.sandbox.Job` running ``code`` on all of ``record``'s test inputs.
 
-    The harness program is the job's source; the code and the tests travel on its stdin as JSON.
+    The harness program is the job's source; the code and the test *inputs* travel on its stdin as
+    JSON. The expected outputs never enter the sandbox: :func:`parse_check` compares outside.
     ``timeout_s`` limits each test (scaled by :func:`~mobilellm_r1.eval.sandbox.calibrate` inside the
     harness); the job as a whole gets ``timeout_s`` x (tests + 1) + 1 s (scaled by the sandbox).
-    ``max_file_mb`` bounds the per-test stdin / stdout files the harness writes.
+    ``max_file_mb`` bounds the per-test stdin / stdout files the harness writes, and what it reports.
     """
-    tests = [{"input": t["input"], "output": t["output"]} for t in record_tests(record)]
+    tests = record_tests(record)
     func_name = record["metadata"].get("func_name") if is_functional(record) else None
     payload = {
         "code": code,
         "prelude": SOLUTION_PRELUDE,
         "func_name": func_name,
-        "tests": tests,
+        "tests": [t["input"] for t in tests],
         "test_timeout_s": timeout_s * calibrate(),
-        "tol": FLOAT_TOL,
     }
     return Job(
         source=_harness_source(),
@@ -298,31 +300,76 @@ def build_check(
         stdin=json.dumps(payload),
         memory_mb=memory_mb,
         max_file_mb=max_file_mb,
+        disk_mb=2 * max_file_mb + 16,
+        output_limit=max_file_mb << 20,
     )
 
 
-def parse_check(result: ExecResult, n_tests: int) -> dict[str, Any]:
-    """Read a harness run: ``{passed, status, n_passed, n_tests, message}``.
+def _frames(stdout: str) -> dict[int, dict]:
+    """The harness's per-test reports (the first one for each test index)."""
+    frames: dict[int, dict] = {}
+    for line in stdout.splitlines():
+        if not line.startswith(RESULT_MARKER):
+            continue
+        try:
+            frame = json.loads(line[len(RESULT_MARKER) :])
+        except ValueError:
+            continue
+        if isinstance(frame, dict) and type(frame.get("i")) is int:
+            frames.setdefault(frame["i"], frame)
+    return frames
 
-    ``status`` is one of "passed", "wrong_answer", "runtime_error", "timeout", "compile_error"; a run
-    that ended without a summary (killed by the sandbox, out of memory, os._exit) is "timeout" when
-    the sandbox timed it out, else "runtime_error", with the tail of its stderr as message.
+
+def _judge(frame: dict, test: Mapping[str, Any], i: int, functional: bool) -> tuple[str, str]:
+    """(status, message) of one test from the harness's report: the comparison happens here."""
+    status = frame.get("status")
+    if status != "ok":
+        known = status in ("wrong_answer", "runtime_error", "timeout", "compile_error", "harness_error")
+        return (status if known else "runtime_error"), str(frame.get("message", ""))
+    if not functional:
+        bad = stdout_matches(str(frame.get("out", "")), test["output"], FLOAT_TOL)
+        return ("wrong_answer", f"test {i}: {bad}") if bad else ("passed", "")
+    try:
+        want = json.loads(test["output"])
+    except ValueError as exc:
+        return "harness_error", f"test {i}: bad test data: {exc}"
+    try:
+        got = decode_plain(str(frame.get("value")))
+    except ValueError as exc:
+        return "runtime_error", f"test {i}: {exc}"
+    if values_match(got, want, FLOAT_TOL):
+        return "passed", ""
+    return "wrong_answer", f"test {i}: got {repr(got)[:60]}, expected {test['output'][:60]}"
+
+
+def parse_check(result: ExecResult, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Grade a harness run against ``record``'s expected outputs: ``{passed, status, n_passed, n_tests,
+    message}``.
+
+    ``status`` is one of "passed", "wrong_answer", "runtime_error", "timeout", "compile_error"; a test
+    the harness did not report on (killed by the sandbox, out of memory, os._exit) is "timeout" when
+    the sandbox timed the run out, else "runtime_error", with the tail of its stderr as message.
     """
-    for line in reversed(result.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                summary = json.loads(line[len(RESULT_MARKER) :])
-            except ValueError:
-                break
-            status = str(summary.get("status", "runtime_error"))
+    tests, frames = record_tests(record), _frames(result.stdout)
+    for i, test in enumerate(tests):
+        if i not in frames:
+            status = "timeout" if result.status == "timeout" else "runtime_error"
+            tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
+            message = f"sandbox status {result.status}" + (f": {tail[0][:200]}" if tail else "")
             return {
-                "passed": status == "passed",
+                "passed": False,
                 "status": status,
-                "n_passed": int(summary.get("passed", 0)),
-                "n_tests": n_tests,
-                "message": str(summary.get("message", "")),
+                "n_passed": i,
+                "n_tests": len(tests),
+                "message": message,
             }
-    status = "timeout" if result.status == "timeout" else "runtime_error"
-    tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
-    message = f"sandbox status {result.status}" + (f": {tail[0][:200]}" if tail else "")
-    return {"passed": False, "status": status, "n_passed": 0, "n_tests": n_tests, "message": message}
+        status, message = _judge(frames[i], test, i, is_functional(record))
+        if status != "passed":
+            return {
+                "passed": False,
+                "status": status,
+                "n_passed": i,
+                "n_tests": len(tests),
+                "message": message,
+            }
+    return {"passed": True, "status": "passed", "n_passed": len(tests), "n_tests": len(tests), "message": ""}

@@ -426,12 +426,14 @@ def grade(
         )
     results: list[dict] = []
     jobs: list[tuple[int, Job]] = []
+    record_of: dict[int, dict] = {}
     for record in records:
         n_tests = len(record_tests(record))
         for s, completion in enumerate(completions_by_id[record["question_id"]]):
             base = {"id": record["question_id"], "sample": s, "n_tests": n_tests}
             code = extract_code(completion)
             if code:
+                record_of[len(results)] = record
                 jobs.append(
                     (len(results), build_check(record, code, timeout_s=timeout_s, memory_mb=memory_mb))
                 )
@@ -442,7 +444,7 @@ def grade(
     for batch in _batches(jobs, workers):
         outcomes = run_many([job for _, job in batch], workers=workers)
         for (index, _), outcome in zip(batch, outcomes, strict=True):
-            results[index].update(parse_check(outcome, results[index]["n_tests"]))
+            results[index].update(parse_check(outcome, record_of[index]))
     counts: dict[str, list[int]] = {}
     for item in results:
         n_c = counts.setdefault(item["id"], [0, 0])

@@ -23,6 +23,7 @@ from typing import Any
 from ..deploy.sampling import SamplingParams
 from ..tokenizer import chat_messages
 from . import code_tasks, livecodebench, math_tasks, metrics
+from .code_check import CodeCheck
 from .engines import GenRequest
 from .math_grading import MathJudge
 from .sandbox import ExecResult
@@ -122,10 +123,12 @@ def _counts(rows: list[dict[str, Any]], key: str) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------ code
-def _code_rows(items: list[tuple[str, str]], programs: list[str], ctx: GradeContext) -> list[dict[str, Any]]:
-    """Run one check program per (id, extracted code) item -> per-sample rows."""
+def _code_rows(
+    items: list[tuple[str, str]], checks: list[CodeCheck], ctx: GradeContext
+) -> list[dict[str, Any]]:
+    """Run one check per (id, extracted code) item -> per-sample rows."""
     results: list[ExecResult] = code_tasks.run_code_checks(
-        programs, timeout_s=ctx.timeout_s, workers=ctx.workers
+        checks, timeout_s=ctx.timeout_s, workers=ctx.workers
     )
     return [
         {"id": rid, "extracted": code, "passed": r.status == "ok", "status": r.status}
@@ -141,8 +144,7 @@ def _humaneval_grade(records, ids, grouped, chat, ctx) -> Graded:
             if chat:
                 code = livecodebench.extract_code(completion)
                 defines = f"def {record['entry_point']}" in code
-                body = code if defines else record["prompt"] + code
-                program = body + "\n\n" + record["test"] + f"\n\ncheck({record['entry_point']})\n"
+                program = code_tasks.humaneval_program(record, code, after_prompt=not defines)
             else:
                 code = completion
                 program = code_tasks.humaneval_program(record, completion)
