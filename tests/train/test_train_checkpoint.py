@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 
 import mobilellm_r1.train.checkpoint as ckpt
@@ -365,3 +368,231 @@ def test_fsdp2_two_process_gloo_roundtrip(tmp_path: Path) -> None:
     for i, name in enumerate(n for n, _ in model.named_parameters()):
         for key, value in opt.state_dict()["state"][i].items():
             assert torch.equal(value, saved[f"optim.{name}.{key}"]), (name, key)
+
+
+# ------------------------------------------------------------------ untrusted checkpoints (issue 17)
+class _Payload:
+    """Unpickling this creates `marker` (stands in for any code a crafted checkpoint would run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.marker, "w"))
+
+
+def _reseal(path: Path) -> None:
+    """What an attacker would do after editing files: rewrite the manifest to match them."""
+    names = ckpt.manifest.listed_files(path)
+    ckpt.manifest.write_manifest(path, ckpt.manifest.digests(path, names))
+
+
+def _legacy_checkpoint(path: Path, marker: Path) -> None:
+    """The older layout: DCP's default writer, with a non-tensor (bytes) entry next to the weights."""
+    model, _ = _trained(1)
+    dcp.save({"model": model.state_dict(), "evil": _Payload(marker)}, checkpoint_id=path, no_dist=True)
+    (path / "extra.json").write_text('{"step": 1}')
+
+
+def test_legacy_bytes_entry_is_refused_unread(tmp_path: Path) -> None:
+    root, marker = tmp_path / "ckpt", tmp_path / "pwned"
+    _legacy_checkpoint(root / "step_00000001", marker)
+    # The old behaviour: DCP's default load planner unpickles the bytes entry, running the payload.
+    dcp.load({"evil": None}, checkpoint_id=root / "step_00000001", no_dist=True)
+    assert marker.exists()
+    marker.unlink()
+    model, opt = _fresh()
+    with pytest.raises(CheckpointError, match=r"older DCP layout .* pickles"):
+        ckpt.resume_latest(root, model, opt)  # found as the latest checkpoint, and refused
+    assert not marker.exists()
+
+
+def test_legacy_metadata_pickle_is_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    (tmp_path / "step_00000001").mkdir()
+    (tmp_path / "step_00000001" / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    (tmp_path / "step_00000001" / "extra.json").write_text('{"step": 1}')
+    with pytest.raises(CheckpointError, match=r"step_00000001 has the older DCP layout"):
+        load_checkpoint(tmp_path / "step_00000001", *_fresh())
+    assert not marker.exists()
+
+
+# Each file kind of a checkpoint replaced by a pickle payload, the manifest rewritten to match.
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("tensors/shard-00001-model-00001-of-00001.safetensors", "cannot load model/optimizer state"),
+        ("state.json", "unreadable state.json"),
+        ("extra.json", "unreadable extra.json"),
+        ("rng_rank0.safetensors", "unreadable RNG state rng_rank0.safetensors"),
+        ("manifest.json", "manifest.json is unreadable"),
+    ],
+)
+def test_pickle_in_any_file_is_refused(tmp_path: Path, name: str, error: str) -> None:
+    model, opt = _trained(1)
+    path = save_checkpoint(tmp_path, 1, model, opt, {})
+    marker = tmp_path / "pwned"
+    for payload in (pickle.dumps(_Payload(marker)), _torch_saved(_Payload(marker))):
+        (path / name).write_bytes(payload)
+        if name != "manifest.json":
+            _reseal(path)
+        with pytest.raises(CheckpointError, match=re.escape(error)):
+            load_checkpoint(path, *_fresh())
+        assert not marker.exists()
+
+
+def _torch_saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _flip(file: Path) -> None:
+    """Invert the 4 KB at offset 4096 (inside the tensor data of a shard)."""
+    data = bytearray(file.read_bytes())
+    data[4096:8192] = bytes(b ^ 0xFF for b in data[4096:8192])
+    file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_flip, "fails its checksum"),
+        (lambda f: f.write_bytes(f.read_bytes()[:-100]), "bytes, the manifest says"),
+        (Path.unlink, "is missing"),
+    ],
+)
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path: Path, damage, message: str) -> None:
+    model, opt = _trained(1)
+    save_checkpoint(tmp_path, 1, model, opt, {"tag": "one"})
+    step1 = _snapshot(model, opt)
+    train_step(model, opt)
+    save_checkpoint(tmp_path, 2, model, opt, {"tag": "two"})
+    shard = "tensors/shard-00001-model-00001-of-00001.safetensors"
+    damage(tmp_path / "step_00000002" / shard)
+
+    model2, opt2 = _fresh()
+    with pytest.raises(ckpt.CorruptCheckpointError, match=rf"step_00000002: {re.escape(shard)} .*{message}"):
+        load_checkpoint(tmp_path / "step_00000002", model2, opt2)
+    with pytest.warns(UserWarning, match=rf"{re.escape(shard)} .*{message}.*falling back"):
+        path, extra = ckpt.resume_latest(tmp_path, model2, opt2)
+    assert path == tmp_path / "step_00000001" and extra == {"step": 1, "tag": "one"}
+    _assert_same(_snapshot(model2, opt2), step1)  # step 1's weights, never the damaged ones
+
+    _flip(tmp_path / "step_00000001" / "rng_rank0.safetensors")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no intact checkpoint"):
+        ckpt.resume_latest(tmp_path, *_fresh())
+    assert ckpt.resume_latest(tmp_path / "empty", *_fresh()) is None
+
+
+def test_unlisted_file_is_refused(tmp_path: Path) -> None:
+    model, opt = _trained(1)
+    path = save_checkpoint(tmp_path, 1, model, opt, {})
+    (path / "tensors" / "shard-00002-model-00001-of-00001.safetensors").write_bytes(b"")
+    with pytest.raises(ckpt.CorruptCheckpointError, match=r"shard-00002.* not listed in manifest\.json"):
+        load_checkpoint(path, *_fresh())
+
+
+# ------------------------------------------------------------------ the trainer's run directory
+RUN = [
+    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
+    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    "data.overrides=[seq_len=32, 'synth={out: data/synth, seed: 0, scale: 0.02}']",
+    "data.micro_batch=2",
+    "eval_every=0",
+    "precision=fp32",
+    "checkpoint_every=1",
+    "keep_last=5",
+    "out_dir=run",
+]
+
+
+def _train_args(steps: int) -> list[str]:
+    sets = [*RUN, f"steps={steps}"]
+    return [
+        "train",
+        "--recipe",
+        "train/tiny_cpu",
+        "--device",
+        "cpu",
+        *(x for s in sets for x in ("--set", s)),
+    ]
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def run_in_tmp(tmp_path, monkeypatch) -> Path:
+    """cwd = tmp_path; the trainer's export writes no tokenizer files (building them takes seconds)."""
+    from mobilellm_r1.model.hf import save_pretrained
+    from mobilellm_r1.train.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        Trainer, "export", lambda self, directory: save_pretrained(self.model, None, directory)
+    )
+    return tmp_path / "run"
+
+
+def test_resume_from_earlier_checkpoint_keeps_one_metrics_row_per_step(run_in_tmp: Path) -> None:
+    from mobilellm_r1.cli import main
+
+    assert main(_train_args(2)) == 0
+    assert _steps(run_in_tmp) == [1, 2]
+    # As if killed after logging step 2 but before its checkpoint was published: resume at step 1.
+    shutil.rmtree(run_in_tmp / "checkpoints/step_00000002")
+    (run_in_tmp / "checkpoints/latest").write_text("step_00000001\n")
+    with open(run_in_tmp / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')  # the last row torn by the kill
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: dropped unreadable line\(s\) \[4\]"):
+        assert main([*_train_args(2), "--resume"]) == 0
+    assert _steps(run_in_tmp) == [1, 2]
+
+
+def test_new_run_into_used_out_dir_is_refused(run_in_tmp: Path, capsys) -> None:
+    from mobilellm_r1.cli import main
+
+    (run_in_tmp / "checkpoints" / "step_00000009").mkdir(parents=True)
+    (run_in_tmp / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    (run_in_tmp / ".final.tmp-x1y2").mkdir()  # what an export killed midway leaves
+    (run_in_tmp / "notes.txt").write_text("mine")
+    assert main(_train_args(1)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out_dir run is not empty (.final.tmp-x1y2, checkpoints, metrics" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert (run_in_tmp / "metrics.jsonl").read_text() == '{"step": 1, "loss": 9.0}\n'
+    assert main([*_train_args(1), "--resume", "--overwrite"]) == 2  # contradictory: a usage error
+
+    assert main([*_train_args(1), "--overwrite"]) == 0
+    assert _steps(run_in_tmp) == [1]
+    assert sorted(p.name for p in run_in_tmp.iterdir()) == [
+        "checkpoints",
+        "final",
+        "metrics.jsonl",
+        "notes.txt",
+        "tb",
+    ]
+    assert sorted(p.name for p in (run_in_tmp / "checkpoints").iterdir()) == ["latest", "step_00000001"]
+
+
+def test_cli_resume_from_corrupt_checkpoints_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from mobilellm_r1.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    model, opt = _trained(1)
+    path = save_checkpoint(tmp_path / "run" / "checkpoints", 1, model, opt, {})
+    size = (path / "extra.json").stat().st_size
+    (path / "extra.json").write_bytes(b"{" + b"?" * (size - 1))  # same size, not the same bytes
+    args = _train_args(2)
+    with pytest.warns(UserWarning, match=r"extra\.json fails its checksum"):
+        assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err  # data preparation logs above, then the error on one line
+    last = err.splitlines()[-1]
+    assert last.startswith("mobilellm-r1: error: no intact checkpoint under run/checkpoints")
+    assert "extra.json fails its checksum" in last and "Traceback" not in err
+    _reseal(path)  # checksums right, content still malformed: a one-line error, no fallback
+    assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "unreadable extra.json" in err.splitlines()[-1] and "Traceback" not in err
