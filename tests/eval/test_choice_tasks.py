@@ -344,6 +344,30 @@ def test_mmlu_subject_accuracy_and_truncation(
         assert rec["logprobs"] == pytest.approx(expected, abs=1e-4)
 
 
+def test_mmlu_shares_one_forward_row_per_item(model: Transformer, tokenizer: ModTokenizer) -> None:
+    """MMLU's four continuations " A" .. " D" follow one context: one forward row per item (it was
+    four), with the same log-probs as four separate passes and the same predictions."""
+    chosen = items("mmlu")[::2341]  # 6 items over 6 subjects
+    rows: list[int] = []
+    hook = model.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    try:
+        _, records = evaluate_choice_task(
+            CHOICE_TASKS["mmlu"], chosen, model, tokenizer, batch_size=3, max_length=127
+        )
+    finally:
+        hook.remove()
+    assert sum(rows) == len(chosen) == 6 and len(rows) == 2
+    for item, rec in zip(chosen, records, strict=True):
+        four = []
+        for cont in item.choices:  # one pass per letter, as before
+            ctx, cont_ids = encode_pair(tokenizer, item.contexts[0], cont)
+            assert len(cont_ids) == 1
+            request = (ctx[max(0, len(ctx) + 1 - 128) :], cont_ids)
+            four.append(continuation_logprobs(model, [request], batch_size=1)[0][0])
+        assert rec["logprobs"] == pytest.approx(four, abs=1e-4)
+        assert rec["pred"] == max(range(4), key=four.__getitem__)
+
+
 def test_empty_items_rejected(model: Transformer, tokenizer: ModTokenizer) -> None:
     with pytest.raises(ValueError, match="no items"):
         evaluate_choice_task(CHOICE_TASKS["piqa"], [], model, tokenizer)

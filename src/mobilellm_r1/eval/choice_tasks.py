@@ -41,8 +41,12 @@ the leading delimiter (lm-eval computes ``len(str)``; note that ``loglik.score_m
 instead divides by UTF-8 bytes of the string it is given). lm-eval's configs list acc and acc_norm
 for arc_*, piqa, hellaswag and openbookqa, acc only for mmlu, boolq, siqa and winogrande
 (:attr:`ChoiceTask.metrics`); the summary carries acc_norm for every non-partial task anyway.
-lm-eval's ``hf`` backend does not prepend BOS by default (``add_bos_token=False``); our default
-``bos=True`` matches ``loglik``, pass ``bos=False`` to reproduce lm-eval exactly.
+BOS: lm-eval 0.4.13's ``hf`` backend leaves ``add_bos_token`` at None, i.e. the tokenizer's own
+default, and a Llama-3 tokenizer prepends ``<|begin_of_text|>``; our default ``bos=True`` does the
+same, so the requests equal lm-eval's (``bos=False`` drops it).
+MMLU's four continuations are one token each after the same context, so each item costs one
+forward row, not four (``loglik.continuation_logprobs`` shares rows between identical inputs);
+the log-probs are those of four separate passes.
 """
 
 from __future__ import annotations
@@ -431,7 +435,8 @@ def evaluate_choice_task(
     """Score ``items`` of ``task``; returns (summary, per-item records).
 
     Items are processed in chunks of ``16 * batch_size`` whose requests all go through one
-    ``continuation_logprobs`` call (length-sorted there, ``batch_size`` per forward).
+    ``continuation_logprobs`` call (length-sorted there, ``batch_size`` distinct model inputs per
+    forward; requests with the same input, as an MMLU item's four letters, share one row).
     ``max_length`` left-truncates context + continuation as lm-eval does (None: no truncation).
     ``progress`` is called after each chunk with the number of items just finished (so a tqdm
     bar's ``update`` can be passed). Records hold id, gold, pred, logprobs, acc, and for

@@ -3,7 +3,8 @@
 `continuation_logprobs` batches (context, continuation) token requests: each batch is RIGHT-padded
 and run through one plain causal forward. Because the model is causal, the logits at every
 position before the padding are exactly those of the unpadded sequence, so no padding mask is
-needed; only those positions are read.
+needed; only those positions are read. Requests with the same model input (one context followed
+by different one-token continuations, as MMLU's letters) are read from one shared row.
 """
 
 from __future__ import annotations
@@ -27,29 +28,23 @@ class TextEncoder(Protocol):
     def encode(self, text: str, bos: bool = False) -> list[int]: ...
 
 
-def _score_batch(model: nn.Module, batch: Sequence[Request], pad_id: int) -> list[tuple[float, bool]]:
-    """Score one batch of requests with a single forward.
+def _forward(model: nn.Module, inputs: Sequence[tuple[int, ...]], pad_id: int) -> torch.Tensor:
+    """Logits [B, L, V] of ``inputs`` right-padded to the longest, L, in one plain causal forward."""
+    ids = torch.full((len(inputs), max(map(len, inputs))), pad_id, dtype=torch.long)
+    for row, seq in enumerate(inputs):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return model(ids.to(module_device(model)))
 
-    Each request's input is (context + continuation)[:-1], right-padded to the batch's length L:
-    input_ids [B, L] -> logits [B, L, V]; continuation token j (0-based) of a request with a
-    context of length C is predicted at position C - 1 + j.
-    """
-    seqs = [ctx + cont for ctx, cont in batch]
-    length = max(len(s) for s in seqs) - 1
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq) - 1] = torch.tensor(seq[:-1], dtype=torch.long)
-    logits = model(ids.to(module_device(model)))  # [B, L, V]
-    out: list[tuple[float, bool]] = []
-    for row, (ctx, cont) in enumerate(batch):
-        start = len(ctx) - 1
-        rows = logits[row, start : start + len(cont)].float()  # [n_cont, V]
-        logp = torch.log_softmax(rows, dim=-1)  # float32 log-softmax
-        target = torch.tensor(cont, dtype=torch.long, device=logp.device)  # [n_cont]
-        total = logp.gather(-1, target[:, None]).sum().item()
-        greedy = bool((rows.argmax(dim=-1) == target).all().item())
-        out.append((total, greedy))
-    return out
+
+def _score(logits: torch.Tensor, request: Request) -> tuple[float, bool]:
+    """(sum log p, all greedy) of a request's continuation from its input's logits [L, V]:
+    continuation token j (0-based) after a context of length C is predicted at position C - 1 + j."""
+    ctx, cont = request
+    rows = logits[len(ctx) - 1 : len(ctx) - 1 + len(cont)].float()  # [n_cont, V]
+    logp = torch.log_softmax(rows, dim=-1)  # float32 log-softmax
+    target = torch.tensor(cont, dtype=torch.long, device=logp.device)  # [n_cont]
+    total = logp.gather(-1, target[:, None]).sum().item()
+    return total, bool((rows.argmax(dim=-1) == target).all().item())
 
 
 @torch.inference_mode()
@@ -59,18 +54,25 @@ def continuation_logprobs(
     """(sum log p(continuation | context), whether every continuation token is the argmax) per request.
 
     requests: (context ids, continuation ids); the context must be non-empty (start it with BOS
-    when there is no text) and the continuation non-empty. Requests are sorted by length
-    (longest first) to limit padding, scored `batch_size` at a time, and returned in input order.
+    when there is no text) and the continuation non-empty. A request's model input is
+    (context + continuation)[:-1]; requests with the same input share one row of one forward
+    (MMLU's " A" .. " D" after one context: one row instead of four). The distinct inputs are
+    sorted by length (longest first) to limit padding, run `batch_size` per forward, and the
+    results returned in request order.
     """
-    for ctx, cont in requests:
+    rows: dict[tuple[int, ...], list[int]] = {}  # model input -> the requests reading it
+    for i, (ctx, cont) in enumerate(requests):
         if not ctx or not cont:
             raise ValueError("context and continuation must both be non-empty")
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+        rows.setdefault(tuple(ctx + cont[:-1]), []).append(i)
+    inputs = sorted(rows, key=len, reverse=True)
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo : lo + batch_size]
-        for i, res in zip(idx, _score_batch(model, [requests[i] for i in idx], pad_id), strict=True):
-            results[i] = res
+    for lo in range(0, len(inputs), batch_size):
+        batch = inputs[lo : lo + batch_size]
+        logits = _forward(model, batch, pad_id)
+        for row, key in enumerate(batch):
+            for i in rows[key]:
+                results[i] = _score(logits[row], requests[i])
     return [r for r in results if r is not None]
 
 
