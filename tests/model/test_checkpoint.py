@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -310,3 +313,115 @@ def test_failed_save_keeps_existing_checkpoint(model, tmp_path, monkeypatch) -> 
     with pytest.raises(RuntimeError, match="disk full"):
         save_pretrained(model, None, parent / "fresh")
     assert [p.name for p in parent.iterdir()] == ["ckpt"]
+
+
+# ------------------------------------------------------------------ untrusted model directories (issue 17)
+class _Payload:
+    """Unpickling this creates `marker` (stands in for any code a crafted file would run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.marker, "w"))
+
+
+def _torch_saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("model.safetensors", r"model\.safetensors: not a readable safetensors file"),
+        ("config.json", r"config\.json: invalid JSON"),
+        ("pytorch_model.bin", r"only pickled weights \(pytorch_model\.bin\)"),
+    ],
+)
+def test_pickled_model_file_is_refused(damaged, tmp_path, name: str, error: str) -> None:
+    marker = tmp_path / "pwned"
+    if name == "pytorch_model.bin":
+        (damaged / "model.safetensors").unlink()
+    for payload in (pickle.dumps(_Payload(marker)), _torch_saved(_Payload(marker))):
+        (damaged / name).write_bytes(payload)
+        with pytest.raises(CheckpointError, match=error):
+            load_pretrained(damaged)
+        assert not marker.exists()
+
+
+def test_pickled_shard_index_is_refused(sharded, tmp_path) -> None:
+    copy = Path(shutil.copytree(sharded, tmp_path / "copy"))
+    marker = tmp_path / "pwned"
+    (copy / "model.safetensors.index.json").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError, match=r"index\.json: unreadable index"):
+        load_pretrained(copy)
+    (copy / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "../../x.safetensors"}})
+    )
+    with pytest.raises(CheckpointError, match="outside"):
+        load_pretrained(copy)
+    (copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["not", "a", "map"]}))
+    with pytest.raises(CheckpointError, match=r"index\.json: unreadable index"):
+        load_pretrained(copy)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b[:7],  # shorter than the header length
+        lambda b: b"\xff" * 64,  # garbage
+        lambda b: b[:8] + b"{not json" + b[17:],  # broken header
+    ],
+)
+def test_damaged_safetensors_is_one_error_naming_the_file(damaged, damage) -> None:
+    path = damaged / "model.safetensors"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_pretrained(damaged)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        (None, "invalid JSON"),  # bytes that are not UTF-8
+        ('{"model_type": "llama4_text", "hidden_size": "big", "num_hidden_layers": 2, '
+         '"num_attention_heads": 4, "vocab_size": 1000, "rope_theta": 1e4}', "config.json: "),
+        ('{"model_type": "llama4_text", "hidden_size": 64, "num_hidden_layers": "two", '
+         '"num_attention_heads": 4, "vocab_size": 1000, "rope_theta": 1e4}', "config.json: "),
+        ('{"model_type": "llama4_text", "hidden_size": 64, "num_hidden_layers": 2, "rope_parameters": 3, '
+         '"num_attention_heads": 4, "vocab_size": 1000}', "config.json: "),
+    ],
+)  # fmt: skip
+def test_malformed_config_is_one_error_naming_the_file(damaged, text: str | None, error: str) -> None:
+    path = damaged / "config.json"
+    path.write_bytes(b"\xff\xfe{" if text is None else text.encode())
+    with pytest.raises(CheckpointError, match=re.escape(error)) as err:
+        load_pretrained(damaged)
+    assert str(path) in str(err.value)
+
+
+def test_generate_on_garbage_weights_is_one_line(damaged, capsys) -> None:
+    from mobilellm_r1.cli import main
+
+    (damaged / "model.safetensors").write_bytes(b"\x00" * 100)
+    assert main(["generate", "--model", str(damaged), "--prompt", "x", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mobilellm-r1: error: ")
+    assert "model.safetensors: not a readable safetensors file" in err
+
+
+def test_save_removes_temporaries_of_a_killed_save(model, tmp_path) -> None:
+    parent = tmp_path / "parent"
+    save_pretrained(model, None, parent / "final")
+    for stale in (".final.tmp-k1ll3d", ".final.old-4242"):  # what a kill mid-save leaves
+        (parent / stale).mkdir()
+        (parent / stale / "model.safetensors").write_bytes(b"partial")
+    (parent / ".other.tmp-abc").mkdir()  # another directory's save: not ours to remove
+    save_pretrained(model, None, parent / "final")
+    assert sorted(p.name for p in parent.iterdir()) == [".other.tmp-abc", "final"]
+    assert_same_weights(model, load_pretrained(parent / "final")[0])
