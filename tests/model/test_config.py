@@ -141,3 +141,31 @@ def test_flops_per_token(name: str, tied: bool) -> None:
 def test_flops_ordering_across_presets() -> None:
     flops = [preset(n).flops_per_token(2048)["forward"] for n in ("140m", "360m", "950m")]
     assert flops == sorted(flops)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rope_theta", float("inf")),
+        ("rms_norm_eps", 0.0),
+        ("initializer_range", float("nan")),
+        ("attn_scale", -1.0),
+    ],
+)
+def test_non_finite_or_non_positive_floats_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"ModelConfig\.{field} must be a finite number > 0"):
+        preset("tiny", **{field: value})
+
+
+def test_train_recipe_model_overrides_are_checked_at_load() -> None:
+    from mobilellm_r1.train.config import load_train_config
+    from mobilellm_r1.typed_config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"^.*tiny_cpu\.yaml: model: ModelConfig\.hidden_size must be positive"
+    ):
+        load_train_config("train/tiny_cpu", ["model.overrides={hidden_size: 0}"])
+    with pytest.raises(ConfigError, match=r"model: unknown preset 'tinyy'"):
+        load_train_config("train/tiny_cpu", ["model.preset=tinyy"])
+    cfg = load_train_config("train/tiny_cpu", ["model.overrides={num_hidden_layers: 2}"])
+    assert cfg.model.config().num_hidden_layers == 2

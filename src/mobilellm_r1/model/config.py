@@ -8,6 +8,7 @@ MobileLLM-R1 subset of Llama-4 is represented: no mixture-of-experts layers.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,10 @@ class ModelConfig:
         for name in (*positive, "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("rope_theta", "rms_norm_eps", "initializer_range", "attn_scale"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ModelConfig.{name} must be a finite number > 0, got {value}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"ModelConfig.num_attention_heads ({self.num_attention_heads}) must be a multiple of "

@@ -13,6 +13,7 @@ from ..data.recipes import MixtureRecipe, load_mixture, recipe_path
 from ..typed_config import bounded, load_config
 
 if TYPE_CHECKING:
+    from ..model.config import ModelConfig
     from ..tokenizer import Tokenizer
 
 
@@ -25,6 +26,16 @@ class ModelSection:
     long_context: bool = False  # post-trained 32k variant (rope_theta x8)
     seed: int = bounded(0, ge=0)  # weight initialisation
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields, e.g. hidden_size
+
+    def __post_init__(self) -> None:
+        if self.init_from is None:  # a bad preset or override fails here, naming the field
+            self.config()
+
+    def config(self) -> ModelConfig:
+        """The ModelConfig built from `preset`, `long_context` and `overrides`."""
+        from ..model.config import preset
+
+        return preset(self.preset, long_context=self.long_context, **self.overrides)
 
     def tokenizer(self) -> Tokenizer:
         """The run's tokenizer: `init_from`'s, else the default Llama-3 one."""

@@ -31,7 +31,7 @@ from ..data.mixture import Batch, MixtureLoader
 from ..data.packing import SFTLoader, build_sft_loader
 from ..data.recipes import build_loader, prepare
 from ..eval.nll import reference_examples, text_examples
-from ..model import Transformer, build_model, preset
+from ..model import Transformer, build_model
 from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
 from ..typed_config import to_dict
@@ -168,9 +168,7 @@ class Trainer:
                 model.config = model.config.with_long_context()
             model.train()
             return model
-        return build_model(
-            preset(m.preset, long_context=m.long_context, **m.overrides), device=self.dist.device, seed=m.seed
-        )
+        return build_model(m.config(), device=self.dist.device, seed=m.seed)
 
     def _wrap(self, model: Transformer) -> nn.Module:
         cfg = self.cfg
