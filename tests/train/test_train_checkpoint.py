@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
+from torch.distributed.checkpoint.state_dict import get_state_dict
 
 import mobilellm_r1.train.checkpoint as ckpt
 from mobilellm_r1.train.checkpoint import (
@@ -387,18 +388,24 @@ def _reseal(path: Path) -> None:
     ckpt.manifest.write_manifest(path, ckpt.manifest.digests(path, names))
 
 
-def _legacy_checkpoint(path: Path, marker: Path) -> None:
-    """The older layout: DCP's default writer, with a non-tensor (bytes) entry next to the weights."""
-    model, _ = _trained(1)
-    dcp.save({"model": model.state_dict(), "evil": _Payload(marker)}, checkpoint_id=path, no_dist=True)
+def _legacy_checkpoint(path: Path, marker: Path) -> dict:
+    """The older layout (DCP's default writer) with the payload as a param group's lr, a non-tensor
+    (bytes) entry that the previous loader read with `torch.load(weights_only=False)`.
+    Returns the model/optimizer state template that loader passed to `dcp.load`."""
+    model, opt = _trained(1)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    optim_sd["param_groups"][0]["lr"] = _Payload(marker)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path, no_dist=True)
     (path / "extra.json").write_text('{"step": 1}')
+    model_sd, optim_sd = get_state_dict(*_fresh())
+    return {"model": model_sd, "optim": optim_sd}
 
 
 def test_legacy_bytes_entry_is_refused_unread(tmp_path: Path) -> None:
     root, marker = tmp_path / "ckpt", tmp_path / "pwned"
-    _legacy_checkpoint(root / "step_00000001", marker)
+    template = _legacy_checkpoint(root / "step_00000001", marker)
     # The old behaviour: DCP's default load planner unpickles the bytes entry, running the payload.
-    dcp.load({"evil": None}, checkpoint_id=root / "step_00000001", no_dist=True)
+    dcp.load(template, checkpoint_id=root / "step_00000001", no_dist=True)
     assert marker.exists()
     marker.unlink()
     model, opt = _fresh()
