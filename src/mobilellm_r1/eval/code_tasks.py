@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import warnings
 from pathlib import Path
 
 from mobilellm_r1.eval.code_check import CodeCheck, run_checks
@@ -120,7 +121,9 @@ def mbpp_program(record: dict, code: str) -> CodeCheck:
 def _redefined(reference: str) -> tuple[str, ...]:
     """Builtin names that the reference solution defines at top level (task 126 defines ``sum``)."""
     try:
-        tree = ast.parse(reference)
+        with warnings.catch_warnings():  # e.g. invalid escape sequences in reference code
+            warnings.simplefilter("ignore")
+            tree = ast.parse(reference)
     except SyntaxError:
         return ()
     defined = (n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
