@@ -265,8 +265,9 @@ def _until_read_error(rows: Iterator[tuple[Any, str]], path: str) -> Iterator[tu
             last = where
             yield row, where
     except (OSError, EOFError, zlib.error, pa.ArrowException) as err:
-        after = f"after {last}" if last else "before the first row"
-        detail = f"truncated or corrupt file, cannot read on {after}: {type(err).__name__}: {err}"
+        row = (last or "").removeprefix(f"{path}:")
+        where = "from the start" if last is None else f"after {'line ' if row.isdigit() else ''}{row}"
+        detail = f"truncated or corrupt file, unreadable {where} ({type(err).__name__}: {err})"
         yield DataError(path, detail, UNREADABLE), path
 
 
