@@ -12,10 +12,9 @@ Layout of ``out_dir/<source name>/`` (one shard per work unit of :func:`~.source
 
 A killed run is resumed by running it again: complete shards (``.idx.npy`` consistent with the
 ``.bin`` size) are kept, the temp files a killed run leaves (exactly the names written here, see
-:func:`is_temp_file`) removed, the rest redone.  Pool workers die with the process that started
-them (Linux parent-death signal, else a parent watch), so a killed run leaves no workers behind.  The result is
-byte-identical to an uninterrupted run (only ``meta.json``'s ``created`` differs).  One writer at a
-time per directory.
+:func:`is_temp_file`) removed, the rest redone.  The result is byte-identical to an uninterrupted
+run (only ``meta.json``'s ``created`` differs).  One writer at a time per directory.  Pool workers
+die with the process that started them (:func:`~mobilellm_r1.procs.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -29,10 +28,8 @@ import multiprocessing as mp
 import os
 import queue
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -45,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
+from ..procs import die_with_parent
 from ..tokenizer import Tokenizer, load_tokenizer
 from .sources import DEFAULT_PART_BYTES, ReadStats, SourceSpec, Unit, list_units, read_unit
 
@@ -62,7 +60,6 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[Tokenizer, str] = weakref.WeakKeyDictio
 _TEMP_NAME = re.compile(
     r"shard_\d{5,}\.bin\.tmp|\.(shard_\d{5,}\.(json|idx\.npy)|meta\.json|\.tokenize\.json)\.\w+\.tmp"
 )
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 ProgressFn = Callable[[int, int, int], None]  # (docs, tokens, text bytes) of one batch
 
@@ -216,29 +213,10 @@ def _tokenizer_ref(tokenizer: Tokenizer, scratch: Path) -> _TokenizerRef:
     return _TokenizerRef(path, tokenizer_fingerprint(tokenizer))
 
 
-def _die_with_parent(parent: int) -> None:
-    """End this process when ``parent`` dies: PR_SET_PDEATHSIG on Linux, else a watch thread."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # died before the signal was armed
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
 def _init_worker(tokenizer: _TokenizerRef, parent: int, progress_queue: Any) -> None:
     """Pool initializer: die with ``parent``; the tokenizer is loaded by the first job (so a
     changed tokenizer file fails that job with a clear error, not the whole pool)."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _WORKER["ref"], _WORKER["queue"] = tokenizer, progress_queue
 
 
