@@ -13,6 +13,10 @@ pair graded correct) and false rejects (a correct pair graded wrong).
   ``evaluation`` folder; it needs ``pip install word2number regex``). Without it, it is skipped.
 
     python benchmarks/grading_accuracy.py --qwen-dir /path/to/Qwen2.5-Math/evaluation
+
+``--pairs heldout`` grades the independent held-out set of benchmarks/grading_pairs_heldout.py
+instead (written without reading the judge or the pair generator above) and writes
+results/grading_accuracy_heldout.json.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from multiprocessing import get_context
 from pathlib import Path
 
+from grading_pairs_heldout import heldout_pairs
 from mobilellm_r1.eval.answer_pairs import Pair, labelled_pairs
 from mobilellm_r1.eval.math_grading import MathJudge
 from provenance import RESULTS, result_header, write_result
@@ -137,7 +142,8 @@ def errors(pairs: list[Pair], verdicts: list[bool], limit: int = 3) -> dict[str,
     for pair, verdict in zip(pairs, verdicts, strict=True):
         key = f"{pair.source}/{pair.category}"
         if verdict != pair.correct and len(out[key]) < limit:
-            out[key].append({"gold": pair.gold, "output_tail": pair.output[-200:], "label": pair.correct})
+            row = {"gold": pair.gold, "output_tail": pair.output[-200:], "label": pair.correct}
+            out[key].append(row | {"protocol": pair.protocol})
     return dict(out)
 
 
@@ -148,9 +154,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--qwen-dir", default=None, help="Qwen2.5-Math's evaluation/ folder")
-    p.add_argument("--out", default=str(RESULTS / "grading_accuracy.json"))
+    p.add_argument(
+        "--pairs",
+        choices=["generated", "heldout"],
+        default="generated",
+        help="generated: mobilellm_r1.eval.answer_pairs; heldout: grading_pairs_heldout.py",
+    )
+    p.add_argument("--out", default=None, help="default results/grading_accuracy[_heldout].json")
     args = p.parse_args()
-    pairs = labelled_pairs(load_records(Path(args.eval_dir), args.gsm8k_records, args.seed), args.seed)
+    if args.out is None:
+        args.out = str(
+            RESULTS
+            / ("grading_accuracy_heldout.json" if args.pairs == "heldout" else "grading_accuracy.json")
+        )
+    if args.pairs == "heldout":
+        pairs = heldout_pairs(args.eval_dir, args.seed)
+    else:
+        pairs = labelled_pairs(load_records(Path(args.eval_dir), args.gsm8k_records, args.seed), args.seed)
     print(f"{len(pairs)} labelled pairs ({sum(x.correct for x in pairs)} correct)")
     graders: dict[str, Callable[[], list[bool]]] = {
         "ours": lambda: grade_ours(pairs, args.workers),
