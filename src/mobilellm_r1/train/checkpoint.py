@@ -347,7 +347,7 @@ def _apply_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
 def _read_json(path: Path, name: str) -> dict[str, Any]:
     try:
         value = json.loads((path / name).read_bytes())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise CheckpointError(f"checkpoint {path}: unreadable {name}: {e}") from e
     if not isinstance(value, dict):
         raise CheckpointError(f"checkpoint {path}: {name} is not a JSON object")

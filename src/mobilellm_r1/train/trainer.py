@@ -250,7 +250,7 @@ class Trainer:
         try:
             self.step = int(extra["step"])
             self.loader.load_state_dict(extra["loader"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise CheckpointError(f"checkpoint {path}: {EXTRA} has no valid step/loader state ({e!r})") from e
 
     # ------------------------------------------------------------------ one step
