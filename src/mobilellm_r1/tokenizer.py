@@ -15,7 +15,7 @@ import json
 import os
 import re
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,21 +141,23 @@ def _has_long_run(text: str) -> bool:
     return len(text) > _MAX_RUN and _LONG_RUN_RE.search(text) is not None
 
 
-def _split_long_runs(text: str) -> list[str]:
+def split_long_runs(text: str) -> Iterator[str]:
     """Cut whitespace and non-whitespace runs longer than ``_MAX_RUN`` into ``_MAX_RUN`` pieces,
     so encoding takes linear time and bounded memory whatever the text. Only texts with such runs
-    are affected, and only at the cut points inside those runs (never inside a ``<|...|>``)."""
+    are affected, and only at the cut points inside those runs (never inside a ``<|...|>``).
+    Yields the pieces in order, lazily (``text`` itself when it has no such run); ``encode(text)``
+    is the concatenation of the pieces' ordinary encodings."""
     if not _has_long_run(text):
-        return [text]
-    pieces, pos = [], 0
+        yield text
+        return
+    pos = 0
     for match in _LONG_RUN_RE.finditer(text):
         cut = match.start() + _MAX_RUN
         while cut < match.end():
             cut = _off_special(text, cut, pos)
-            pieces.append(text[pos:cut])
+            yield text[pos:cut]
             pos, cut = cut, cut + _MAX_RUN
-    pieces.append(text[pos:])
-    return pieces
+    yield text[pos:]
 
 
 def _off_special(text: str, cut: int, floor: int) -> int:
@@ -245,7 +247,7 @@ class Tokenizer:
         """Encode text; special-token strings are plain text unless listed in ``allowed_special``."""
         allowed = allowed_special if allowed_special == "all" else frozenset(allowed_special)
         ids = [self.bos_id] if bos else []
-        for piece in _split_long_runs(text):
+        for piece in split_long_runs(text):
             if allowed:
                 ids.extend(self._enc.encode(piece, allowed_special=allowed, disallowed_special=()))
             else:
