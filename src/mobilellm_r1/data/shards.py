@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
-import itertools
 import json
 import multiprocessing as mp
 import os
@@ -33,7 +32,7 @@ import tempfile
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,12 +43,12 @@ import numpy as np
 from ..atomic import atomic_write
 from ..procs import die_with_parent
 from ..tokenizer import Tokenizer, load_tokenizer
+from .shard_encode import TOKEN_DTYPE, text_batches, write_ids
 from .sources import DEFAULT_PART_BYTES, ReadStats, SourceSpec, Unit, list_units, read_unit
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 RUN_FILE = ".tokenize.json"
-TOKEN_DTYPE = np.dtype("<u4")
 OFFSET_DTYPE = np.dtype("<i8")
 DEFAULT_BATCH_DOCS = 256
 # Settings that must match between runs writing into the same directory.
@@ -133,17 +132,12 @@ def _write_shard(
     text_bytes = 0
     bin_tmp = stem.with_name(stem.name + ".bin.tmp")
     with open(bin_tmp, "wb") as f:
-        for batch in _batched(read_unit(spec, unit, stats), batch_docs):
-            texts = [doc.text for doc in batch]
-            ids = tokenizer.encode_batch(texts, num_threads=num_threads)
-            lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=TOKEN_DTYPE, count=int(lens.sum()))
-            f.write(flat.tobytes())
+        for texts in text_batches((doc.text for doc in read_unit(spec, unit, stats)), batch_docs):
+            lens, nbytes = write_ids(f, tokenizer, texts, num_threads)
             lengths.append(lens)
-            nbytes = sum(len(t.encode("utf-8")) for t in texts)
             text_bytes += nbytes
             if on_batch is not None:
-                on_batch(len(texts), len(flat), nbytes)
+                on_batch(len(texts), int(lens.sum()), nbytes)
         os.fsync(f.fileno())
     offsets = np.zeros(1 + sum(map(len, lengths)), dtype=OFFSET_DTYPE)
     np.cumsum(np.concatenate([np.zeros(0, np.int64), *lengths]), out=offsets[1:])
@@ -161,12 +155,6 @@ def _write_shard(
     np.save(buf, offsets)
     atomic_write(stem.with_suffix(".idx.npy"), buf.getvalue(), fsync=True)
     return record
-
-
-def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
 
 
 # ====================================================================== worker processes
@@ -359,7 +347,9 @@ def tokenize_source(
             (see :func:`~.sources.list_units`).
         progress: show a tqdm bar (docs/s, tokens/s, MB/s) and print the report to stderr.
         overwrite: replace shards made with another tokenizer / spec / layout instead of refusing.
-        batch_docs, num_threads: documents per ``encode_batch`` call and its threads.
+        batch_docs, num_threads: documents per ``encode_batch`` call and its threads (batches
+            also close at about 4M characters; a document over 1M characters is encoded alone, in
+            pieces: see :mod:`.shard_encode`).
 
     Returns:
         The report: ``docs``, ``tokens``, ``text_bytes``, ``skipped`` (totals over all shards),

@@ -466,14 +466,18 @@ def _hf_records(ds: Any, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
 
 # ====================================================================== plain text
 def _text_rows(spec: SourceSpec, unit: Unit) -> Iterator[tuple[Any, str]]:
-    """The whole file as one row ``{text_field: content}``; bad UTF-8 names the line."""
+    """The whole file as one row ``{text_field: content}``; bad UTF-8 names the line.  The file's
+    bytes are dropped before the text is yielded (a long file is held once, as text)."""
     raw = Path(unit.path).read_bytes()
     try:
-        yield {spec.text_field: raw.decode("utf-8")}, unit.path
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         detail = f"invalid UTF-8 byte 0x{raw[err.start]:02x} at byte {err.start}"
         yield DataError(f"{unit.path}:{line}", detail, "invalid_utf8"), f"{unit.path}:{line}"
+        return
+    del raw
+    yield {spec.text_field: text}, unit.path
 
 
 # ====================================================================== files & units
