@@ -2,7 +2,10 @@
 
 :func:`equivalent` rewrites both sides into LaTeX that math-verify's LaTeX parser reads (number
 words to digits, a number's trailing unit words dropped, ``\\text`` answers compared as words),
-then asks math-verify. Only its LaTeX extraction is used: its plain-expression extraction runs
+Unicode math symbols to LaTeX), then asks math-verify, with two stricter rules in front of it:
+two plain numbers (integers, decimals, fractions) must be equal as exact rationals (math-verify
+rounds floats), and a bracketed list must keep its brackets (``[a, b]`` is a closed interval,
+not the point ``(a, b)``). Only its LaTeX extraction is used: its plain-expression extraction runs
 ``sympy.parsing.sympy_parser.parse_expr``, which ``eval``s the transformed text. The ANTLR
 LaTeX grammar hands sympy nothing but number tokens, and :func:`install_parser_guard` makes
 sure that stays so: after it, sympy's string evaluator refuses anything but a number literal.
@@ -11,15 +14,20 @@ sure that stays so: after it, sympy's string evaluator refuses anything but a nu
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _STRIP_TOKENS = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "^\\circ", "^{\\circ}", "\\%", "$")
 _TEXT_CMD = re.compile(r"\\(?:text(?:bf|rm|it)?|mbox|mathrm|mathbf)\s*\{([^{}]*)\}")
 _WORD_ANSWER = re.compile(r"[A-Za-z][A-Za-z '\-]*")
+_WORD = re.compile(r"[A-Za-z]{2,}")  # a text answer has a word; "p - q" is an expression
 _CHOICE = re.compile(r"\(?([A-Za-z])\)?")
 _NUMERIC = r"-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)|-?\\d?frac\{\d+\}\{\d+\}|-?\d+/\d+"
 _UNIT_TAIL = re.compile(
     rf"^\\?\$?\s*({_NUMERIC})\s*(?:\\?\$)?\s*([A-Za-z][A-Za-z .\-]*)?(?:\^\{{?[23]\}}?)?\.?$"
 )
+_UNICODE_MATH = {"°": "^\\circ", "∞": "\\infty ", "π": "\\pi ", "−": "-", "×": "\\times ", "·": "\\cdot "}
+_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_FRACTION = re.compile(r"(-?)(?:\\frac\{(\d+)\}\{(\d+)\}|(\d+)/(\d+))")
 _MATH_WORDS = frozenset({"pi", "sqrt", "and", "or", "i", "e", "x", "y", "z", "n", "k"})
 # sympy_parser output for a number token, e.g. "Integer (18 )" or "Float ('2.5' )".
 _NUMBER_CODE = re.compile(r"\s*(?:Integer\s*\(\s*\d+\s*\)|Float\s*\(\s*'\d*\.?\d*(?:[eE][-+]?\d+)?'\s*\))\s*")
@@ -40,6 +48,7 @@ class UnsafeParseError(ValueError):
 def install_parser_guard() -> None:
     """Make ``sympy.parsing.sympy_parser.eval_expr`` (behind ``sympify(str)`` and ``parse_expr``)
     refuse any code but a single number literal. Idempotent; called in every judge worker."""
+    import sympy.physics.units  # noqa: F401  (sympify's its own names on import, lazily from simplify)
     from sympy.parsing import sympy_parser
 
     original = sympy_parser.eval_expr
@@ -99,7 +108,7 @@ def _text_answer(ans: str) -> str | None:
     """The words of an answer written as text (``\\text{Evelyn}``, ``(C)``), lower-cased;
     None for a mathematical answer."""
     s = _TEXT_CMD.sub(lambda m: m.group(1), ans).replace("$", "").strip().rstrip(".").strip()
-    if not _WORD_ANSWER.fullmatch(s) and not _CHOICE.fullmatch(s):
+    if not (_WORD_ANSWER.fullmatch(s) and _WORD.search(s)) and not _CHOICE.fullmatch(s):
         return None
     choice = _CHOICE.fullmatch(s)
     return (choice.group(1) if choice else " ".join(s.split())).lower()
@@ -129,9 +138,40 @@ def _numbers_for_words(ans: str) -> str:
     return ans
 
 
+def _unicode_to_latex(ans: str) -> str:
+    """``90°`` -> ``90^\\circ``, ``(2, ∞)`` -> ``(2, \\infty )`` (the symbols math-verify misses)."""
+    for char, latex in _UNICODE_MATH.items():
+        ans = ans.replace(char, latex)
+    return ans
+
+
 def canonical(ans: str) -> str:
-    """The form of an answer handed to the LaTeX parser: digits for number words, no units."""
-    return _drop_units(_numbers_for_words(ans.strip()))
+    """The form of an answer handed to the LaTeX parser: LaTeX for Unicode symbols, digits for
+    number words, no units."""
+    return _drop_units(_numbers_for_words(_unicode_to_latex(ans.strip())))
+
+
+def exact_number(ans: str) -> Fraction | None:
+    """An answer that is a plain number (integer, decimal, ``\\frac{a}{b}``, ``a/b``, after
+    :func:`normalize_answer`) as an exact rational; None for anything else (and for percentages)."""
+    if "%" in ans:
+        return None
+    s = normalize_answer(ans)
+    if _DECIMAL.fullmatch(s):
+        return Fraction(s)
+    frac = _FRACTION.fullmatch(s)
+    if frac is None:
+        return None
+    sign, num, den = frac.group(1), frac.group(2) or frac.group(4), frac.group(3) or frac.group(5)
+    return None if int(den) == 0 else Fraction(int(sign + num), int(den))
+
+
+def _brackets(ans: str) -> str | None:
+    """The outer brackets of a bracketed list (``"(]"`` for ``(3,4]``); None for other answers."""
+    s = normalize_answer(ans)
+    if len(s) > 2 and s[0] in "([" and s[-1] in ")]" and "," in s:
+        return s[0] + s[-1]
+    return None
 
 
 def _boxed(ans: str) -> str:
@@ -151,13 +191,21 @@ def _math_verify_equal(gold: str, pred: str, timeout_s: int) -> bool:
 
 def equivalent(gold: str, pred: str, timeout_s: int = 5) -> bool:
     """Whether ``pred`` states the same answer as ``gold``. Text answers (words, a choice letter)
-    must match as words; everything else goes to math-verify after :func:`canonical`."""
+    must match as words; two plain numbers must be equal exactly (:func:`exact_number`); two
+    bracketed lists must have the same outer brackets; everything else goes to math-verify after
+    :func:`canonical`."""
     gold_text = _text_answer(gold)
     if gold_text is not None:
         return gold_text == _text_answer(pred)
     g, p = canonical(gold), canonical(pred)
     if normalize_answer(g) == normalize_answer(p):
         return True
+    g_num, p_num = exact_number(g), exact_number(p)
+    if g_num is not None and p_num is not None:
+        return g_num == p_num
+    g_brackets, p_brackets = _brackets(g), _brackets(p)
+    if g_brackets and p_brackets and g_brackets != p_brackets:
+        return False
     return _math_verify_equal(g, p, timeout_s)
 
 

@@ -4,14 +4,19 @@ A *protocol* names where a completion states its final answer:
 
 - ``boxed``: the last ``\\boxed{...}`` / ``\\fbox{...}`` (post-trained models are asked for it);
 - ``minerva``: the last "Final Answer: The final answer is X. I hope it is correct." line (the
-  4-shot Minerva prompt for MATH, Lewkowycz et al. 2022), then the last ``\\boxed{}``;
-- ``answer_is``: the last "The answer is X." (GSM8K chain-of-thought, Wei et al. 2022), then a
+  4-shot Minerva prompt for MATH, Lewkowycz et al. 2022; "The final answer is" must open a line
+  or follow "Final Answer:", so "our final answer is 8" in the reasoning is not it), else the
+  last ``\\boxed{}``;
+- ``answer_is``: the last "The answer is X." (GSM8K chain-of-thought, Wei et al. 2022), else a
   GSM8K-style ``#### X`` line;
-- ``auto``: no preference.
+- ``auto``: the marker of any kind that comes last in the text (the model's final statement),
+  else the last number.
 
-After the protocol's own markers, every protocol takes the marker of any kind that comes last in
-the text (the model's final statement), and then the last number. Extraction only slices text;
-it never interprets it.
+Every protocol but ``auto`` is strict: a completion without its protocol's markers has no
+answer, so a truncated output that stops right after stating the gold value in its reasoning,
+or an answer outside the protocol's slot, is not read as an answer. The *last* marker counts:
+a few-shot run-on into an invented next problem is cut by the task's stop strings ("Problem:",
+"Q:") at generation time, before grading. Extraction only slices text; it never interprets it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import re
 from collections.abc import Callable
 
 _BOX_CMDS = ("\\boxed", "\\fbox")
-_FINAL_ANSWER = re.compile(r"final answer is:?[ \t]*(.*?)[ \t]*(?:I hope it is correct|$)", re.I | re.M)
+_FINAL_ANSWER = re.compile(  # "The final answer is" opening a line or after "Final Answer:"
+    r"(?:^|\bFinal Answer:)[ \t*]*The final answer is:?[ \t]*(.*?)[ \t]*(?:I hope it is correct|$)",
+    re.I | re.M,
+)
 _ANSWER_IS = re.compile(r"\banswer is\b:?\s*(.+?)(?=\.(?:\s|$)|\n|$)", re.I | re.S)
 _HASHES = re.compile(r"^####[ \t]*(.+?)[ \t]*$", re.M)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -126,10 +134,12 @@ def extract_answer(text: str, protocol: str = "auto") -> str | None:
         raise ValueError(f"unknown answer protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
     if not text:
         return None
-    for name in PROTOCOLS[protocol]:
-        found = _MARKERS[name](text)
-        if found is not None:
-            return found[1]
+    if protocol != "auto":
+        for name in PROTOCOLS[protocol]:
+            found = _MARKERS[name](text)
+            if found is not None:
+                return found[1]
+        return None
     found_any = [f for f in (marker(text) for marker in _MARKERS.values()) if f is not None]
     if found_any:
         return max(found_any)[1]
