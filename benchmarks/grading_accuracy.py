@@ -14,6 +14,11 @@ pair graded correct) and false rejects (a correct pair graded wrong).
 
     python benchmarks/grading_accuracy.py --qwen-dir /path/to/Qwen2.5-Math/evaluation
 
+Before grading, each output is cut at the first of its task's stop strings, as generation cuts
+it (``mobilellm_r1.eval.tasks``: "Problem:" for MATH500's and "Q:" for GSM8K's few-shot prompts;
+chat outputs, read under the ``boxed`` protocol, have none), so a few-shot run-on into an invented
+next problem is graded the way a real run sees it.
+
 ``--pairs heldout`` grades the independent held-out set of benchmarks/grading_pairs_heldout.py
 instead (written without reading the judge or the pair generator above) and writes
 results/grading_accuracy_heldout.json.
@@ -29,12 +34,15 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
 from grading_pairs_heldout import heldout_pairs
 from mobilellm_r1.eval.answer_pairs import Pair, labelled_pairs
 from mobilellm_r1.eval.math_grading import MathJudge
+from mobilellm_r1.eval.math_tasks import get_task
+from mobilellm_r1.eval.tasks import TASKS
 from provenance import RESULTS, result_header, write_result
 
 ITEM_TIMEOUT_S = 10
@@ -50,6 +58,25 @@ def load_records(eval_dir: Path, gsm8k_records: int, seed: int) -> dict[str, lis
 
     gsm8k = rows("gsm8k")
     return {"math500": rows("math500"), "gsm8k": random.Random(seed).sample(gsm8k, gsm8k_records)}
+
+
+def stop_strings(source: str, protocol: str) -> tuple[str, ...]:
+    """The stop strings generation applies to an output of ``source`` read under ``protocol``:
+    the few-shot (base) sampling's under the task's base protocol, the chat sampling's otherwise."""
+    chat = protocol != get_task(source).base_protocol
+    return TASKS[source].sampling(chat).stop_strings
+
+
+def cut_at_stop_strings(pairs: list[Pair]) -> tuple[list[Pair], int]:
+    """Each output cut where its earliest stop string starts (as the generator does), and how
+    many outputs were cut."""
+    out, cut = [], 0
+    for pair in pairs:
+        hits = [i for i in (pair.output.find(s) for s in stop_strings(pair.source, pair.protocol)) if i >= 0]
+        if hits:
+            pair, cut = replace(pair, output=pair.output[: min(hits)]), cut + 1
+        out.append(pair)
+    return out, cut
 
 
 def grade_ours(pairs: list[Pair], workers: int) -> list[bool]:
@@ -171,7 +198,10 @@ def main() -> None:
         pairs = heldout_pairs(args.eval_dir, args.seed)
     else:
         pairs = labelled_pairs(load_records(Path(args.eval_dir), args.gsm8k_records, args.seed), args.seed)
-    print(f"{len(pairs)} labelled pairs ({sum(x.correct for x in pairs)} correct)")
+    pairs, n_cut = cut_at_stop_strings(pairs)
+    print(
+        f"{len(pairs)} labelled pairs ({sum(x.correct for x in pairs)} correct), {n_cut} cut at stop strings"
+    )
     graders: dict[str, Callable[[], list[bool]]] = {
         "ours": lambda: grade_ours(pairs, args.workers),
         "math_verify": lambda: grade_in_pool("math_verify", pairs, args.workers),
@@ -192,7 +222,16 @@ def main() -> None:
     for name, reason in skipped.items():
         print(f"{name}: skipped ({reason})")
     result = result_header("grading_accuracy", device="cpu") | {
-        "config": vars(args) | {"pairs": len(pairs), "item_timeout_s": ITEM_TIMEOUT_S},
+        "config": vars(args)
+        | {
+            "pairs": len(pairs),
+            "item_timeout_s": ITEM_TIMEOUT_S,
+            "outputs_cut_at_stop_strings": n_cut,
+            "stop_strings": {  # each output is cut at the first of these before grading
+                f"{src}/{proto}": list(stop_strings(src, proto))
+                for src, proto in sorted({(x.source, x.protocol) for x in pairs})
+            },
+        },
         "seconds": seconds,
         "summary": {name: res["all"] for name, res in results.items()},
         "per_category": results,

@@ -25,7 +25,10 @@ non-terminating value is wrong; an unsimplified but equal fraction is correct; d
 a unit, ``\\$`` sign, degree sign, thousands separator or ``x =`` prefix is correct; a list or set
 answer is correct in any order and wrong when partial; a run-on past the answer into a new
 few-shot problem keeps the first final answer; an answer outside the protocol's slot (only boxed
-under ``answer_is``/``minerva``, no box under ``boxed``) is wrong, as is a truncated output.
+under ``answer_is``, no box under ``boxed``) is wrong, as is a truncated output. One label was
+changed after review to follow the project's protocol policy: under ``minerva`` a boxed-only
+answer (no "Final Answer" line) is read from the box, so it is correct. Run-on outputs are cut
+at the task's stop strings by benchmarks/grading_accuracy.py before grading, as in generation.
 """
 
 from __future__ import annotations
@@ -917,8 +920,11 @@ def record_pairs(source: str, rec: dict, rng: random.Random, others: list[dict])
             sent = "The final answer is" if source == "math500" else "The answer is"
             add("protocol/wrong:no_box_answer_in_text", p, f"{w.body_right()}\n\n{sent} ${gold}$.", False)
         elif p == "minerva":
+            # Relabelled by the project's protocol policy (issue 17 finding 8, decided by the lead):
+            # under ``minerva`` a completion without the "Final Answer" line is read from its last
+            # \boxed{}, so a boxed-only right answer is correct (the original label here was wrong).
             text = f"{w.body_right()} Therefore the answer is $\\boxed{{{gold}}}$."
-            add("protocol/wrong:no_final_answer_line_boxed_only", p, text, False)
+            add("protocol/correct:boxed_only_no_final_answer_line", p, text, True)
         else:
             add("protocol/wrong:no_answer_is_boxed_only", p, f"{w.body_right()}\n\\boxed{{{gold}}}", False)
     elif roll < 0.76:

@@ -2,12 +2,15 @@
 
 Every pair's label holds by construction: a *correct* pair states the gold answer (in another
 surface form: a Minerva "Final Answer" line, ``\\boxed{}``, "The answer is", a decimal for a
-fraction, number words, units, reordered list elements, another matrix environment...), a
-*wrong* pair states a different answer (off by one, sign flipped, fraction inverted, interval
-end flipped, tuple reversed, another name, or a correct earlier line overridden by a wrong final
-one). Outputs reuse the record's own worked solution with its boxes removed, so the gold value
-also appears in the reasoning of a wrong output. Variants that are not surely right or surely
-wrong (rounded decimals, ...) are not generated.
+fraction, number words, units, ``°``/``∞``, scientific notation, reordered terms or list
+elements, another matrix environment...), a *wrong* pair states a different answer (off by one,
+sign flipped, fraction inverted, interval end flipped, tuple reversed, a point written as
+``[a, b]``, a decimal's last digit changed, another name, or a correct earlier line overridden
+by a wrong final one) or states the gold outside its protocol's slot (reasoning without the
+final line, only a box under ``answer_is``, no box under ``boxed``: the strict protocols read
+no answer there). Outputs reuse the record's own worked solution with its boxes removed, so the
+gold value also appears in the reasoning of a wrong output. Variants that are not surely right
+or surely wrong (rounded decimals, ...) are not generated.
 """
 
 from __future__ import annotations
@@ -86,6 +89,58 @@ def _reversed_tuple(gold: str) -> str | None:
     return "(" + ", ".join(reversed(parts)) + ")"
 
 
+def _split_terms(expr: str) -> list[str] | None:
+    """The top-level signed terms of a sum (``"x^2-3x+2"`` -> ``["x^2", "-3x", "+2"]``); None for
+    a single term or an answer that is not a plain sum (lists, equations, intervals, ...)."""
+    if re.search(r"[,=<>|]|\\(?:pm|mp|cup|cap|in|le|ge|ne|text|begin)\b", expr):
+        return None
+    terms, depth, start = [], 0, 0
+    for i, char in enumerate(expr):
+        depth += char in "{([" or 0
+        depth -= char in "})]" or 0
+        if char in "+-" and depth == 0 and expr[:i].strip() and expr[:i].rstrip()[-1] not in "^_*/+-":
+            terms.append(expr[start:i].strip())
+            start = i
+    terms.append(expr[start:].strip())
+    return terms if len(terms) > 1 and depth == 0 else None
+
+
+def _reordered_sum(gold: str) -> str | None:
+    """A sum of terms with letters, its first term moved last (``p - q`` -> ``-q + p``)."""
+    terms = _split_terms(gold)
+    if terms is None or not re.search(r"[A-Za-z]", gold.replace("\\frac", "")):
+        return None
+    first = terms[0] if terms[0][0] in "+-" else "+" + terms[0]
+    rest = [*terms[1:], first]
+    text = rest[0][0].strip("+") + rest[0][1:].strip()
+    for term in rest[1:]:
+        text += f" {term[0]} {term[1:].strip()}"
+    return text
+
+
+def _scientific(value: int) -> str | None:
+    """``26000`` -> ``2.6 \\times 10^{4}``, for integers of at least 1000 ending in zeros."""
+    digits = str(abs(value))
+    if abs(value) < 1000 or not digits.endswith("00"):
+        return None
+    mantissa = digits.rstrip("0")
+    mantissa = mantissa[0] + ("." + mantissa[1:] if len(mantissa) > 1 else "")
+    return f"{'-' if value < 0 else ''}{mantissa} \\times 10^{{{len(digits) - 1}}}"
+
+
+def _square_brackets(gold: str) -> str | None:
+    """An ordered pair/tuple ``(a, b)`` written as ``[a, b]`` (a closed interval: another answer)."""
+    plain = gold.replace("\\left", "").replace("\\right", "").strip()
+    if not (plain.startswith("(") and plain.endswith(")") and "," in plain and "\\cup" not in plain):
+        return None
+    depth = 0
+    for i, char in enumerate(plain):
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and i < len(plain) - 1:
+            return None  # "(a,b) ... (c,d)": not one parenthesised group
+    return "[" + plain[1:-1].strip() + "]"
+
+
 def _numeric_wrongs(gold: str) -> Iterator[tuple[str, str]]:
     """(category, wrong answer) for an integer or simple-fraction gold."""
     if _INT.fullmatch(gold):
@@ -113,6 +168,11 @@ def _math_wrongs(gold: str) -> Iterator[tuple[str, str]]:
     deg = re.fullmatch(r"(\d+)\^\\circ", gold)
     if deg:
         yield "wrong_off_by_one", f"{int(deg.group(1)) + 1}^\\circ"
+    if brackets := _square_brackets(gold):
+        yield "wrong_square_brackets", brackets
+    if re.fullmatch(r"-?\d*\.\d+", gold):
+        last = int(gold[-1])
+        yield "wrong_last_decimal", gold[:-1] + str(last + 1 if last < 9 else last - 1)
     if not (_INT.fullmatch(gold) or _FRAC.fullmatch(gold) or re.search(r"matrix|\\text|,|=|\\in", gold)):
         yield "wrong_expression", f"{gold}+1"
 
@@ -141,6 +201,13 @@ def _math_surfaces(gold: str, problem: str) -> Iterator[tuple[str, str]]:
     if deg:
         yield "units_degrees", deg.group(1)
         yield "units_degrees", f"{deg.group(1)} degrees"
+    if "\\circ" in gold or "\\infty" in gold:
+        yield "unicode_symbols", gold.replace("^\\circ", "°").replace("\\infty", "∞")
+    if _INT.fullmatch(gold) and (sci := _scientific(int(gold))):
+        yield "scientific_notation", sci
+    if reordered := _reordered_sum(gold):
+        yield "terms_reordered", reordered
+        yield "terms_reordered", gold.replace(" ", "")
     unit = re.fullmatch(r"([\d.]+)\s*\\(?:text|mbox)\{[^{}]*\}(?:\^2)?", gold)
     if unit:
         yield "units_degrees", unit.group(1)
@@ -167,6 +234,11 @@ def _math_pairs(record: dict, rng: random.Random) -> Iterator[Pair]:
 
     yield Pair("math500", "boxed_solution", record["solution"], gold, True, "boxed")
     yield pair("minerva_line", gold, True)
+    boxed_only = f"{reasoning}\nTherefore the answer is $\\boxed{{{gold}}}$."
+    yield Pair("math500", "minerva_boxed_only", boxed_only, gold, True, "minerva")
+    yield Pair("math500", "wrong_no_final_answer", reasoning, gold, False, "minerva")
+    unboxed = f"{reasoning}\nThe final answer is ${gold}$."
+    yield Pair("math500", "wrong_unboxed_answer", unboxed, gold, False, "boxed")
     for category, answer in _math_surfaces(gold, record["problem"]):
         yield pair(category, answer, True)
     wrongs = list(_math_wrongs(gold))
@@ -219,6 +291,10 @@ def _gsm8k_pairs(record: dict, rng: random.Random) -> Iterator[Pair]:
         yield pair(category, said, True)
     yield pair("hashes", gold, True, tail="#### {}")
     yield pair("boxed", gold, True, tail="So the answer is $\\boxed{{{}}}$.")
+    if sci := _scientific(value):
+        yield pair("scientific_notation", sci, True, tail="The answer is ${}$.")
+    yield Pair("gsm8k", "wrong_no_final_answer", reasoning, gold, False, "answer_is")
+    yield pair("wrong_boxed_only", gold, False, tail="\\boxed{{{}}}")
     wrongs = list(_gsm8k_wrongs(value))
     for category, said in wrongs:
         yield pair(category, said, False)
