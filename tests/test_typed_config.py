@@ -32,7 +32,7 @@ def _recipe(tmp_path: Path, text: str) -> Path:
         ("optim: {final_lr_ratio: .nan}", "optim.final_lr_ratio", "finite"),
         ("optim: {final_lr_ratio: 1.5}", "optim.final_lr_ratio", "must be <= 1"),
         ("optim: {grad_clip: .nan}", "optim.grad_clip", "finite"),
-        ("optim: {grad_clip: -1}", "optim.grad_clip", "must be > 0"),
+        ("optim: {grad_clip: -1}", "optim.grad_clip", "must be >= 0"),
         ("optim: {warmup_steps: -5}", "optim.warmup_steps", "must be >= 0"),
         ("optim: {betas: [0.9, 1.5]}", "optim.betas.1", "must be < 1"),
         ("data: {grad_accum: 0}", "data.grad_accum", "must be >= 1"),
@@ -57,6 +57,9 @@ def test_valid_edges_are_accepted(tmp_path: Path) -> None:
     path = _recipe(tmp_path, "optim: {final_lr_ratio: 0, warmup_steps: 0, lr: 1.0e-3}\ncheckpoint_every: 0")
     cfg = load_train_config(str(path))
     assert cfg.optim.final_lr_ratio == 0 and cfg.optim.warmup_steps == 0 and cfg.checkpoint_every == 0
+    # grad_clip: null and 0 both mean no clipping (issue 17: "grad_clip >= 0 or null").
+    assert load_train_config(str(_recipe(tmp_path, "optim: {grad_clip: null}"))).optim.grad_clip is None
+    assert load_train_config(str(_recipe(tmp_path, "optim: {grad_clip: 0}"))).optim.grad_clip == 0
 
 
 def test_set_errors_name_the_set_argument() -> None:

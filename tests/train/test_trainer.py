@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilellm_r1.train.config import load_train_config
+from mobilellm_r1.train.optim import clip_gradients
 from mobilellm_r1.train.trainer import Trainer
 
 SMALL = [
@@ -29,13 +31,13 @@ SMALL = [
 ]
 
 
-def losses(run_dir: Path) -> dict[int, float]:
-    """step -> loss from metrics.jsonl (a resumed run's later lines win)."""
+def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
+    """step -> loss (or another metric) from metrics.jsonl (a resumed run's later lines win)."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
+        if key in record:
+            out[record["step"]] = record[key]
     return out
 
 
@@ -119,3 +121,28 @@ def test_kd_objective_lowers_kl_to_teacher(workdir) -> None:
     history = losses(workdir / "runs/tiny_cpu")
     assert all(v >= 0 for v in history.values())
     assert sum(history[s] for s in (8, 9, 10)) < 0.95 * sum(history[s] for s in (1, 2, 3))
+
+
+def test_grad_clip_null_trains_unclipped_and_logs_the_norm(workdir) -> None:
+    """`grad_clip: null` skips clipping: the run equals one whose bound is never reached, and the
+    logged grad_norm keeps its meaning (the global norm before clipping)."""
+    for name, clip in (("null", "null"), ("huge", "1.0e9")):
+        sets = [f"optim.grad_clip={clip}", f"out_dir=runs/{name}", "steps=2", "checkpoint_every=0"]
+        Trainer(load_train_config("train/tiny_cpu", [*SMALL, *sets]), device="cpu").fit()
+    runs = [workdir / "runs/null", workdir / "runs/huge"]
+    assert losses(runs[0]) == losses(runs[1]) and len(losses(runs[0])) == 2
+    norms = [losses(run, "grad_norm") for run in runs]
+    assert norms[0] == norms[1] and all(n > 0 for n in norms[0].values())
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.0])
+def test_clip_gradients_off_leaves_gradients_and_returns_their_norm(max_norm: float | None) -> None:
+    """None and 0 mean no clipping; torch's own clip at 0 would zero every gradient."""
+    layer = torch.nn.Linear(2, 2, bias=False)
+    layer.weight.grad = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
+    assert clip_gradients(layer.parameters(), max_norm) == pytest.approx(5.0)
+    assert layer.weight.grad.tolist() == [[3.0, 0.0], [0.0, 4.0]]
+    assert clip_gradients(layer.parameters(), 1.0) == pytest.approx(5.0)  # the norm before clipping
+    assert layer.weight.grad.norm().item() == pytest.approx(1.0)
+    torch.nn.utils.clip_grad_norm_(layer.parameters(), 0.0)
+    assert not layer.weight.grad.any()

@@ -76,7 +76,8 @@ class OptimSection:
     betas: tuple[float, float] = bounded((0.9, 0.95), ge=0, lt=1)
     eps: float = bounded(1e-8, gt=0)
     weight_decay: float = bounded(0.1, ge=0)
-    grad_clip: float = bounded(1.0, gt=0)  # max global gradient norm (0 would zero every gradient)
+    # Max global gradient norm; null or 0: no clipping (0 as in HF Trainer, Megatron, nanoGPT).
+    grad_clip: float | None = bounded(1.0, ge=0)
     schedule: Literal["linear", "cosine", "wsd", "constant"] = "linear"
     warmup_steps: int = bounded(2000, ge=0)
     final_lr_ratio: float = bounded(

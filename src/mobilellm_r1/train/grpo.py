@@ -42,7 +42,7 @@ from ..deploy.generate import Generator
 from ..deploy.sampling import SamplingParams
 from ..eval.math_grading import MathJudge, math_gold
 from ..tokenizer import chat_messages
-from .optim import lr_factor, set_lr
+from .optim import clip_gradients, lr_factor, set_lr
 from .trainer import StepResult, Trainer
 
 IGNORE = -100
@@ -309,9 +309,7 @@ class GRPOTrainer(Trainer):
                 part = self._micro_loss(roll, sl, weights[sl].to(dev))
                 for k in stats:
                     stats[k] += part[k] / g.iterations
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
-            )
+            grad_norm = clip_gradients(self.objective.parameters(), self.cfg.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         tokens = sum(roll.lengths)

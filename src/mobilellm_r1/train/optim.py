@@ -11,6 +11,7 @@ Schedules (`lr_factor(step)` multiplies the peak lr; `step` counts optimizer ste
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -67,3 +68,15 @@ def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> float:
+    """Global L2 norm of the gradients before clipping; scales them to at most ``max_norm``
+    unless it is None or 0 (no clipping: the norm is still computed, for the log and the
+    non-finite check)."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor

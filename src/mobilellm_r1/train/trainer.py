@@ -3,7 +3,8 @@
 Per optimizer step: `grad_accum` micro-batches per rank; the loss is the token-mean over
 the whole global batch (every rank's micro-batches), so 1 rank and N ranks at the same
 global batch compute the same update. bf16 autocast (single process) or FSDP2 bf16
-parameter gathering (several) over fp32 master weights; gradient clipping; a step whose
+parameter gathering (several) over fp32 master weights; gradient clipping (unless
+`optim.grad_clip` is null or 0; the norm is logged either way); a step whose
 loss or gradient norm is not finite is skipped, counted, and `max_bad_steps` in a row stop
 the run. Checkpoints (DCP) hold model, optimizer, RNG, step and data-loader state;
 `resume=True` continues from the latest intact one exactly (a corrupt one is skipped, see
@@ -40,7 +41,7 @@ from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
 from .config import DistillSection, TrainConfig
 from .losses import chunked_cross_entropy, kd_loss, topk_kd_loss
 from .metrics import METRICS, MetricsLogger, measure_peak_flops
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, clip_gradients, lr_factor, set_lr
 from .teacher import Teacher, load_teacher
 from .topk_store import TopkStore
 
@@ -275,8 +276,7 @@ class Trainer:
             (loss * scale).backward()
             loss_sum += loss.detach().float()
         mean_loss = float(parallel.all_reduce_sum(loss_sum).item()) / max(tokens, 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        grad_norm = clip_gradients(self.objective.parameters(), self.cfg.optim.grad_clip)
         skipped = not (math.isfinite(mean_loss) and math.isfinite(grad_norm))
         set_lr(self.optimizer, self.cfg.optim.lr * lr_factor(self.step, self.cfg.steps, self.cfg.optim))
         if not skipped:
