@@ -36,7 +36,7 @@ def run_curve(steps: int, work: Path) -> list[dict]:
         f"grpo.prompts=[{prompts}]",
         f"out_dir={work / 'run'}",
         f"steps={steps}",
-        "grpo.max_new_tokens=3",
+        "grpo.max_new_tokens=6",  # \\boxed{d} and <|eot_id|>
         "grpo.prompts_per_step=4",
         "optim.lr=2e-3",
         "checkpoint_every=0",

@@ -99,7 +99,7 @@ def test_grpo_raises_reward(tmp_path) -> None:
             f"grpo.prompts=[{tmp_path / 'prompts.jsonl'}]",
             f"out_dir={tmp_path / 'run'}",
             "steps=30",
-            "grpo.max_new_tokens=3",
+            "grpo.max_new_tokens=6",  # \\boxed{d} and <|eot_id|>
             "grpo.prompts_per_step=4",
             "optim.lr=2e-3",
             "checkpoint_every=0",

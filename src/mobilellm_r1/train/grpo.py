@@ -7,8 +7,8 @@ One optimizer step (``objective: grpo``):
 2. sample ``group_size`` completions per prompt from the current policy with our KV-cache
    :class:`~mobilellm_r1.deploy.generate.Generator`;
 3. reward each completion with the evaluation harness's math judge: 1 if its final answer
-   (the ``boxed`` protocol: last ``\\boxed{}``, then the last other answer marker, then the
-   last number) equals the gold answer, else 0; the judge never evaluates completion text;
+   (the ``boxed`` protocol, strictly: the last ``\\boxed{}``; a completion without one has no
+   answer) equals the gold answer, else 0; the judge never evaluates completion text;
 4. group-normalised advantage ``A_i = (r_i - mean(r_group)) / (std(r_group) + eps)``, the same
    for every token of completion i (groups whose rewards are all equal carry no signal);
 5. ``iterations`` gradient passes over the rollouts minimising, per completion token t,

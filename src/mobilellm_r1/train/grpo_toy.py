@@ -1,9 +1,9 @@
 """A tiny verifiable task for GRPO on CPU: "What is a + (7 - a)?" with gold answer 7.
 
-`warm_start` teaches a small model the answer *format* (one digit, then `<|eot_id|>`) with random
-digits as labels, so the policy starts near 10% reward and only the reward can tell it which digit
-is right: a rising reward curve is GRPO's doing. Used by the GRPO test and
-`benchmarks/grpo_tiny_curve.py`.
+`warm_start` teaches a small model the answer *format* (`\\boxed{d}` with one digit d, then
+`<|eot_id|>`; GRPO's reward reads the ``boxed`` protocol strictly) with random digits as labels,
+so the policy starts near 10% reward and only the reward can tell it which digit is right: a
+rising reward curve is GRPO's doing. Used by the GRPO test and `benchmarks/grpo_tiny_curve.py`.
 """
 
 from __future__ import annotations
@@ -48,17 +48,18 @@ def toy_config(tokenizer: Tokenizer) -> ModelConfig:
 
 
 def warm_start(
-    tokenizer: Tokenizer, rows: list[dict], out_dir: str | Path, *, steps: int = 30, seed: int = 1
+    tokenizer: Tokenizer, rows: list[dict], out_dir: str | Path, *, steps: int = 60, seed: int = 1
 ) -> Path:
-    """Train the format (random digit + `<|eot_id|>` after the generation prompt); save to `out_dir`."""
+    """Train the format (`\\boxed{d}` with a random digit + `<|eot_id|>` after the generation
+    prompt); save to `out_dir`."""
     model = build_model(toy_config(tokenizer), seed=0)
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(steps):
         seqs, masks = [], []
         for r in rng.sample(rows, 16):
             prompt = tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True)
-            answer = [*tokenizer.encode(str(rng.randrange(10))), tokenizer.eot_id]
+            answer = [*tokenizer.encode(f"\\boxed{{{rng.randrange(10)}}}"), tokenizer.eot_id]
             seqs.append(prompt + answer)
             masks.append([0] * len(prompt) + [1] * len(answer))
         width = max(map(len, seqs))
