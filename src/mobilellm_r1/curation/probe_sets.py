@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import atomic_write
-from ..data import sources
 from ..data.recipes import SynthSection, recipe_path
-from ..data.sources import DataError, RowFormatter, SourceSpec
+from ..data.sources import DataError, RowFormatter, SourceSpec, source_rows
 from ..typed_config import bounded, load_config, to_dict
 from .filters import JsonlWriter
 
@@ -201,21 +200,20 @@ def _documents(source: ProbeSource, cfg: ProbeSetsConfig, stats: dict[str, int])
     score_field = cfg.score_of(source) if cfg.score_threshold is not None and source.capabilities else None
     text_spec, read_spec = source.specs(cfg.data_root, score_field)
     formatter = RowFormatter(text_spec)
-    for unit in sources.list_units(read_spec):
-        for row, where in sources.unit_rows(read_spec, unit):
-            if stats["rows"] == source.max_rows:
-                return
-            if isinstance(row, DataError):
-                raise row
-            text = formatter.text(row, where)
-            stats["rows"] += 1
-            if not text:
-                stats["empty"] += 1
-                continue
-            ident = row.get(source.id_field)
-            score = _score(row, score_field, where) if score_field else None
-            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-            yield _Doc(where if ident is None else str(ident), source.name, text, digest, score)
+    for row, where in source_rows(read_spec):
+        if stats["rows"] == source.max_rows:
+            return
+        if isinstance(row, DataError):
+            raise row
+        text = formatter.text(row, where)
+        stats["rows"] += 1
+        if not text:
+            stats["empty"] += 1
+            continue
+        ident = row.get(source.id_field)
+        score = _score(row, score_field, where) if score_field else None
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        yield _Doc(where if ident is None else str(ident), source.name, text, digest, score)
 
 
 # ====================================================================== sampling

@@ -31,7 +31,7 @@ import functools
 import math
 import os
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,16 +39,7 @@ import numpy as np
 
 from ..tokenizer import CHAT_ROLES, SYSTEM_PROMPTS, Tokenizer, validate_messages
 from ..typed_config import bounded
-from .sources import (
-    MAX_SKIP_EXAMPLES,
-    DataError,
-    ReadStats,
-    SourceSpec,
-    _hf_rows,
-    _jsonl_rows,
-    _parquet_rows,
-    list_units,
-)
+from .sources import MAX_SKIP_EXAMPLES, DataError, SourceSpec, source_rows
 
 IGNORE_INDEX = -100
 Messages = list[dict[str, str]]
@@ -383,17 +374,6 @@ class _RowSpec(SourceSpec):
         return self.columns
 
 
-def iter_rows(spec: SourceSpec) -> Iterator[tuple[Any, str]]:
-    """(row or DataError, location) of every row of a source, with the readers of ``sources.py``."""
-    for unit in list_units(spec):
-        if unit.format == "jsonl":
-            yield from _jsonl_rows(unit, ReadStats())  # blank lines are not rows; not counted
-        elif unit.format == "parquet":
-            yield from _parquet_rows(spec, unit)
-        else:
-            yield from _hf_rows(spec, unit)
-
-
 # ====================================================================== examples
 @dataclass
 class ConversationStats:
@@ -495,7 +475,7 @@ def load_conversations(
     (reason ``no_target``).
     """
     mapper, stats, kept = get_mapper(source.mapper), ConversationStats(), []
-    for row, where in iter_rows(source.spec()):
+    for row, where in source_rows(source.spec()):
         if source.max_examples is not None and stats.read >= source.max_examples:
             break
         stats.read += 1

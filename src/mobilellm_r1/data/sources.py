@@ -567,6 +567,12 @@ def unit_rows(spec: SourceSpec, unit: Unit, stats: ReadStats | None = None) -> I
     raise ValueError(f"unknown unit format {unit.format!r}")
 
 
+def source_rows(spec: SourceSpec, stats: ReadStats | None = None) -> Iterator[tuple[Any, str]]:
+    """The raw (row or :class:`DataError`, location) pairs of every unit of a source, in order."""
+    for unit in list_units(spec):
+        yield from unit_rows(spec, unit, stats)
+
+
 def read_unit(spec: SourceSpec, unit: Unit, stats: ReadStats | None = None) -> Iterator[Document]:
     """Documents of one unit; bad rows raise :class:`DataError` or are counted in ``stats``."""
     stats = stats if stats is not None else ReadStats()
