@@ -13,8 +13,8 @@ import torch
 import mobilellm_r1.curation.coevolve as coevolve
 from helpers import small_config
 from mobilellm_r1.cli import main
-from mobilellm_r1.curation.filters import read_records
 from mobilellm_r1.data.recipes import load_mixture
+from mobilellm_r1.data.records import read_records
 from mobilellm_r1.model import build_model
 from mobilellm_r1.model.hf import load_pretrained, save_pretrained
 from mobilellm_r1.tokenizer import Tokenizer

@@ -15,9 +15,9 @@ from mobilellm_r1.curation.filters import (
     QualityClassifier,
     fineweb_int_score,
     heuristic_failures,
-    read_records,
     run_filter,
 )
+from mobilellm_r1.data.records import read_records
 from mobilellm_r1.data.sources import DataError
 from mobilellm_r1.data.synth import SynthConfig, generate
 

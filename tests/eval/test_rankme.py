@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import small_config
-from mobilellm_r1.curation.rankme import embed_texts, rankme, rankme_of_model
+from mobilellm_r1.eval.rankme import embed_texts, rankme, rankme_of_model
 from mobilellm_r1.model import build_model
 from mobilellm_r1.tokenizer import load_tokenizer
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mobilellm_r1.curation.rankme import rankme_of_model
+from mobilellm_r1.eval.rankme import rankme_of_model
 from mobilellm_r1.train.config import TrainConfig, load_train_config
 from mobilellm_r1.train.trainer import Trainer
 

@@ -30,9 +30,10 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from ..data.records import PathLike, read_records
 from ..deploy.generate import prefill_mask
 from ..model.model import Transformer, module_device
-from .filters import JsonlWriter, PathLike, batched, optional_writer, read_records
+from .filters import JsonlWriter, batched, optional_writer
 
 DOC_SLOT = "{document}"
 _QUESTION = (

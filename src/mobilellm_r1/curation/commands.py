@@ -229,8 +229,8 @@ def run_dedup(args: argparse.Namespace) -> dict:
 
 
 def run_rankme(args: argparse.Namespace) -> dict:
-    from .filters import read_records
-    from .rankme import rankme_of_model
+    from ..data.records import read_records
+    from ..eval.rankme import rankme_of_model
 
     model, tokenizer = _load(args)
     texts = []

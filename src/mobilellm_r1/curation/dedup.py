@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .filters import JsonlWriter, PathLike, batched, optional_writer, read_records
-from .rankme import embed_texts
+from ..data.records import PathLike, read_records
+from ..eval.rankme import embed_texts
+from .filters import JsonlWriter, batched, optional_writer
 
 Embedder = Callable[[list[str]], torch.Tensor]
 

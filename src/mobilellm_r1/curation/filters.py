@@ -15,8 +15,8 @@ scored like the FineWeb-Edu classifier (Penedo et al. 2024): a single regression
 ``int(round(clamp(score, 0, 5)))``; a multi-class head gives the expected label value or the value of
 the argmax label.  The MobileLLM-R1 paper keeps documents with score > 4 for its probing sets.
 
-:func:`run_filter` applies both to JSONL files.  It also holds the JSONL I/O that the other curation
-modules use (:func:`read_records`, :class:`JsonlWriter`).
+:func:`run_filter` applies both to JSONL files (read with :func:`mobilellm_r1.data.records.read_records`).
+It also holds the JSONL output that the other curation modules use (:class:`JsonlWriter`).
 """
 
 from __future__ import annotations
@@ -34,45 +34,11 @@ from typing import Any, Literal
 
 import torch
 
-from ..data import sources
-from ..data.sources import DataError, ReadStats, RowFormatter, SourceSpec
+from ..data.records import PathLike, read_records
 from ..model.model import module_device
 
-PathLike = str | os.PathLike[str]
 
-
-# ====================================================================== JSONL I/O
-@dataclass(frozen=True)
-class Record:
-    """One input row: the JSON object, its text and where it came from (``file:line``)."""
-
-    row: dict[str, Any]
-    text: str
-    location: str
-
-
-def _path_list(inputs: PathLike | Sequence[PathLike]) -> list[str]:
-    if isinstance(inputs, (str, os.PathLike)):
-        return [os.fspath(inputs)]
-    return [os.fspath(p) for p in inputs]
-
-
-def read_records(inputs: PathLike | Sequence[PathLike], text_field: str = "text") -> Iterator[Record]:
-    """The rows of JSONL files (plain, ``.gz``, ``.zst``; files, globs or directories) in order.
-
-    Uses the readers of :mod:`mobilellm_r1.data.sources`: a malformed row or a missing / non-string
-    ``text_field`` raises :class:`~mobilellm_r1.data.sources.DataError` naming ``file:line`` and
-    the field.  Blank lines are skipped; empty texts are kept.
-    """
-    spec = SourceSpec(name="curation", path=_path_list(inputs), format="jsonl", text_field=text_field)
-    formatter, stats = RowFormatter(spec), ReadStats()
-    for unit in sources.list_units(spec):
-        for row, where in sources._jsonl_rows(unit, stats):
-            if isinstance(row, DataError):
-                raise row
-            yield Record(row, formatter.text(row, where), where)
-
-
+# ====================================================================== JSONL output
 class JsonlWriter:
     """Context manager writing JSON rows to ``path`` atomically.
 

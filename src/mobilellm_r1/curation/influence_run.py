@@ -39,8 +39,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
+from ..data.records import PathLike, read_records
 from ..typed_config import bounded
-from .filters import PathLike, batched, read_records
+from .filters import batched
 from .influence import (
     AdamPreconditioner,
     DataInfPreconditioner,

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_write
 from ..data.recipes import MixtureRecipe, prepare, recipe_path
+from ..data.records import read_records
 from ..eval.nll import text_examples
 from ..typed_config import bounded, load_config, to_dict
 from .figures import agg_figure, png_bytes
-from .filters import read_records
 from .influence import Rows, probe_loss
 from .mixing import write_recipe
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..curation.filters import read_records
-from ..curation.rankme import rankme_of_model
 from ..data.mixture import Batch, MixtureLoader
 from ..data.packing import SFTLoader, build_sft_loader
 from ..data.recipes import build_loader, prepare
+from ..data.records import read_records
 from ..eval.nll import reference_examples, text_examples
+from ..eval.rankme import rankme_of_model
 from ..model import Transformer, build_model
 from ..model.config import LONG_CONTEXT
 from ..model.hf import load_pretrained, save_pretrained
@@ -100,7 +100,7 @@ class LMObjective(nn.Module):
 
 
 class _HiddenStates(nn.Module):
-    """The objective seen as `model(ids, return_hidden=True)`, what `curation.rankme` calls;
+    """The objective seen as `model(ids, return_hidden=True)`, what `eval.rankme` calls;
     going through the objective's forward lets FSDP gather the weights."""
 
     def __init__(self, objective: nn.Module) -> None:
