@@ -33,6 +33,7 @@ from torch import nn
 from ..data.records import PathLike, read_records
 from ..deploy.generate import prefill_mask
 from ..model.model import Transformer, module_device
+from ..model.padding import pad_rows
 from .filters import JsonlWriter, batched, optional_writer
 
 DOC_SLOT = "{document}"
@@ -113,18 +114,6 @@ def _single_token_ids(tokenizer: ChatTokenizer, spellings: Sequence[str]) -> lis
     return sorted(set(ids))
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [B, T] padded on ``side`` and the lengths [B]."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if side == "right":
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        else:
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-    return ids, torch.tensor([len(r) for r in rows], dtype=torch.long)
-
-
 @torch.no_grad()
 def next_token_logits(
     model: nn.Module, rows: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
@@ -135,7 +124,8 @@ def next_token_logits(
     takes ids [B, T] and returns logits [B, T, V] or an output with ``.logits``.
     """
     device = module_device(model)
-    ids, lengths = _pad(rows, pad_id, padding_side)
+    ids = pad_rows(rows, pad_id, padding_side)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     ids, lengths = ids.to(device), lengths.to(device)
     if padding_side == "left":
         if not isinstance(model, Transformer):

@@ -54,6 +54,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..model.model import module_device
+from ..model.padding import pad_rows
 
 IGNORE_INDEX = -100
 CHUNK_TOKENS = 8192  # positions per LM-head chunk: [chunk, vocab] logits are formed at a time
@@ -94,12 +95,7 @@ def select_params(model: nn.Module, subset: str | Sequence[str] = "all") -> Orde
 def pad_batch(rows: Rows, pad_id: int = 0, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Right-padded ``ids`` [B, T] and ``labels`` [B, T] (= ids, ``-100`` at pads).  Position t's logits
     predict ``labels[:, t + 1]``.  Any valid ``pad_id`` does: the model is causal and pads come last."""
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = labels[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-    return ids.to(device), labels.to(device)
+    return pad_rows(rows, pad_id).to(device), pad_rows(rows, IGNORE_INDEX).to(device)
 
 
 def _head_name(model: nn.Module) -> str | None:

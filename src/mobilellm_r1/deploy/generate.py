@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..model.model import KVCache, Transformer
+from ..model.padding import pad_rows
 from . import fused_decode
 from .sampling import SamplingParams, select_tokens
 
@@ -64,18 +65,6 @@ def check_finite_weights(model: nn.Module, source: object = "model") -> None:
                     f"{source}: weight {name} has {bad:,} non-finite value(s) (NaN/inf) of "
                     f"{tensor.numel():,}; refusing to use this checkpoint"
                 )
-
-
-def _left_pad(
-    prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [B, P] left-padded, pads [B] = number of pad slots per row."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.as_tensor(prompt, dtype=torch.long)
-    pads = torch.tensor([width - len(p) for p in prompts], dtype=torch.long)
-    return ids.to(device), pads.to(device)
 
 
 def prefill_mask(pads: torch.Tensor, width: int) -> torch.Tensor:
@@ -345,7 +334,8 @@ class Generator:
                 f"({self.model.config.max_position_embeddings})"
             )
         pad_id = self.model.config.pad_token_id or 0
-        ids, pads = _left_pad(rows, pad_id, self.device)
+        ids = pad_rows(rows, pad_id, side="left").to(self.device)
+        pads = torch.tensor([ids.shape[1] - len(r) for r in rows], dtype=torch.long, device=self.device)
         overshoot = self.sync_every if self._fused_for(len(rows)) else 0  # a fused runner's last block
         cache = self._cache_for(len(rows), longest + overshoot)
         stop_ids = torch.tensor(self._stop_ids(params), dtype=torch.long, device=self.device)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..model.model import module_device
+from ..model.padding import pad_rows
 
 __all__ = ["continuation_logprobs", "encode_pair", "score_multiple_choice", "score_partial"]
 
@@ -30,10 +31,7 @@ class TextEncoder(Protocol):
 
 def _forward(model: nn.Module, inputs: Sequence[tuple[int, ...]], pad_id: int) -> torch.Tensor:
     """Logits [B, L, V] of ``inputs`` right-padded to the longest, L, in one plain causal forward."""
-    ids = torch.full((len(inputs), max(map(len, inputs))), pad_id, dtype=torch.long)
-    for row, seq in enumerate(inputs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return model(ids.to(module_device(model)))
+    return model(pad_rows(inputs, pad_id).to(module_device(model)))
 
 
 def _score(logits: torch.Tensor, request: Request) -> tuple[float, bool]:
@@ -95,7 +93,8 @@ def encode_pair(tokenizer: TextEncoder, context: str, continuation: str, bos: bo
     return ctx, tokenizer.encode(continuation, bos=False)
 
 
-def _argmax(values: Sequence[float]) -> int:
+def argmax(values: Sequence[float]) -> int:
+    """Index of the largest value (the first one on ties)."""
     return max(range(len(values)), key=lambda i: values[i])
 
 
@@ -117,7 +116,7 @@ def score_multiple_choice(
     requests = [encode_pair(tokenizer, context, choice, bos=bos) for choice in choices]
     logprobs = [lp for lp, _ in continuation_logprobs(model, requests, batch_size=batch_size)]
     normed = [lp / max(len(c.encode("utf-8")), 1) for lp, c in zip(logprobs, choices, strict=True)]
-    pred, pred_norm = _argmax(logprobs), _argmax(normed)
+    pred, pred_norm = argmax(logprobs), argmax(normed)
     return {
         "acc": float(pred == gold),
         "acc_norm": float(pred_norm == gold),
@@ -144,5 +143,5 @@ def score_partial(
     """
     requests = [encode_pair(tokenizer, ctx, continuation, bos=bos) for ctx in contexts]
     logprobs = [lp for lp, _ in continuation_logprobs(model, requests, batch_size=batch_size)]
-    pred = _argmax(logprobs)
+    pred = argmax(logprobs)
     return {"acc": float(pred == gold), "logprobs": logprobs, "pred": pred}
