@@ -1,4 +1,4 @@
-"""Quality filters: JSONL I/O, heuristic rules (per rule and on the synthetic corpus), classifier scoring."""
+"""Quality filters: heuristic rules (per rule and on the synthetic corpus), classifier scoring."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ import torch
 from mobilellm_r1.curation.filters import (
     RULES,
     HeuristicConfig,
-    JsonlWriter,
     QualityClassifier,
     fineweb_int_score,
     heuristic_failures,
     run_filter,
 )
-from mobilellm_r1.data.records import read_records
-from mobilellm_r1.data.sources import DataError
 from mobilellm_r1.data.synth import SynthConfig, generate
 
 PROSE = (
@@ -37,32 +34,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-# ------------------------------------------------------------------ jsonl I/O
-def test_read_records_keeps_rows_and_names_bad_lines(tmp_path) -> None:
-    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "id": 1}, {"text": "", "id": 2}])
-    recs = list(read_records(path))
-    assert [r.row["id"] for r in recs] == [1, 2] and recs[1].text == ""
-    assert recs[0].location == f"{path}:1"
-    path.write_text('{"text": "ok"}\n{"text": 3}\n')
-    with pytest.raises(DataError, match=r"a\.jsonl:2: field 'text' is int"):
-        list(read_records(path))
-    path.write_text('{"text": "ok"}\n{"text": \n')
-    with pytest.raises(DataError, match=r"a\.jsonl:2: malformed JSON"):
-        list(read_records(path))
-
-
-def test_jsonl_writer_is_atomic(tmp_path) -> None:
-    out = tmp_path / "out.jsonl"
-    out.write_text("old\n")
-    with pytest.raises(RuntimeError), JsonlWriter(out) as w:
-        w.write({"a": 1})
-        raise RuntimeError("boom")
-    assert out.read_text() == "old\n" and list(tmp_path.iterdir()) == [out]
-    with JsonlWriter(out) as w:
-        w.write({"a": "é"})
-    assert read_jsonl(out) == [{"a": "é"}] and list(tmp_path.iterdir()) == [out]
 
 
 # ------------------------------------------------------------------ heuristic rules

@@ -30,11 +30,11 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from ..data.records import PathLike, read_records
+from ..data.records import JsonlWriter, PathLike, optional_writer, read_records
 from ..deploy.generate import prefill_mask
 from ..model.model import Transformer, module_device
 from ..model.padding import pad_rows
-from .filters import JsonlWriter, batched, optional_writer
+from .filters import batched
 
 DOC_SLOT = "{document}"
 _QUESTION = (

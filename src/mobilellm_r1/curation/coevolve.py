@@ -40,10 +40,9 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_write
 from ..data.recipes import MixSource, MixtureRecipe
-from ..data.records import read_records
+from ..data.records import JsonlWriter, read_records
 from ..typed_config import bounded, load_config, to_dict
 from .figures import agg_figure, png_bytes
-from .filters import JsonlWriter
 from .influence_run import Checkpoint, InfluenceConfig, InfluenceScorer
 from .mixing import eq5_weights, mix_header, source_stats, write_recipe
 

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.records import PathLike, read_records
+from ..data.records import JsonlWriter, PathLike, optional_writer, read_records
 from ..eval.rankme import embed_texts
-from .filters import JsonlWriter, batched, optional_writer
+from .filters import batched
 
 Embedder = Callable[[list[str]], torch.Tensor]
 

@@ -15,66 +15,22 @@ scored like the FineWeb-Edu classifier (Penedo et al. 2024): a single regression
 ``int(round(clamp(score, 0, 5)))``; a multi-class head gives the expected label value or the value of
 the argmax label.  The MobileLLM-R1 paper keeps documents with score > 4 for its probing sets.
 
-:func:`run_filter` applies both to JSONL files (read with :func:`mobilellm_r1.data.records.read_records`).
-It also holds the JSONL output that the other curation modules use (:class:`JsonlWriter`).
+:func:`run_filter` applies both to JSONL files (read and written with :mod:`mobilellm_r1.data.records`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ..data.records import PathLike, read_records
+from ..data.records import JsonlWriter, PathLike, optional_writer, read_records
 from ..model.model import module_device
-
-
-# ====================================================================== JSONL output
-class JsonlWriter:
-    """Context manager writing JSON rows to ``path`` atomically.
-
-    Rows go to a temporary file beside ``path``, which replaces ``path`` (``os.replace``) only when
-    the block exits without an exception; otherwise it is deleted and ``path`` is untouched.
-    """
-
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        self.count = 0
-        self._tmp: Path | None = None
-        self._file: Any = None
-
-    def __enter__(self) -> JsonlWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._tmp, self._file = Path(tmp), open(fd, "w", encoding="utf-8")
-        return self
-
-    def write(self, row: dict[str, Any]) -> None:
-        """Append one row as a JSON line."""
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.count += 1
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        assert self._tmp is not None
-        self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
-
-
-def optional_writer(path: PathLike | None) -> contextlib.AbstractContextManager[JsonlWriter | None]:
-    """A :class:`JsonlWriter` for ``path``, or a context yielding None when ``path`` is None."""
-    return JsonlWriter(path) if path is not None else contextlib.nullcontext()
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

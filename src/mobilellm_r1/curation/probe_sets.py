@@ -36,9 +36,9 @@ from typing import Any, Literal
 
 from ..atomic import atomic_write
 from ..data.recipes import SynthSection, recipe_path
+from ..data.records import JsonlWriter
 from ..data.sources import DataError, RowFormatter, SourceSpec, source_rows
 from ..typed_config import bounded, load_config, to_dict
-from .filters import JsonlWriter
 
 # The paper's domain assignment: the sources each capability-probing set is drawn from.
 PAPER_DOMAINS: dict[str, tuple[str, ...]] = {
