@@ -15,7 +15,7 @@ pair graded correct) and false rejects (a correct pair graded wrong).
     python benchmarks/grading_accuracy.py --qwen-dir /path/to/Qwen2.5-Math/evaluation
 
 Before grading, each output is cut at the first of its task's stop strings, as generation cuts
-it (``mobilellm_r1.eval.tasks``: "Problem:" for MATH500's and "Q:" for GSM8K's few-shot prompts;
+it (``mobilellm_r1.eval.math_tasks``: "Problem:" for MATH500's and "Q:" for GSM8K's few-shot prompts;
 chat outputs, read under the ``boxed`` protocol, have none), so a few-shot run-on into an invented
 next problem is graded the way a real run sees it.
 
@@ -41,8 +41,7 @@ from pathlib import Path
 from grading_pairs_heldout import heldout_pairs
 from mobilellm_r1.eval.answer_pairs import Pair, labelled_pairs
 from mobilellm_r1.eval.math_grading import MathJudge
-from mobilellm_r1.eval.math_tasks import get_task
-from mobilellm_r1.eval.tasks import TASKS
+from mobilellm_r1.eval.registry import TASKS, math_task
 from provenance import RESULTS, result_header, write_result
 
 ITEM_TIMEOUT_S = 10
@@ -63,7 +62,7 @@ def load_records(eval_dir: Path, gsm8k_records: int, seed: int) -> dict[str, lis
 def stop_strings(source: str, protocol: str) -> tuple[str, ...]:
     """The stop strings generation applies to an output of ``source`` read under ``protocol``:
     the few-shot (base) sampling's under the task's base protocol, the chat sampling's otherwise."""
-    chat = protocol != get_task(source).base_protocol
+    chat = protocol != math_task(source).base_protocol
     return TASKS[source].sampling(chat).stop_strings
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from helpers import SHARED_DATA, VOCAB, small_config
 from mobilellm_r1.eval.choice_tasks import (
-    CHOICE_TASKS,
     ChoiceItem,
     evaluate_choice_task,
     hellaswag_preprocess,
@@ -19,6 +18,7 @@ from mobilellm_r1.eval.choice_tasks import (
     load_mmlu,
 )
 from mobilellm_r1.eval.loglik import continuation_logprobs, encode_pair, score_multiple_choice, score_partial
+from mobilellm_r1.eval.registry import TASKS
 from mobilellm_r1.model import Transformer, build_model
 from mobilellm_r1.tokenizer import load_tokenizer
 
@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @functools.cache
 def items(name: str) -> list[ChoiceItem]:
-    return CHOICE_TASKS[name].items(DATA)
+    return TASKS[name].items(DATA)
 
 
 # name -> (number of items, Counter of options per item)
@@ -215,7 +215,7 @@ def test_hellaswag_fixture_preprocessing() -> None:
 )
 def test_missing_file_names_path(tmp_path: Path, name: str, expected: str) -> None:
     with pytest.raises(FileNotFoundError, match=r"SOURCES\.md") as err:
-        CHOICE_TASKS[name].items(tmp_path)
+        TASKS[name].items(tmp_path)
     assert str(tmp_path / expected) in str(err.value)
 
 
@@ -235,7 +235,7 @@ def test_flat_task_layout(tmp_path: Path) -> None:
     src = DATA / "commonsense/openbookqa/llm_foundry/openbook_qa.jsonl"
     (tmp_path / "openbookqa/llm_foundry").mkdir(parents=True)
     (tmp_path / "openbookqa/llm_foundry/openbook_qa.jsonl").write_bytes(src.read_bytes())
-    assert CHOICE_TASKS["openbookqa"].items(tmp_path) == items("openbookqa")
+    assert TASKS["openbookqa"].items(tmp_path) == items("openbookqa")
 
 
 def write_synthetic_mmlu(root: Path) -> None:
@@ -248,7 +248,7 @@ def write_synthetic_mmlu(root: Path) -> None:
 
 def test_synthetic_mmlu(tmp_path: Path) -> None:
     write_synthetic_mmlu(tmp_path)
-    loaded = CHOICE_TASKS["mmlu"].items(tmp_path)
+    loaded = TASKS["mmlu"].items(tmp_path)
     assert [it.id for it in loaded] == [f"synthetic_world/{i}" for i in range(4)]
     assert [it.gold for it in loaded] == [0, 1, 2, 3]
     header = "The following are multiple choice questions (with answers) about synthetic world.\n\n"
@@ -293,9 +293,7 @@ def _reference(item: ChoiceItem, model: Transformer, tokenizer: ModTokenizer) ->
 def test_batched_matches_per_item_mc(model: Transformer, tokenizer: ModTokenizer) -> None:
     loaded = items("arc_challenge")
     chosen = [loaded[i] for i in (0, 1, 2, 3, 836)] + [next(it for it in loaded if it.num_options == 3)]
-    summary, records = evaluate_choice_task(
-        CHOICE_TASKS["arc_challenge"], chosen, model, tokenizer, batch_size=4
-    )
+    summary, records = evaluate_choice_task(TASKS["arc_challenge"], chosen, model, tokenizer, batch_size=4)
     assert [r["id"] for r in records] == [it.id for it in chosen]
     for item, rec in zip(chosen, records, strict=True):
         ref = _reference(item, model, tokenizer)
@@ -315,7 +313,7 @@ def test_batched_matches_per_item_partial(model: Transformer, tokenizer: ModToke
     chosen = items("winogrande")[:20]
     calls: list[int] = []
     summary, records = evaluate_choice_task(
-        CHOICE_TASKS["winogrande"], chosen, model, tokenizer, batch_size=1, progress=calls.append
+        TASKS["winogrande"], chosen, model, tokenizer, batch_size=1, progress=calls.append
     )
     assert calls == [16, 4]  # chunks of 16 * batch_size items
     for item, rec in zip(chosen, records, strict=True):
@@ -331,7 +329,7 @@ def test_mmlu_subject_accuracy_and_truncation(
 ) -> None:
     write_synthetic_mmlu(tmp_path)
     loaded = load_mmlu(tmp_path)
-    summary, records = evaluate_choice_task(CHOICE_TASKS["mmlu"], loaded, model, tokenizer, max_length=40)
+    summary, records = evaluate_choice_task(TASKS["mmlu"], loaded, model, tokenizer, max_length=40)
     assert summary["acc/synthetic_world"] == summary["acc"]
     assert all(r["subject"] == "synthetic_world" for r in records)
     # left truncation to the last max_length + 1 tokens of context + continuation (lm-eval)
@@ -352,7 +350,7 @@ def test_mmlu_shares_one_forward_row_per_item(model: Transformer, tokenizer: Mod
     hook = model.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
     try:
         _, records = evaluate_choice_task(
-            CHOICE_TASKS["mmlu"], chosen, model, tokenizer, batch_size=3, max_length=127
+            TASKS["mmlu"], chosen, model, tokenizer, batch_size=3, max_length=127
         )
     finally:
         hook.remove()
@@ -370,4 +368,4 @@ def test_mmlu_shares_one_forward_row_per_item(model: Transformer, tokenizer: Mod
 
 def test_empty_items_rejected(model: Transformer, tokenizer: ModTokenizer) -> None:
     with pytest.raises(ValueError, match="no items"):
-        evaluate_choice_task(CHOICE_TASKS["piqa"], [], model, tokenizer)
+        evaluate_choice_task(TASKS["piqa"], [], model, tokenizer)

@@ -8,7 +8,8 @@ import pytest
 
 from helpers import SHARED_DATA
 from mobilellm_r1.eval.math_grading import MathJudge
-from mobilellm_r1.eval.math_tasks import MathTask, load_task, score_predictions
+from mobilellm_r1.eval.math_tasks import MathTask, score_predictions
+from mobilellm_r1.eval.registry import math_task
 from mobilellm_r1.tokenizer import SYSTEM_PROMPTS
 
 DATA = SHARED_DATA / "eval"
@@ -18,6 +19,12 @@ DATA = SHARED_DATA / "eval"
 def judge():
     with MathJudge(workers=2) as j:
         yield j
+
+
+def load_task(name: str, data_dir) -> tuple[MathTask, list[dict]]:
+    """The registry's math task ``name`` and its records read from ``data_dir``."""
+    task = math_task(name)
+    return task, task.records(data_dir)
 
 
 def _preds(task: MathTask, records: list[dict], completion) -> list[dict]:

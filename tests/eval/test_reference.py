@@ -2,7 +2,7 @@
 
 import pytest
 
-from mobilellm_r1.eval.reference import PAPER_RESULTS, SOURCE_LABELS, SUITES, reference_for
+from mobilellm_r1.eval.reference import PAPER_RESULTS, SOURCE_LABELS, reference_for
 
 KNOWN_TASKS = {
     "gsm8k",
@@ -33,13 +33,6 @@ def test_values_are_fractions() -> None:
         assert results, model
         for task, value in results.items():
             assert 0.0 <= value <= 1.0, (model, task, value)
-
-
-def test_suites_use_known_task_names() -> None:
-    assert set(SUITES) == {"base", "post"}
-    for tasks in SUITES.values():
-        assert set(tasks) <= KNOWN_TASKS
-    assert SUITES["post"] == ("math500", "gsm8k", "aime24", "aime25", "livecodebench")
 
 
 def test_result_tasks_are_known_or_aggregate() -> None:

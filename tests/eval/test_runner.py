@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from helpers import SHARED_DATA
-from mobilellm_r1.eval.runner import EvalOptions, Evaluator, expand_tasks, markdown_table, read_predictions
-from mobilellm_r1.eval.tasks import TASKS
+from mobilellm_r1.eval.registry import TASKS, math_task
+from mobilellm_r1.eval.runner import EvalOptions, Evaluator, markdown_table, read_predictions
 
 EVAL = SHARED_DATA / "eval"
 
@@ -25,9 +25,7 @@ def _gold_completion(task: str, record: dict) -> str:
 
 
 def _math_gold(task: str, record: dict) -> str:
-    from mobilellm_r1.eval.math_tasks import get_task
-
-    return get_task(task).gold(record)
+    return math_task(task).gold(record)
 
 
 def _write_predictions(path: Path, tasks: dict[str, int], perturb: bool = False) -> None:
@@ -110,14 +108,6 @@ def test_missing_dataset_says_where(tmp_path) -> None:
     opts = EvalOptions(tasks=["math500"], data_dir=tmp_path, out_dir=tmp_path / "o")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "math500" / "test.jsonl")):
         Evaluator(opts, predictions={}).run()
-
-
-def test_suites_expand() -> None:
-    assert expand_tasks(["post"]) == ["math500", "gsm8k", "aime24", "aime25", "livecodebench"]
-    base = expand_tasks(["base", "gsm8k"])
-    assert base[:4] == ["math500", "gsm8k", "mbpp", "humaneval"] and len(base) == len(set(base)) == 13
-    with pytest.raises(ValueError, match="unknown task 'gsm9k'"):
-        expand_tasks(["gsm9k"])
 
 
 def test_markdown_table_paper_column() -> None:

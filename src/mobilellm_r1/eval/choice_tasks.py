@@ -61,12 +61,20 @@ from typing import Any
 
 import torch.nn as nn
 
-from mobilellm_r1.eval.loglik import Request, TextEncoder, continuation_logprobs, encode_pair
+from mobilellm_r1.eval.loglik import Request, TextEncoder, argmax, continuation_logprobs, encode_pair
 from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.metrics import mean_accuracy
 
 __all__ = [
-    "CHOICE_TASKS",
+    "ARC_CHALLENGE",
+    "ARC_EASY",
+    "BOOLQ",
+    "HELLASWAG",
+    "MMLU",
+    "OPENBOOKQA",
+    "PIQA",
+    "SIQA",
+    "WINOGRANDE",
     "ChoiceItem",
     "ChoiceTask",
     "evaluate_choice_task",
@@ -338,25 +346,20 @@ def load_hellaswag(data_dir: Path | str, *, hub: bool = True) -> list[ChoiceItem
     return [hellaswag_item(i, row) for i, row in enumerate(rows)]
 
 
-CHOICE_TASKS: dict[str, ChoiceTask] = {
-    "mmlu": ChoiceTask("mmlu", load_mmlu, ("acc",)),
-    "arc_easy": ChoiceTask("arc_easy", _arc_loader("arc_easy")),
-    "arc_challenge": ChoiceTask("arc_challenge", _arc_loader("arc_challenge")),
-    "boolq": ChoiceTask("boolq", _load_boolq, ("acc",)),
-    "piqa": ChoiceTask("piqa", _load_piqa),
-    "siqa": ChoiceTask("siqa", _load_siqa, ("acc",)),
-    "hellaswag": ChoiceTask("hellaswag", load_hellaswag),
-    "openbookqa": ChoiceTask("openbookqa", _load_openbookqa),
-    "winogrande": ChoiceTask("winogrande", _load_winogrande, ("acc",)),
-}
+# The tasks (listed by name in mobilellm_r1.eval.registry)
+MMLU = ChoiceTask("mmlu", load_mmlu, ("acc",))
+ARC_EASY = ChoiceTask("arc_easy", _arc_loader("arc_easy"))
+ARC_CHALLENGE = ChoiceTask("arc_challenge", _arc_loader("arc_challenge"))
+BOOLQ = ChoiceTask("boolq", _load_boolq, ("acc",))
+PIQA = ChoiceTask("piqa", _load_piqa)
+SIQA = ChoiceTask("siqa", _load_siqa, ("acc",))
+HELLASWAG = ChoiceTask("hellaswag", load_hellaswag)
+OPENBOOKQA = ChoiceTask("openbookqa", _load_openbookqa)
+WINOGRANDE = ChoiceTask("winogrande", _load_winogrande, ("acc",))
 
 
 # ---------------------------------------------------------------------------------------------
 # scoring
-
-
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=lambda i: values[i])
 
 
 def _truncate(request: Request, max_length: int | None) -> Request:
@@ -371,12 +374,12 @@ def _truncate(request: Request, max_length: int | None) -> Request:
 
 
 def _record(item: ChoiceItem, logprobs: list[float]) -> dict[str, Any]:
-    pred = _argmax(logprobs)
+    pred = argmax(logprobs)
     rec: dict[str, Any] = {"id": item.id, "gold": item.gold, "pred": pred, "logprobs": logprobs}
     rec["acc"] = float(pred == item.gold)
     if not item.partial:
         lengths = [max(len(c.removeprefix(DELIM)), 1) for c in item.choices]
-        pred_norm = _argmax([lp / n for lp, n in zip(logprobs, lengths, strict=True)])
+        pred_norm = argmax([lp / n for lp, n in zip(logprobs, lengths, strict=True)])
         rec["pred_norm"], rec["acc_norm"] = pred_norm, float(pred_norm == item.gold)
     if item.subject is not None:
         rec["subject"] = item.subject

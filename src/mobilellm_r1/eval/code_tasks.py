@@ -1,5 +1,7 @@
-"""HumanEval and MBPP: loading, check assembly, the MBPP few-shot prompt, and sandboxed checking
-(:mod:`~mobilellm_r1.eval.code_check`: the program and the tests run in separate sandboxes).
+"""HumanEval and MBPP: loading, check assembly, the MBPP few-shot prompt, sandboxed checking
+(:mod:`~mobilellm_r1.eval.code_check`: the program and the tests run in separate sandboxes), and
+the two generation tasks :data:`HUMANEVAL` and :data:`MBPP` (listed in
+:mod:`~mobilellm_r1.eval.registry`).
 
 Data layout (see ``shared/data/eval/SOURCES.md``)::
 
@@ -30,10 +32,16 @@ import ast
 import builtins
 import warnings
 from pathlib import Path
+from typing import Any
 
+from mobilellm_r1.deploy.sampling import SamplingParams
 from mobilellm_r1.eval.code_check import CodeCheck, run_checks
+from mobilellm_r1.eval.engines import GenRequest
+from mobilellm_r1.eval.livecodebench import extract_code
 from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.sandbox import ExecResult
+from mobilellm_r1.eval.tasks import GenTask, GradeContext, Graded, Grouped, Record, pass_summary
+from mobilellm_r1.tokenizer import chat_messages
 
 MBPP_SPLITS: dict[str, tuple[int, int]] = {
     "prompt": (1, 10),
@@ -156,3 +164,102 @@ def extract_mbpp_code(completion: str) -> str:
 def run_code_checks(checks: list[CodeCheck], timeout_s: float = 10, workers: int = 2) -> list[ExecResult]:
     """Run each check in the sandboxes (in parallel); ``status == "ok"`` means its tests passed."""
     return run_checks(checks, timeout_s=timeout_s, workers=workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# the generation tasks
+
+HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Codex paper (Chen et al. 2021)
+
+
+def _counts(rows: list[dict[str, Any]], key: str) -> list[tuple[int, int]]:
+    """(samples, correct) per id, in first-seen order."""
+    tally: dict[str, list[int]] = {}
+    for row in rows:
+        n_c = tally.setdefault(str(row["id"]), [0, 0])
+        n_c[0] += 1
+        n_c[1] += int(bool(row[key]))
+    return [(n, c) for n, c in tally.values()]
+
+
+def _code_rows(
+    items: list[tuple[str, str]], checks: list[CodeCheck], ctx: GradeContext
+) -> list[dict[str, Any]]:
+    """Run one check per (id, extracted code) item -> per-sample rows."""
+    results = run_code_checks(checks, timeout_s=ctx.timeout_s, workers=ctx.workers)
+    return [
+        {"id": rid, "extracted": code, "passed": r.status == "ok", "status": r.status}
+        | ({"stderr": r.stderr[-300:]} if r.status != "ok" else {})
+        for (rid, code), r in zip(items, results, strict=True)
+    ]
+
+
+def _humaneval_grade(records, ids, grouped: Grouped, chat: bool, ctx: GradeContext) -> Graded:
+    items, programs = [], []
+    for record, rid in zip(records, ids, strict=True):
+        for completion in grouped.get(rid, []):
+            if chat:
+                code = extract_code(completion)
+                defines = f"def {record['entry_point']}" in code
+                program = humaneval_program(record, code, after_prompt=not defines)
+            else:
+                code = completion
+                program = humaneval_program(record, completion)
+            items.append((rid, code))
+            programs.append(program)
+    rows = _code_rows(items, programs, ctx)
+    return pass_summary(_counts(rows, "passed")), rows
+
+
+def _humaneval_chat(record: Record, rid: str) -> GenRequest:
+    user = f"Complete the following Python function.\n```python\n{record['prompt']}```"
+    return GenRequest(rid, messages=chat_messages(user, system="python"))
+
+
+def _mbpp_grade(records, ids, grouped: Grouped, chat: bool, ctx: GradeContext) -> Graded:
+    items, programs = [], []
+    for record, rid in zip(records, ids, strict=True):
+        for completion in grouped.get(rid, []):
+            code = extract_code(completion) if chat else extract_mbpp_code(completion)
+            items.append((rid, code))
+            programs.append(mbpp_program(record, code))
+    rows = _code_rows(items, programs, ctx)
+    return pass_summary(_counts(rows, "passed")), rows
+
+
+_SHOTS: dict[Path, list[Record]] = {}
+
+
+def _mbpp_base(record: Record, rid: str, data_dir: Path) -> GenRequest:
+    if data_dir not in _SHOTS:
+        _SHOTS[data_dir] = mbpp_shots(data_dir)
+    return GenRequest(rid, prompt=mbpp_prompt(record, _SHOTS[data_dir]))
+
+
+def _mbpp_chat(record: Record, rid: str) -> GenRequest:
+    tests = "\n".join(record["test_list"])
+    user = f"{record['text']} Your code should pass these tests:\n\n{tests}"
+    return GenRequest(rid, messages=chat_messages(user, system="python"))
+
+
+HUMANEVAL = GenTask(
+    name="humaneval",
+    load=load_humaneval,
+    id_of=lambda r, i: str(r["task_id"]),
+    base_request=lambda r, rid, d: GenRequest(rid, prompt=r["prompt"]),
+    chat_request=_humaneval_chat,
+    grade=_humaneval_grade,
+    reference=lambda r: (r["prompt"], r["canonical_solution"]),
+    base_sampling=SamplingParams(max_new_tokens=512, stop_strings=HUMANEVAL_STOPS),
+)
+
+MBPP = GenTask(
+    name="mbpp",
+    load=lambda d: load_mbpp(d, split="test"),
+    id_of=lambda r, i: str(r["task_id"]),
+    base_request=_mbpp_base,
+    chat_request=_mbpp_chat,
+    grade=_mbpp_grade,
+    reference=lambda r: (_mbpp_chat(r, "").messages[-1]["content"] + "\n", r["code"]),
+    base_sampling=SamplingParams(max_new_tokens=512, stop_strings=("[DONE]",)),
+)

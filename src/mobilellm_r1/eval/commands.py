@@ -30,7 +30,7 @@ DEFAULT_DATA_DIR = os.environ.get("MOBILELLM_R1_EVAL_DATA", "data/eval")
 
 def _tasks(text: str) -> list[str]:
     """argparse type: comma-separated task or suite names, each known to the registry."""
-    from .runner import expand_tasks
+    from .registry import expand_tasks
 
     names = [t.strip() for t in text.split(",") if t.strip()]
     try:

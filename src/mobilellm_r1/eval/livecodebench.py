@@ -9,7 +9,8 @@ alone (``v6`` = ``test6.jsonl``, 175 problems).
 Protocol (MobileLLM-R1 paper, "LiveCodeBench-v6"): problems of ``release_v6`` whose contest date lies in
 the window 2024-08-01 .. 2025-05-01 (:data:`V6_WINDOW`, the default of :func:`load_livecodebench`,
 both ends inclusive), a 0-shot chat prompt (:func:`lcb_messages`), n = 16 samples per problem at
-temperature 0.6 and top-p 0.95, scored by unbiased pass@1 (:func:`grade`).
+temperature 0.6 and top-p 0.95, scored by unbiased pass@1 (:func:`grade`); the generation task is
+:data:`LIVECODEBENCH`.
 
 Record fields (one JSON object per line): ``question_title``, ``question_content``, ``platform``
 (leetcode / codeforces / atcoder), ``question_id``, ``contest_id``, ``contest_date`` (ISO),
@@ -40,6 +41,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from mobilellm_r1.eval.engines import GenRequest
 from mobilellm_r1.eval.lcb_check import (
     DEFAULT_TIMEOUT_S,
     FLOAT_TOL,
@@ -54,6 +56,7 @@ from mobilellm_r1.eval.lcb_check import (
 )
 from mobilellm_r1.eval.metrics import pass_summary
 from mobilellm_r1.eval.sandbox import Job, run_many
+from mobilellm_r1.eval.tasks import GenTask
 from mobilellm_r1.tokenizer import chat_messages
 
 __all__ = [
@@ -455,3 +458,16 @@ def grade(
     summary["n_problems"] = len(pairs)
     summary["n_samples"] = min(n for n, _ in pairs)
     return summary, results
+
+
+LIVECODEBENCH = GenTask(
+    name="livecodebench",
+    load=lambda d: load_livecodebench(d),
+    id_of=lambda r, i: str(r["question_id"]),
+    base_request=lambda r, rid, d: GenRequest(rid, messages=lcb_messages(r)),
+    chat_request=lambda r, rid: GenRequest(rid, messages=lcb_messages(r)),
+    grade=lambda records, ids, grouped, chat, ctx: grade(records, grouped, workers=ctx.workers),
+    reference=lambda r: None,
+    chat_n=16,
+    chat_only=True,
+)

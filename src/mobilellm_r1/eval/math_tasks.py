@@ -4,22 +4,25 @@ Each :class:`MathTask` knows how to load its records, where the problem id and g
 live, and how to build a few-shot prompt (base models) or a 0-shot chat (post-trained models).
 :func:`score_predictions` grades completions with a :class:`~mobilellm_r1.eval.math_grading.MathJudge`,
 reading each answer where the prompt asked for it (:meth:`MathTask.answer_protocol`).
+:func:`generation_task` wraps a :class:`MathTask` as the :class:`MathGenTask` that the runner
+samples; :data:`GSM8K`, :data:`MATH500`, :data:`AIME24` and :data:`AIME25` are listed in
+:mod:`~mobilellm_r1.eval.registry`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mobilellm_r1.data.records import read_jsonl
+from mobilellm_r1.deploy.sampling import SamplingParams
+from mobilellm_r1.eval.engines import GenRequest
 from mobilellm_r1.eval.math_grading import MathJudge, gsm8k_gold, math_gold
 from mobilellm_r1.eval.metrics import pass_summary
+from mobilellm_r1.eval.tasks import GenTask, GradeContext, Graded, Grouped, Record
 from mobilellm_r1.tokenizer import chat_messages as _chat
-
-Record = dict[str, Any]
 
 # The 8 chain-of-thought exemplars for GSM8K from Wei et al. 2022, "Chain-of-Thought Prompting
 # Elicits Reasoning in Large Language Models", Appendix Table 20 (as used by lm-evaluation-harness
@@ -113,13 +116,6 @@ MATH_EXEMPLARS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def read_jsonl(path: Path) -> list[Record]:
-    """Read one JSON object per non-empty line (gzip-compressed when the name ends in .gz)."""
-    opener = gzip.open if Path(path).suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def gsm8k_prompt(record: Record) -> str:
     """8-shot chain-of-thought prompt (Wei et al. 2022) ending with the question and ``A:``."""
     shots = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in GSM8K_EXEMPLARS)
@@ -200,29 +196,6 @@ class MathTask:
         return _chat(problem_text(record), system="math")
 
 
-TASKS: dict[str, MathTask] = {
-    "gsm8k": MathTask(
-        "gsm8k", None, lambda r: gsm8k_gold(r["answer"]), gsm8k_prompt, base_protocol="answer_is"
-    ),
-    "math500": MathTask("math500", "unique_id", math500_gold, math_prompt, base_protocol="minerva"),
-    "aime24": MathTask("aime24", "id", lambda r: str(r["answer"]), zero_shot_prompt),
-    "aime25": MathTask("aime25", "id", lambda r: str(r["answer"]), zero_shot_prompt),
-}
-
-
-def get_task(name: str) -> MathTask:
-    """Look up a task by name (ValueError lists the known ones)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown math task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name]
-
-
-def load_task(name: str, data_dir: Path | str) -> tuple[MathTask, list[Record]]:
-    """Return the task and its records read from ``data_dir/<name>/test.jsonl``."""
-    task = get_task(name)
-    return task, task.records(data_dir)
-
-
 def group_predictions(
     task: MathTask, records: list[Record], predictions: list[dict[str, Any]]
 ) -> dict[str, list[str]]:
@@ -271,3 +244,82 @@ def score_predictions(
         )
     result = pass_summary(list(tally.values()))
     return result | {"n_problems_scored": len(tally), "missing": missing, "per_sample": per_sample}
+
+
+# ---------------------------------------------------------------------------------------------
+# the generation tasks
+
+
+@dataclass(frozen=True, kw_only=True)
+class MathGenTask(GenTask):
+    """A math benchmark as a generation task; ``math`` holds its records, gold answers and prompts."""
+
+    math: MathTask
+
+
+def _grader(task: MathTask):
+    def grade(
+        records: list[Record], ids: list[str], grouped: Grouped, chat: bool, ctx: GradeContext
+    ) -> Graded:
+        if ctx.judge is None:
+            raise ValueError("math grading needs GradeContext.judge (a MathJudge)")
+        preds = [{"id": rid, "completion": c} for rid, comps in grouped.items() for c in comps]
+        result = score_predictions(task, records, preds, ctx.judge, chat)
+        rows, scored = result.pop("per_sample"), result.pop("n_problems_scored")
+        del result["missing"]
+        return result | {"n_problems": float(scored)}, rows
+
+    return grade
+
+
+def _reference(solution_field: str):
+    def reference(record: Record) -> tuple[str, str] | None:
+        solution = record.get(solution_field)
+        if not solution:
+            return None  # e.g. AIME'25 ships answers only
+        return f"Problem:\n{problem_text(record)}\n\nSolution:\n", str(solution)
+
+    return reference
+
+
+def generation_task(
+    task: MathTask,
+    base_max_new: int,
+    stops: tuple[str, ...],
+    chat_n: int = 1,
+    chat_only: bool = False,
+    solution_field: str = "solution",
+) -> MathGenTask:
+    """``task`` sampled and judged: the few-shot base protocol (``base_max_new`` tokens, cut at
+    ``stops``) or the chat protocol (``chat_n`` samples; ``chat_only`` for post-trained-only tasks).
+    The NLL mode scores the record's ``solution_field`` as the reference solution."""
+    return MathGenTask(
+        name=task.name,
+        load=task.records,
+        id_of=task.record_id,
+        base_request=lambda r, rid, d: GenRequest(rid, prompt=task.base_prompt(r)),
+        chat_request=lambda r, rid: GenRequest(rid, messages=task.chat_messages(r)),
+        grade=_grader(task),
+        reference=_reference(solution_field),
+        base_sampling=SamplingParams(max_new_tokens=base_max_new, stop_strings=stops),
+        chat_n=chat_n,
+        chat_only=chat_only,
+        math=task,
+    )
+
+
+GSM8K = generation_task(
+    MathTask("gsm8k", None, lambda r: gsm8k_gold(r["answer"]), gsm8k_prompt, base_protocol="answer_is"),
+    256,
+    ("Q:", "\n\n\n"),
+    solution_field="answer",
+)
+MATH500 = generation_task(
+    MathTask("math500", "unique_id", math500_gold, math_prompt, base_protocol="minerva"), 512, ("Problem:",)
+)
+AIME24 = generation_task(
+    MathTask("aime24", "id", lambda r: str(r["answer"]), zero_shot_prompt), 1024, ("Problem:",), 64, True
+)
+AIME25 = generation_task(
+    MathTask("aime25", "id", lambda r: str(r["answer"]), zero_shot_prompt), 1024, ("Problem:",), 64, True
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .loglik import continuation_logprobs, encode_pair
-from .tasks import get_task
+from .registry import generation_task
 
 IGNORE = -100
 
@@ -32,7 +32,7 @@ def reference_examples(
     caller); sequences are cut to ``max_len + 1`` tokens, and records whose solution would be
     cut away entirely are dropped.
     """
-    task = get_task(task_name)
+    task = generation_task(task_name)
     out = []
     for record in task.load(Path(data_dir)):
         pair = task.reference(record)

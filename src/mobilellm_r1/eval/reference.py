@@ -30,7 +30,8 @@ Gaps and discrepancies
 ----------------------
 * The per-task commonsense scores (ARC-e/ARC-c/BoolQ/PIQA/SIQA/HellaSwag/OBQA/WinoGrande) were not
   found in any readable source, so only ``commonsense_avg`` is recorded; the individual tasks are
-  still listed in ``SUITES["base"]`` because they make up that average.
+  still listed in the ``base`` suite (:data:`mobilellm_r1.eval.registry.PAPER_SUITES`) because they
+  make up that average.
 * The body tables of the arXiv HTML (v2/v3) could not be read from the stored copy, so the table
   numbers of the paper itself could not be compared cell by cell with the README. One third-party
   review quotes MATH500 "74.6" for MobileLLM-R1-950M (README: 74.0); this is unconfirmed and the
@@ -44,31 +45,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PAPER_RESULTS", "SOURCE", "SOURCE_LABELS", "SUITES", "SUITE_PROTOCOL", "reference_for"]
+__all__ = ["PAPER_RESULTS", "SOURCE", "SOURCE_LABELS", "SUITE_PROTOCOL", "reference_for"]
 
 SOURCE = (
     "https://github.com/facebookresearch/MobileLLM-R1 README 'Evaluation' tables "
     "(commit 463ff810245e43f833b9bfa105304fc2d9278f6e); paper arXiv:2509.24945"
 )
-
-SUITES: dict[str, tuple[str, ...]] = {
-    "base": (
-        "math500",
-        "gsm8k",
-        "mbpp",
-        "humaneval",
-        "mmlu",
-        "arc_easy",
-        "arc_challenge",
-        "boolq",
-        "piqa",
-        "siqa",
-        "hellaswag",
-        "openbookqa",
-        "winogrande",
-    ),
-    "post": ("math500", "gsm8k", "aime24", "aime25", "livecodebench"),
-}
 
 # Protocol of each published column, as stated in the README table headers.
 SUITE_PROTOCOL: dict[str, dict[str, str]] = {

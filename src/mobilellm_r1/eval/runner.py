@@ -26,11 +26,13 @@ from typing import Any
 from tqdm import tqdm
 
 from ..atomic import atomic_write
-from . import choice_tasks, reference
+from . import reference
+from .choice_tasks import ChoiceTask, evaluate_choice_task
 from .engines import Engine, GenRequest
 from .math_grading import MathJudge
 from .nll import reference_nll
-from .tasks import TASKS, GenTask, GradeContext
+from .registry import TASKS, expand_tasks, get_task
+from .tasks import GenTask, GradeContext
 
 Row = dict[str, Any]
 
@@ -54,24 +56,9 @@ class EvalOptions:
     nll: bool = False  # per-token NLL of generation tasks' reference solutions instead of sampling
 
 
-def expand_tasks(names: Iterable[str]) -> list[str]:
-    """Task names with suites (``base``, ``post``, ``commonsense``, ``all``) expanded, order kept."""
-    suites = dict(reference.SUITES)
-    suites["commonsense"] = tuple(t for t in choice_tasks.CHOICE_TASKS if t != "mmlu")
-    suites["all"] = tuple(TASKS) + tuple(choice_tasks.CHOICE_TASKS)
-    out: list[str] = []
-    for name in names:
-        for task in suites.get(name, (name,)):
-            if task not in TASKS and task not in choice_tasks.CHOICE_TASKS:
-                known = sorted([*TASKS, *choice_tasks.CHOICE_TASKS, *suites])
-                raise ValueError(f"unknown task {task!r}; known: {', '.join(known)}")
-            if task not in out:
-                out.append(task)
-    return out
-
-
 def read_predictions(path: Path) -> dict[str, list[Row]]:
-    """Predictions grouped by task; a bad line raises ValueError naming ``file:line``."""
+    """Predictions grouped by task; a bad line (not JSON, a field missing, a task not in
+    :data:`~mobilellm_r1.eval.registry.TASKS`) raises ValueError naming ``file:line``."""
     grouped: dict[str, list[Row]] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -84,6 +71,8 @@ def read_predictions(path: Path) -> dict[str, list[Row]]:
             for key in ("task", "id", "completion"):
                 if key not in row:
                     raise ValueError(f"{path}:{lineno}: missing field {key!r}")
+            if str(row["task"]) not in TASKS:
+                raise ValueError(f"{path}:{lineno}: unknown task {row['task']!r}; known: {', '.join(TASKS)}")
             grouped.setdefault(str(row["task"]), []).append(row)
     return grouped
 
@@ -179,13 +168,12 @@ class Evaluator:
         return out
 
     # ------------------------------------------------------------------ log-likelihood tasks
-    def run_choice(self, name: str) -> tuple[dict[str, float], list[Row]]:
+    def run_choice(self, task: ChoiceTask) -> tuple[dict[str, float], list[Row]]:
         if self.model is None:
-            raise ValueError(f"{name}: log-likelihood tasks need a local model (--model DIR)")
-        task = choice_tasks.CHOICE_TASKS[name]
+            raise ValueError(f"{task.name}: log-likelihood tasks need a local model (--model DIR)")
         items = task.items(self.opts.data_dir)[: self.opts.limit]
-        with tqdm(total=len(items), desc=f"{name} loglik", unit="item") as bar:
-            summary, rows = choice_tasks.evaluate_choice_task(
+        with tqdm(total=len(items), desc=f"{task.name} loglik", unit="item") as bar:
+            summary, rows = evaluate_choice_task(
                 task, items, self.model, self.tokenizer, batch_size=self.opts.batch_size, progress=bar.update
             )
         return summary, rows
@@ -205,12 +193,13 @@ class Evaluator:
         with MathJudge(workers=o.workers) as judge:
             for name in names:
                 start = time.perf_counter()
-                if name in TASKS and o.nll:
+                task = get_task(name)
+                if isinstance(task, GenTask) and o.nll:
                     summary, rows = self.run_nll(name), []
-                elif name in TASKS:
-                    summary, rows = self.run_generation(TASKS[name], judge)
+                elif isinstance(task, GenTask):
+                    summary, rows = self.run_generation(task, judge)
                 else:
-                    summary, rows = self.run_choice(name)
+                    summary, rows = self.run_choice(task)
                 summary["seconds"] = round(time.perf_counter() - start, 3)
                 atomic_write(o.out_dir / "samples" / f"{name}.jsonl", _jsonl(rows))
                 self.summary[name] = summary
