@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilellm_r1.cli import COMMANDS, IncrementalDecoder, StreamPrinter, build_prompt_ids, main
+from mobilellm_r1.cli import COMMANDS, main
+from mobilellm_r1.deploy.commands import IncrementalDecoder, StreamPrinter, build_prompt_ids
 from mobilellm_r1.model.config import PRESETS
 from mobilellm_r1.tokenizer import load_tokenizer
 

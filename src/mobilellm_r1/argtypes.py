@@ -1,4 +1,5 @@
-"""argparse types for numeric options: a bad value is a usage error (exit 2) before any work starts.
+"""Command-line building blocks: `Command` (one subcommand, as a stage's `commands.py` declares it)
+and argparse types for numeric options (a bad value is a usage error, exit 2, before any work starts).
 
 parser.add_argument("--limit", type=positive_int)
 parser.add_argument("--top-p", type=probability)
@@ -9,6 +10,18 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: `add_arguments(parser)` declares its options, `run(args)` returns the exit code."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
 def _number(text: str, kind: type) -> float:

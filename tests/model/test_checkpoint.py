@@ -425,3 +425,34 @@ def test_save_removes_temporaries_of_a_killed_save(model, tmp_path) -> None:
     save_pretrained(model, None, parent / "final")
     assert sorted(p.name for p in parent.iterdir()) == [".other.tmp-abc", "final"]
     assert_same_weights(model, load_pretrained(parent / "final")[0])
+
+
+def test_check_finite_weights_names_the_tensor() -> None:
+    from mobilellm_r1.model.hf import check_finite_weights
+
+    model = build_model(small_config(), seed=0)
+    check_finite_weights(model, "ok")  # a healthy model passes
+    with torch.no_grad():
+        model.layers[1].self_attn.o_proj.weight[0, :3] = torch.tensor([float("nan"), float("inf"), 1.0])
+    with pytest.raises(
+        ValueError, match=r"^ckpt: weight layers\.1\.self_attn\.o_proj\.weight has 2 non-finite"
+    ):
+        check_finite_weights(model, "ckpt")
+
+
+def test_load_checked_resolves_the_device_casts_and_refuses_nan_weights(tmp_path, monkeypatch) -> None:
+    from mobilellm_r1.model.hf import load_checked
+
+    model = make_model()
+    save_pretrained(model, None, tmp_path / "ok")
+    loaded, _ = load_checked(tmp_path / "ok", device="cpu", dtype="bfloat16")
+    assert_same_weights(model, loaded, torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert next(load_checked(tmp_path / "ok")[0].parameters()).device.type == "cpu"  # None: best here
+    with pytest.raises(ValueError, match=r"^--device cuda: CUDA is not available"):
+        load_checked(tmp_path / "ok", device="cuda")
+    with torch.no_grad():
+        model.norm.weight[0] = float("nan")
+    save_pretrained(model, None, tmp_path / "nan")
+    with pytest.raises(ValueError, match=r"nan: weight norm\.weight has 1 non-finite value"):
+        load_checked(tmp_path / "nan", device="cpu")

@@ -154,12 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from ..deploy.generate import check_finite_weights
-    from ..model.hf import load_pretrained
+    from ..model.hf import load_checked
 
-    model, tokenizer = load_pretrained(args.model, device=resolve_device(args.device))
-    check_finite_weights(model, args.model)
-    return model, tokenizer
+    return load_checked(args.model, device=args.device)
 
 
 def run_filter(args: argparse.Namespace) -> dict:

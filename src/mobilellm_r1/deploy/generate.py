@@ -54,19 +54,6 @@ class Completion:
     finish_reason: str  # "stop" | "length"
 
 
-def check_finite_weights(model: nn.Module, source: object = "model") -> None:
-    """Raise ValueError naming the first parameter or buffer that holds NaN or infinite values
-    (such a model decodes garbage, e.g. one token repeated, with no other sign)."""
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if tensor.is_floating_point():
-            bad = int((~torch.isfinite(tensor.detach())).sum())
-            if bad:
-                raise ValueError(
-                    f"{source}: weight {name} has {bad:,} non-finite value(s) (NaN/inf) of "
-                    f"{tensor.numel():,}; refusing to use this checkpoint"
-                )
-
-
 def prefill_mask(pads: torch.Tensor, width: int) -> torch.Tensor:
     """[B, 1, P, P]: causal over real tokens; pad rows see only themselves (keeps them finite)."""
     q = torch.arange(width, device=pads.device)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..argtypes import non_negative_float, positive_int
-from ..devices import device_arg, resolve_device
+from ..devices import device_arg
 
 NAME = "eval"
 HELP = "evaluate a model on the paper's benchmarks (pass@k, log-likelihood)"
@@ -99,12 +99,9 @@ def run(args: argparse.Namespace) -> int:
     )
     kwargs: dict = {}
     if args.model:
-        from ..deploy.generate import check_finite_weights
-        from ..model.hf import dtype_from_name, load_pretrained
+        from ..model.hf import load_checked
 
-        dtype = dtype_from_name(args.dtype) if args.dtype else None
-        model, tokenizer = load_pretrained(args.model, device=resolve_device(args.device), dtype=dtype)
-        check_finite_weights(model, args.model)
+        model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
         engine = LocalEngine(model, tokenizer, batch_size=args.batch_size, compile=args.compile)
         kwargs = {"engine": engine, "model": model, "tokenizer": tokenizer}
     elif args.server:

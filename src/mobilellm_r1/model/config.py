@@ -23,6 +23,7 @@ BASE_CONTEXT = 4_096
 LONG_CONTEXT = 32_768
 BASE_ROPE_THETA = 1_000_000.0
 LONG_CONTEXT_ROPE_SCALE = 8.0
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # weight dtypes by name (the --dtype choices)
 
 
 @dataclass

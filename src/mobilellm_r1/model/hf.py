@@ -6,7 +6,8 @@ A directory holds `config.json` (`Llama4ForCausalLM`, `model_type: llama4_text`)
 pickled `*.bin` checkpoints are refused; a malformed file raises `CheckpointError` naming it.
 Directories are written to a temporary sibling and renamed into place, so an interrupted save
 never damages an existing checkpoint; the temporaries a killed save left are removed by the
-next save to the same directory.
+next save to the same directory. `load_checked` is how the commands load a model: on a checked
+device, with non-finite weights refused.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
-from .config import ModelConfig
+from ..devices import resolve_device
+from .config import DTYPE_NAMES, ModelConfig
 from .model import Transformer
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ ARCHITECTURE = "Llama4ForCausalLM"
 MODEL_TYPE = "llama4_text"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 class CheckpointError(ValueError):
@@ -382,6 +385,32 @@ def load_pretrained(
     model = model.to(device)
     model.eval()
     return model, load_tokenizer(directory)
+
+
+def check_finite_weights(model: nn.Module, source: object = "model") -> None:
+    """Raise ValueError naming the first parameter or buffer that holds NaN or infinite values
+    (such a model decodes garbage, e.g. one token repeated, with no other sign)."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor.detach())).sum())
+            if bad:
+                raise ValueError(
+                    f"{source}: weight {name} has {bad:,} non-finite value(s) (NaN/inf) of "
+                    f"{tensor.numel():,}; refusing to use this checkpoint"
+                )
+
+
+def load_checked(
+    path: str | os.PathLike, *, device: str | None = None, dtype: str | None = None
+) -> tuple[Transformer, Tokenizer]:
+    """What every command that runs a model loads it with: `load_pretrained` on the checked
+    `device` (`resolve_device`: None is cuda when available; an unusable one is a ValueError naming
+    --device), `dtype` by name (None: the checkpoint's), and non-finite weights refused."""
+    model, tokenizer = load_pretrained(
+        path, device=resolve_device(device), dtype=dtype_from_name(dtype) if dtype else None
+    )
+    check_finite_weights(model, path)
+    return model, tokenizer
 
 
 def _atomic_dir(directory: Path) -> tuple[Path, Path]:

@@ -1,0 +1,255 @@
+"""`mobilellm-r1 generate`: load a checkpoint and continue a prompt, streaming the text as it grows.
+
+`StreamPrinter` prints one sample's text while it is generated (UTF-8 characters split across
+tokens and possible stop strings are held back until complete). Heavy modules (torch, the
+model) are imported inside `run_generate` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..model.config import ModelConfig
+    from ..tokenizer import Tokenizer
+    from .generate import Completion
+
+from ..argtypes import Command, non_negative_float, non_negative_int, positive_int, probability
+from ..devices import device_arg
+from ..model.config import DTYPE_NAMES
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def _write(text: str) -> None:
+    """Write to stdout and flush (streamed output must appear at once)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class IncrementalDecoder:
+    """Token ids in, newly completed text out.
+
+    Multi-byte UTF-8 characters can span tokens, so text is only emitted once the decoded
+    suffix does not end in U+FFFD; the held-back bytes are emitted with the next token that
+    completes them (or by `flush`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0  # start of the window re-decoded on each push
+        self._read = 0  # ids before this index have been emitted
+
+    def push(self, new_ids: Sequence[int]) -> str:
+        """Append ids; return the text they complete ('' while a character is incomplete)."""
+        self.ids.extend(new_ids)
+        done = self.tokenizer.decode(self.ids[self._prefix : self._read])
+        full = self.tokenizer.decode(self.ids[self._prefix :])
+        if len(full) <= len(done) or full.endswith(REPLACEMENT_CHAR):
+            return ""
+        self._prefix, self._read = self._read, len(self.ids)
+        return full[len(done) :]
+
+    def flush(self) -> str:
+        """Text of ids not emitted yet, incomplete characters as U+FFFD."""
+        done = self.tokenizer.decode(self.ids[self._prefix : self._read])
+        full = self.tokenizer.decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return full[len(done) :]
+
+
+class StreamPrinter:
+    """`Generator.generate(stream=...)` callback that prints one sample's text as it grows.
+
+    Ids after a stop token are ignored; text that may be the start of a stop string is held
+    back. `finish(final_text)` prints whatever of the final text is still missing.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop_ids: Sequence[int], stop_strings: Sequence[str]) -> None:
+        self.decoder = IncrementalDecoder(tokenizer)
+        self.stop_ids = set(stop_ids)
+        self.stop_strings = [s for s in stop_strings if s]
+        self.text = ""  # decoded so far
+        self.printed = ""  # written to stdout so far
+        self.stopped = False
+
+    def __call__(self, prompt_index: int, sample_index: int, new_ids: list[int]) -> None:
+        if self.stopped:
+            return
+        cut = next((i for i, t in enumerate(new_ids) if t in self.stop_ids), None)
+        if cut is not None:
+            new_ids, self.stopped = new_ids[:cut], True
+        self.text += self.decoder.push(new_ids)
+        self._emit(self._visible())
+
+    def _visible(self) -> str:
+        """Text that is safe to print: cut at a stop string, without a possible stop-string start."""
+        text = self.text
+        for stop in self.stop_strings:
+            at = text.find(stop)
+            if at >= 0:
+                self.stopped = True
+                text = text[:at]
+        hold = max(
+            (k for s in self.stop_strings for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+        )
+        return text[: len(text) - hold]
+
+    def _emit(self, visible: str) -> None:
+        if visible.startswith(self.printed) and len(visible) > len(self.printed):
+            _write(visible[len(self.printed) :])
+            self.printed = visible
+
+    def finish(self, final_text: str) -> None:
+        """Print the rest of the completed sample's text and end the line."""
+        self._emit(final_text)
+        _write("\n")
+
+
+def _read_prompt(text: str) -> str:
+    """The prompt text; '-' reads stdin (trailing newlines removed)."""
+    prompt = sys.stdin.read().rstrip("\n") if text == "-" else text
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    return prompt
+
+
+def build_prompt_ids(tokenizer: Tokenizer, prompt: str, chat: bool, system: str | None) -> list[int]:
+    """Plain: BOS + prompt. Chat (or any system prompt): the chat template with a generation prompt."""
+    from ..tokenizer import chat_messages
+
+    if not chat and system is None:
+        return tokenizer.encode(prompt, bos=True)
+    messages = chat_messages(prompt, system)
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def _print_samples(completions: Sequence[Completion]) -> None:
+    """Each sample's text under a header line."""
+    for c in completions:
+        header = f"=== sample {c.sample_index + 1}/{len(completions)} "
+        header += f"({len(c.token_ids)} tokens, finish: {c.finish_reason}) ==="
+        _write(f"{header}\n{c.text or ''}\n")
+
+
+def _print_stats(n_prompt: int, completions: Sequence[Completion], seconds: float) -> None:
+    """One line on stderr: tokens, seconds, tokens per second."""
+    tokens = sum(len(c.token_ids) for c in completions)
+    rate = tokens / seconds if seconds > 0 else float("inf")
+    print(
+        f"[{tokens} tokens in {seconds:.2f} s, {rate:.1f} tok/s; "
+        f"{len(completions)} sample(s), prompt {n_prompt} tokens]",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (or hub id)")
+    parser.add_argument("--prompt", required=True, metavar="TEXT", help="prompt text, or '-' to read stdin")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    parser.add_argument(
+        "--system",
+        metavar="S",
+        help="system prompt: math, python, cpp (the model card's prompts) or literal text; implies --chat",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=256, metavar="N", help="(default: 256)"
+    )
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, metavar="T", help="0 = greedy (default: 0)"
+    )
+    parser.add_argument(
+        "--top-p", type=probability, default=1.0, metavar="P", help="nucleus mass in (0, 1] (default: 1.0)"
+    )
+    parser.add_argument(
+        "--top-k", type=non_negative_int, default=0, metavar="K", help="0 = no top-k (default: 0)"
+    )
+    parser.add_argument("--n", type=positive_int, default=1, metavar="N", help="samples (default: 1)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S", help="sampling seed")
+    parser.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)"
+    )
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPE_NAMES, default=None, help="compute dtype (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step (CUDA graphs on GPU; one prompt on a GPU runs the fused Triton step)",
+    )
+    parser.add_argument("--no-stream", action="store_true", help="print the text only when done")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """`generate`: load a checkpoint and continue one prompt."""
+    from ..model.hf import load_checked
+    from .generate import Generator
+    from .sampling import SamplingParams
+
+    prompt = _read_prompt(args.prompt)
+    model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
+    ids = build_prompt_ids(tokenizer, prompt, args.chat, args.system)
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        n=args.n,
+        seed=args.seed,
+        stop_strings=tuple(args.stop),
+    )
+    stream = None
+    if args.n == 1 and not args.no_stream:
+        stream = StreamPrinter(tokenizer, _config_stop_ids(model.config), args.stop)
+    generator = Generator(model, tokenizer, compile=args.compile, sync_every=4 if stream else 16)
+    start = time.perf_counter()
+    completions = generator.generate([ids], params, stream=stream)[0]
+    seconds = time.perf_counter() - start
+    if stream is not None:
+        stream.finish(completions[0].text or "")
+    elif args.n == 1:
+        _write((completions[0].text or "") + "\n")
+    else:
+        _print_samples(completions)
+    _print_stats(len(ids), completions, seconds)
+    return 0
+
+
+def _config_stop_ids(cfg: ModelConfig) -> list[int]:
+    """The ids that end generation by default (the config's eos ids)."""
+    return list(cfg.eos_token_id)
+
+
+GENERATE = Command(
+    name="generate",
+    help="generate text from a checkpoint",
+    description="""\
+Load a checkpoint and continue a prompt. With one sample the text is streamed to stdout
+as it is generated; with --n > 1 each sample is printed under a header. A stats line
+(tokens, seconds, tokens/s) goes to stderr.
+
+The prompt is BOS + TEXT by default (base models); --chat (implied by --system) wraps it
+in the chat template. Decoding is greedy by default (--temperature 0); the MobileLLM-R1
+model card recommends --temperature 0.6 --top-p 0.95 for the post-trained models.
+
+examples:
+  mobilellm-r1 generate --model runs/tiny-init --prompt "The capital of France is"
+  mobilellm-r1 generate --model facebook/MobileLLM-R1-950M --system math \\
+  --prompt "What is 17 * 23?" --temperature 0.6 --top-p 0.95 --max-new-tokens 2048
+  echo "Write a function that reverses a list." | \\
+  mobilellm-r1 generate --model DIR --system python --prompt - --n 4 --seed 0""",
+    add_arguments=_add_generate_arguments,
+    run=run_generate,
+)
+
+
+COMMANDS = (GENERATE,)
