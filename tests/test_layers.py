@@ -131,3 +131,14 @@ def read(unit, stats, value):
         "line 10: sources._jsonl_rows",
         "line 12: mobilellm_r1.cli._one_line",
     ]
+
+
+def test_the_command_line_registers_every_command_without_importing_torch() -> None:
+    """Stage packages import their heavy names lazily (`mobilellm_r1.lazy_exports`), so `--help`
+    and usage errors stay fast."""
+    code = "import json, sys, mobilellm_r1.cli as c; print(json.dumps([list(c.COMMANDS), 'torch' in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names, torch_loaded = json.loads(done.stdout)
+    assert names == ["info", "init", "generate", "data", "train", "eval", "curate"]
+    assert torch_loaded is False
