@@ -244,9 +244,9 @@ model card recommends --temperature 0.6 --top-p 0.95 for the post-trained models
 examples:
   mobilellm-r1 generate --model runs/tiny-init --prompt "The capital of France is"
   mobilellm-r1 generate --model facebook/MobileLLM-R1-950M --system math \\
-  --prompt "What is 17 * 23?" --temperature 0.6 --top-p 0.95 --max-new-tokens 2048
+      --prompt "What is 17 * 23?" --temperature 0.6 --top-p 0.95 --max-new-tokens 2048
   echo "Write a function that reverses a list." | \\
-  mobilellm-r1 generate --model DIR --system python --prompt - --n 4 --seed 0""",
+      mobilellm-r1 generate --model DIR --system python --prompt - --n 4 --seed 0""",
     add_arguments=_add_generate_arguments,
     run=run_generate,
 )
