@@ -10,12 +10,14 @@ import pytest
 from mobilellm_r1.cli import main
 from mobilellm_r1.eval import registry
 from mobilellm_r1.eval.choice_tasks import ChoiceItem, ChoiceTask
-from mobilellm_r1.eval.engines import GenRequest
+from mobilellm_r1.eval.engines import GenRequest, LocalEngine
 from mobilellm_r1.eval.reference import PAPER_RESULTS, SUITE_PROTOCOL
 from mobilellm_r1.eval.registry import PAPER_SUITES as SUITES
 from mobilellm_r1.eval.registry import TASKS, expand_tasks, generation_task, get_task, math_task
 from mobilellm_r1.eval.runner import EvalOptions, Evaluator, read_predictions
 from mobilellm_r1.eval.tasks import GenTask, GradeContext, Graded, Grouped, Record, pass_summary
+from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.tokenizer import load_tokenizer
 
 GENERATION = {"gsm8k", "math500", "aime24", "aime25", "humaneval", "mbpp", "livecodebench"}
 LOGLIK = {
@@ -137,36 +139,36 @@ def toy_data(tmp_path) -> Path:
 
 
 def test_toy_tasks_run_end_to_end_once_registered(tmp_path, toy_data, monkeypatch, capsys) -> None:
-    assert main(["init", "--preset", "tiny", "--out", str(tmp_path / "m")]) == 0
-    args = [
-        "eval",
-        "--model",
-        str(tmp_path / "m"),
-        "--tasks",
-        "toy_add,toy_pick",
-        "--data-dir",
-        str(toy_data),
-    ]
-    args += ["--n", "2", "--max-new-tokens", "3", "--device", "cpu"]
-    # not registered yet: a usage error while parsing --tasks, before the model is loaded
-    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    preds = tmp_path / "preds.jsonl"
+    rows = [{"task": "toy_add", "id": r["id"], "completion": str(r["a"] + r["b"])} for r in TOY_ROWS]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cli = ["eval", "--predictions", str(preds), "--tasks", "toy_add", "--data-dir", str(toy_data)]
+    # not registered yet: a usage error while parsing --tasks
+    assert main([*cli, "--out", str(tmp_path / "refused")]) == 2
     assert "unknown task 'toy_add'" in capsys.readouterr().err
 
     monkeypatch.setitem(TASKS, "toy_add", TOY_ADD)  # the one registry line of each toy task
     monkeypatch.setitem(TASKS, "toy_pick", TOY_PICK)
+    assert main([*cli, "--out", str(tmp_path / "cli")]) == 0
+    assert "| toy_add | pass@1 | 100.0 |" in capsys.readouterr().out
+
+    tokenizer = load_tokenizer()
+    model = build_model(preset("tiny"), seed=0).eval()
+    engine = LocalEngine(model, tokenizer, batch_size=4)
     out = tmp_path / "out"
-    assert main([*args, "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    opts = EvalOptions(tasks=["toy_add", "toy_pick"], data_dir=toy_data, out_dir=out, n=2, max_new_tokens=3)
+    summary = Evaluator(opts, engine=engine, model=model, tokenizer=tokenizer).run()
     assert list(summary) == ["toy_add", "toy_pick"]
+    assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["toy_add"]["n_problems"] == 3 and 0.0 <= summary["toy_add"]["pass@1"] <= 1.0
     assert summary["toy_pick"]["n"] == 4 and 0.0 <= summary["toy_pick"]["acc"] <= 1.0
     rows = [json.loads(x) for x in (out / "samples" / "toy_add.jsonl").read_text().splitlines()]
     assert [(r["id"], r["sample"], r["prompt"]) for r in rows[:2]] == [("t0", 0, "0+1="), ("t0", 1, "0+1=")]
     assert len(rows) == 6 and all(r["extracted"] == r["completion"].strip() for r in rows)
-    assert "| toy_pick | acc |" in capsys.readouterr().out
+    assert "| toy_pick | acc |" in (out / "results.md").read_text()
 
-    assert main([*args, "--out", str(tmp_path / "nll"), "--nll", "--tasks", "toy_add"]) == 0
-    nll = json.loads((tmp_path / "nll" / "summary.json").read_text())["toy_add"]
+    opts = EvalOptions(tasks=["toy_add"], data_dir=toy_data, out_dir=tmp_path / "nll", nll=True)
+    nll = Evaluator(opts, model=model, tokenizer=tokenizer).run()["toy_add"]
     assert nll["n"] == 3 and nll["tokens"] > 0 and nll["nll"] > 0
 
 
