@@ -18,8 +18,8 @@ import torch
 
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
-from mobilellm_r1.train.grpo import GRPOTrainer
 from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
+from mobilellm_r1.train.trainer import Trainer
 from provenance import RESULTS, result_header, write_result
 
 KEYS = ("reward", "kl", "clip_frac", "completion_len", "groups_with_signal")
@@ -42,7 +42,7 @@ def run_curve(steps: int, work: Path) -> list[dict]:
         "checkpoint_every=0",
         "log_every=1",
     ]
-    GRPOTrainer(load_train_config("train/grpo_tiny_cpu", overrides), device="cpu").fit()
+    Trainer(load_train_config("train/grpo_tiny_cpu", overrides), device="cpu").fit()
     log = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     return [{"step": r["step"], **{k: r[k] for k in KEYS if k in r}} for r in log if "reward" in r]
 

@@ -44,7 +44,9 @@ from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
 from mobilellm_r1.train.checkpoint import load_checkpoint
 from mobilellm_r1.train.config import load_train_config
-from mobilellm_r1.train.trainer import LMObjective, Trainer
+from mobilellm_r1.train.objectives import prepare_data
+from mobilellm_r1.train.objectives.lm import LMObjective
+from mobilellm_r1.train.trainer import Trainer
 from provenance import RESULTS, result_header, write_result
 
 CAPABILITIES = ("code", "math", "knowledge")
@@ -182,6 +184,7 @@ def train(name: str, recipe: Path, heldout: dict, args: argparse.Namespace, chec
         ],
     )
     if not (out / "final").exists():
+        prepare_data(cfg, args.device)
         Trainer(cfg, device=args.device).fit()
     return out
 

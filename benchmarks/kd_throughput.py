@@ -22,9 +22,9 @@ import torch
 
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import DistillSection, OptimSection
+from mobilellm_r1.train.objectives.kd import KDObjective
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.teacher import Teacher, transformers_teacher
-from mobilellm_r1.train.trainer import LMObjective
 from provenance import dated_result, result_header, write_result
 from train_throughput import RandomBatch, time_step
 
@@ -49,7 +49,7 @@ def kd_step(student: str, teacher: Teacher, fused: bool, micro: int, seq: int, c
     model = build_model(preset(student), device="cuda", seed=0)
     for layer in model.layers:
         layer.compile()
-    objective = LMObjective(model, chunk, False, teacher, DistillSection(), fused_loss=fused)
+    objective = KDObjective(model, chunk, False, teacher, DistillSection(), fused_loss=fused)
     opt = build_optimizer(objective, OptimSection(lr=1e-4))
     batch = RandomBatch(torch.randint(0, 128000, (micro, seq + 1), device="cuda"))
 

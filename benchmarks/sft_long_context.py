@@ -22,9 +22,9 @@ from mobilellm_r1.data.mixture import Batch
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import OptimSection
 from mobilellm_r1.train.metrics import measure_peak_flops
+from mobilellm_r1.train.objectives.lm import LMObjective
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.parallel import apply_activation_checkpointing
-from mobilellm_r1.train.trainer import LMObjective
 from provenance import dated_result, result_header, write_result
 
 

@@ -7,15 +7,15 @@ import torch
 
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
-from mobilellm_r1.train.grpo import (
-    GRPOTrainer,
+from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
+from mobilellm_r1.train.objectives.grpo import (
     PromptSampler,
     group_advantages,
     grpo_token_loss,
     load_prompts,
     token_logprobs,
 )
-from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
+from mobilellm_r1.train.trainer import Trainer
 
 
 def test_group_advantages() -> None:
@@ -82,7 +82,7 @@ def test_prompt_sampler_resumes() -> None:
 
 
 def load_prompts_stub(n: int):
-    from mobilellm_r1.train.grpo import Prompt
+    from mobilellm_r1.train.objectives.grpo import Prompt
 
     return [Prompt(str(i), [{"role": "user", "content": str(i)}], str(i)) for i in range(n)]
 
@@ -105,7 +105,7 @@ def test_grpo_raises_reward(tmp_path) -> None:
             "checkpoint_every=0",
         ],
     )
-    trainer = GRPOTrainer(cfg, device="cpu")
+    trainer = Trainer(cfg, device="cpu")
     trainer.fit()
     log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rewards = [r["reward"] for r in log if "reward" in r]

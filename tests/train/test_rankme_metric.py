@@ -9,6 +9,7 @@ import pytest
 
 from mobilellm_r1.eval.rankme import rankme_of_model
 from mobilellm_r1.train.config import TrainConfig, load_train_config
+from mobilellm_r1.train.objectives import prepare_data
 from mobilellm_r1.train.trainer import Trainer
 
 EVAL_DOCS = 8
@@ -36,6 +37,7 @@ def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("rankme")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(path)  # the recipe's data/ paths are relative
+        prepare_data(config(), "cpu")
         yield path
 
 

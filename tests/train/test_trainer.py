@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilellm_r1.train.config import load_train_config
+from mobilellm_r1.train.config import TrainConfig, load_train_config
+from mobilellm_r1.train.objectives import prepare_data
 from mobilellm_r1.train.optim import clip_gradients
 from mobilellm_r1.train.trainer import Trainer
 
@@ -50,6 +51,12 @@ def overrides(*extra: str) -> list[str]:
     return [x for item in (*SMALL, *extra) for x in ("--set", item)]
 
 
+def prepared(cfg: TrainConfig) -> Trainer:
+    """A CPU trainer for `cfg`, its data made first (as `mobilellm-r1 train` does)."""
+    prepare_data(cfg, "cpu")
+    return Trainer(cfg, device="cpu")
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
@@ -58,7 +65,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 def test_loss_falls_and_exports(workdir) -> None:
     cfg = load_train_config("train/tiny_cpu", [*SMALL, "steps=25", "checkpoint_every=0"])
-    summary = Trainer(cfg, device="cpu").fit()
+    summary = prepared(cfg).fit()
     history = losses(workdir / "runs/tiny_cpu")
     assert summary["step"] == 25
     assert sum(history[s] for s in (23, 24, 25)) / 3 < sum(history[s] for s in (1, 2, 3)) / 3 - 1.0
@@ -117,7 +124,7 @@ def test_kd_objective_lowers_kl_to_teacher(workdir) -> None:
         "train/tiny_cpu",
         [*SMALL, "steps=10", "checkpoint_every=0", "objective=kd", f"distill.teacher={workdir / 'teacher'}"],
     )
-    Trainer(cfg, device="cpu").fit()
+    prepared(cfg).fit()
     history = losses(workdir / "runs/tiny_cpu")
     assert all(v >= 0 for v in history.values())
     assert sum(history[s] for s in (8, 9, 10)) < 0.95 * sum(history[s] for s in (1, 2, 3))
@@ -128,7 +135,7 @@ def test_grad_clip_null_trains_unclipped_and_logs_the_norm(workdir) -> None:
     logged grad_norm keeps its meaning (the global norm before clipping)."""
     for name, clip in (("null", "null"), ("huge", "1.0e9")):
         sets = [f"optim.grad_clip={clip}", f"out_dir=runs/{name}", "steps=2", "checkpoint_every=0"]
-        Trainer(load_train_config("train/tiny_cpu", [*SMALL, *sets]), device="cpu").fit()
+        prepared(load_train_config("train/tiny_cpu", [*SMALL, *sets])).fit()
     runs = [workdir / "runs/null", workdir / "runs/huge"]
     assert losses(runs[0]) == losses(runs[1]) and len(losses(runs[0])) == 2
     norms = [losses(run, "grad_norm") for run in runs]

@@ -175,6 +175,7 @@ def _stage_train_config(cfg: CoevolveConfig, t: int, model: str, recipe: Path, s
 def _train(train_cfg: TrainConfig, device: str | None) -> dict:
     """Eq. 7: one training stage; resumes from its last checkpoint, skipped once ``final`` exists.  The
     trainer's progress lines go to stderr, keeping stdout for the JSON report."""
+    from ..train.objectives import prepare_data
     from ..train.trainer import Trainer
 
     final = Path(train_cfg.out_dir) / "final"
@@ -182,6 +183,7 @@ def _train(train_cfg: TrainConfig, device: str | None) -> dict:
     if (final / "config.json").exists():
         return {**report, "skipped": True}
     with contextlib.redirect_stdout(sys.stderr):
+        prepare_data(train_cfg, device)
         return {**report, **Trainer(train_cfg, resume=True, device=device).fit()}
 
 

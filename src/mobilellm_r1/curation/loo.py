@@ -256,6 +256,7 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
     import torch
 
     from ..model.hf import load_pretrained
+    from ..train.objectives import prepare_data
     from ..train.trainer import Trainer
 
     folder = out / "runs" / run.name
@@ -283,6 +284,7 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
     write_recipe(recipe, folder / "mixture.yaml")
     trained = _cached(folder / "train.json", settings)
     if trained is None:
+        prepare_data(train, ctx.device)
         trainer = Trainer(train, resume=True, device=ctx.device)
         trained = {"settings": settings, "summary": trainer.fit()}
         _write_json(folder / "train.json", trained)

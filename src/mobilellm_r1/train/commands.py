@@ -60,15 +60,14 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from .config import load_train_config
+    from .objectives import prepare_data
     from .trainer import Trainer
 
     cfg = load_train_config(args.recipe, args.overrides)
     if args.dump_topk:
         return _dump_topk(cfg, args)
-    trainer_cls = Trainer
-    if cfg.objective == "grpo":
-        from .grpo import GRPOTrainer as trainer_cls
-    trainer = trainer_cls(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
+    prepare_data(cfg, args.device)
+    trainer = Trainer(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     summary = trainer.fit()
     is_main = trainer.dist.is_main
     # Free the sharded model before leaving the process group: gloo can abort at exit otherwise.

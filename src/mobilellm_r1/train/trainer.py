@@ -1,8 +1,10 @@
-"""The trainer: one loop for every language-modelling stage (pretraining, mid-training).
+"""The trainer: one loop for every objective (`train/objectives/`: lm, kd, sft, grpo).
 
-Per optimizer step: `grad_accum` micro-batches per rank; the loss is the token-mean over
-the whole global batch (every rank's micro-batches), so 1 rank and N ranks at the same
-global batch compute the same update. bf16 autocast (single process) or FSDP2 bf16
+The loop builds the model and the recipe's objective around it, then runs the objective's
+optimizer steps; it names no objective. Data preparation happens before (`objectives.prepare_data`).
+The objectives' default step takes `grad_accum` micro-batches per rank; the loss is the
+token-mean over the whole global batch (every rank's micro-batches), so 1 rank and N ranks at
+the same global batch compute the same update. bf16 autocast (single process) or FSDP2 bf16
 parameter gathering (several) over fp32 master weights; gradient clipping (unless
 `optim.grad_clip` is null or 0; the norm is logged either way); a step whose
 loss or gradient norm is not finite is skipped, counted, and `max_bad_steps` in a row stop
@@ -15,20 +17,16 @@ NLL and RankMe (paper Eq. 8) of the pooled final hidden states of the eval texts
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import math
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..data.mixture import Batch, MixtureLoader
-from ..data.packing import SFTLoader, build_sft_loader
-from ..data.recipes import build_loader, prepare
+from ..data.mixture import Batch
 from ..data.records import read_records
 from ..eval.nll import reference_examples, text_examples
 from ..eval.rankme import rankme_of_model
@@ -38,12 +36,11 @@ from ..model.hf import load_pretrained, save_pretrained
 from ..typed_config import to_dict
 from . import parallel
 from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
-from .config import DistillSection, TrainConfig
-from .losses import chunked_cross_entropy, kd_loss, topk_kd_loss
+from .config import TrainConfig
 from .metrics import METRICS, MetricsLogger, measure_peak_flops
-from .optim import build_optimizer, clip_gradients, lr_factor, set_lr
-from .teacher import Teacher, load_teacher
-from .topk_store import TopkStore
+from .objectives import Loop, Objective, StepResult, objective_class
+from .objectives.base import autocast
+from .optim import build_optimizer, lr_factor, set_lr
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,52 +48,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 RUN_OUTPUTS = (METRICS, "tb", "checkpoints", "final")  # what a run writes under out_dir
-TopkFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]  # batch -> top-k ids, log-probs [B, T, k]
-
-
-class LMObjective(nn.Module):
-    """Model + chunked LM-head loss in one forward, so a sharded LM head is gathered inside
-    the forward like every other parameter. Returns the loss summed over tokens.
-
-    Without a teacher: next-token cross-entropy. With one (`objective: kd`): KL(teacher ||
-    student) at `temperature`, mixed with `alpha_ce` x cross-entropy (paper: pure KL), the
-    teacher either live (`teacher`, its logits made one loss chunk at a time) or its stored
-    top-k (`topk`, see `topk_store`). Neither is a submodule: never sharded, trained or
-    checkpointed. `output="nll"` gives the cross-entropy whatever the objective (held-out NLL),
-    `output="hidden"` the final hidden states [B, T, d] (RankMe). `fused_loss`: cross-entropy and
-    KL chunks as compiled kernels (`fused=True` of the losses), on with `compile`."""
-
-    def __init__(
-        self,
-        model: Transformer,
-        chunk_tokens: int,
-        document_mask: bool,
-        teacher: Teacher | None = None,
-        distill: DistillSection | None = None,
-        topk: TopkFn | None = None,
-        fused_loss: bool = False,
-    ) -> None:
-        super().__init__()
-        self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
-        self.teacher, self.distill, self.topk, self.fused_loss = teacher, distill, topk, fused_loss
-
-    def forward(self, batch: Batch, output: str = "loss") -> torch.Tensor:
-        kwargs = {}
-        if self.document_mask:
-            kwargs = {"position_ids": batch.position_ids, "doc_ids": batch.doc_ids}
-        hidden = self.model(batch.input_ids, return_hidden=True, **kwargs)
-        if output == "hidden":
-            return hidden
-        hidden, weight, labels = hidden.flatten(0, 1), self.model.lm_head.weight, batch.labels.flatten()
-        common = {"chunk_size": self.chunk_tokens, "reduction": "sum"}
-        if output == "nll" or (self.teacher is None and self.topk is None):
-            return chunked_cross_entropy(hidden, weight, labels, fused=self.fused_loss, **common)
-        kd = {"alpha_ce": self.distill.alpha_ce, "temperature": self.distill.temperature, **common}
-        if self.topk is not None:
-            ids, logprobs = self.topk(batch)
-            return topk_kd_loss(hidden, weight, labels, ids.flatten(0, 1), logprobs.flatten(0, 1), **kd)
-        teacher_logits = self.teacher.chunks(batch.input_ids)  # per loss chunk: [n, V]
-        return kd_loss(hidden, weight, labels, teacher_logits, fused=self.fused_loss, **kd)
 
 
 class _HiddenStates(nn.Module):
@@ -111,24 +62,6 @@ class _HiddenStates(nn.Module):
         zeros = torch.zeros_like(ids)
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         return self.objective(Batch(ids, zeros, positions, zeros, zeros[:, 0]), output="hidden")
-
-
-@dataclass
-class StepResult:
-    loss: float
-    grad_norm: float
-    tokens: int
-    skipped: bool
-    extra: dict[str, float] = field(default_factory=dict)  # objective-specific metrics (GRPO)
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return Batch(
-        **{
-            f.name: None if (t := getattr(batch, f.name)) is None else t.to(device, non_blocking=True)
-            for f in fields(batch)
-        }
-    )
 
 
 class Trainer:
@@ -146,9 +79,7 @@ class Trainer:
         self.model = self._build_model()
         self.objective = self._wrap(self.model)
         self.optimizer = build_optimizer(self.objective, cfg.optim)
-        self.loader = self._build_loader()
-        if self.topk_store is not None:
-            self.topk_store.check_run(cfg, self.loader, self.dist.world_size, self.model.config.vocab_size)
+        self.loader, self.seq_len = self.objective.batches(cfg, self.tokenizer, self.dist)
         self.step, self.bad_steps = 0, 0
         self._eval_cache: dict[str, list[list[int]]] | None = None
         self._eval_texts: list[str] = []  # held-out texts for RankMe
@@ -171,54 +102,21 @@ class Trainer:
             return model
         return build_model(m.config(), device=self.dist.device, seed=m.seed)
 
-    def _wrap(self, model: Transformer) -> nn.Module:
+    def _wrap(self, model: Transformer) -> Objective:
+        """The run's objective around `model` (activation checkpointing, compiled layers and
+        FSDP2 sharding applied as configured)."""
         cfg = self.cfg
         if cfg.activation_checkpointing:
             parallel.apply_activation_checkpointing(model)
         if cfg.compile:
             for layer in model.layers:
                 layer.compile()
-        teacher, offline = None, cfg.objective == "kd" and cfg.distill.topk_dir
-        self.topk_store = TopkStore(cfg.distill.topk_dir) if offline else None
-        if cfg.objective == "kd" and not offline:
-            teacher = load_teacher(cfg.distill.teacher, self.dist.device)
-        document_mask = cfg.data.document_mask or cfg.objective == "sft"  # packed chats never mix
-        topk = self.topk_store.lookup if self.topk_store else None
-        objective = LMObjective(
-            model, cfg.loss_chunk_tokens, document_mask, teacher, cfg.distill, topk, fused_loss=cfg.compile
-        )
+        objective = objective_class(cfg.objective).build(cfg, model, self.tokenizer, self.dist)
         if self.dist.distributed:
             parallel.apply_fsdp(
                 objective, model.layers, cfg.precision == "bf16", cfg.fsdp_reshard_after_forward
             )
         return objective
-
-    def _build_loader(self) -> MixtureLoader | SFTLoader:
-        d = self.cfg.data
-        if self.cfg.objective == "sft":
-            if not d.seq_len:
-                raise ValueError("objective sft needs data.seq_len (the packed row length)")
-            self.seq_len = d.seq_len
-            return build_sft_loader(
-                self.cfg.sft,
-                self.tokenizer,
-                seq_len=d.seq_len,
-                batch_size=d.micro_batch,
-                rank=self.dist.rank,
-                world_size=self.dist.world_size,
-            )
-        recipe = d.mixture()
-        if self.dist.is_main:
-            prepare(recipe, self.tokenizer)  # synthesise / tokenize what is missing
-        parallel.barrier()
-        self.seq_len = recipe.seq_len
-        return build_loader(
-            recipe,
-            batch_size=d.micro_batch,
-            eos_id=self.tokenizer.eos_id,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
 
     def _claim_out_dir(self, resume: bool, overwrite: bool) -> None:
         """A new run needs an empty `out_dir`: one with files is refused, unless `overwrite`
@@ -255,34 +153,13 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path}: {EXTRA} has no valid step/loader state ({e!r})") from e
 
     # ------------------------------------------------------------------ one step
-    def _autocast(self):
-        on = self.cfg.precision == "bf16" and not self.dist.distributed
-        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=on)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.cfg, self.dist)
 
     def train_step(self) -> StepResult:
-        """One optimizer step over grad_accum micro-batches on every rank."""
-        batches = [
-            _to_device(self.loader.next_batch(), self.dist.device) for _ in range(self.cfg.data.grad_accum)
-        ]
-        local = sum(int((b.labels != -100).sum()) for b in batches)
-        tokens = int(parallel.all_reduce_sum(torch.tensor(float(local), device=self.dist.device)).item())
-        # Each rank's loss is divided by the global token count; FSDP averages gradients over
-        # ranks, so multiplying by world_size makes the update the global token mean.
-        scale = self.dist.world_size / max(tokens, 1)
-        loss_sum = torch.zeros((), device=self.dist.device)
-        for batch in batches:
-            with self._autocast():
-                loss = self.objective(batch)
-            (loss * scale).backward()
-            loss_sum += loss.detach().float()
-        mean_loss = float(parallel.all_reduce_sum(loss_sum).item()) / max(tokens, 1)
-        grad_norm = clip_gradients(self.objective.parameters(), self.cfg.optim.grad_clip)
-        skipped = not (math.isfinite(mean_loss) and math.isfinite(grad_norm))
+        """One optimizer step of the objective at the scheduled learning rate."""
         set_lr(self.optimizer, self.cfg.optim.lr * lr_factor(self.step, self.cfg.steps, self.cfg.optim))
-        if not skipped:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(mean_loss, grad_norm, tokens, skipped)
+        return self.objective.train_step(Loop(self.cfg, self.dist, self.optimizer, self.loader, self.step))
 
     # ------------------------------------------------------------------ held-out NLL
     def _eval_docs(self) -> dict[str, list[tuple[list[int], list[int]]]]:
@@ -371,7 +248,14 @@ class Trainer:
         )
 
     def fit(self) -> dict:
-        """Train to `cfg.steps`; checkpoint on schedule and at the end; export the final model."""
+        """Train to `cfg.steps`; checkpoint on schedule and at the end; export the final model.
+        The objective is closed at the end, also when training fails."""
+        try:
+            return self._fit()
+        finally:
+            self.objective.close()
+
+    def _fit(self) -> dict:
         cfg, last = self.cfg, None
         self.objective.train()
         while self.step < cfg.steps:

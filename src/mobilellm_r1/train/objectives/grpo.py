@@ -32,18 +32,24 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..deploy.generate import Generator
-from ..deploy.sampling import SamplingParams
-from ..eval.math_grading import MathJudge, math_gold
-from ..tokenizer import chat_messages
-from .optim import clip_gradients, lr_factor, set_lr
-from .trainer import StepResult, Trainer
+from ...deploy.generate import Generator
+from ...deploy.sampling import SamplingParams
+from ...eval.math_grading import MathJudge, math_gold
+from ...tokenizer import chat_messages
+from ..optim import clip_gradients
+from .base import Loop, Objective, StepResult
+
+if TYPE_CHECKING:
+    from ...model import Transformer
+    from ...tokenizer import Tokenizer
+    from ..config import GRPOSection, TrainConfig
+    from ..parallel import DistInfo
 
 IGNORE = -100
 
@@ -202,30 +208,53 @@ class Rollout:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-class GRPOTrainer(Trainer):
-    """The trainer with GRPO steps (prompts instead of a token mixture; see module docstring)."""
+@dataclass
+class Frozen:
+    """The frozen initial policy, held outside the objective's module tree: never trained,
+    sharded or checkpointed (None when `kl_beta` is 0)."""
 
-    def _build_loader(self) -> PromptSampler:
-        g = self.cfg.grpo
-        if self.dist.distributed:
+    model: Transformer | None
+
+
+class GRPOObjective(Objective):
+    """GRPO steps: prompts instead of a token mixture, sampled, judged and reinforced (module
+    docstring). Runs in one process; the math judge's workers live until `close`."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, grpo: GRPOSection, **loss: Any) -> None:
+        """`loss`: the base class's chunking options (held-out NLL)."""
+        super().__init__(model, **loss)
+        self.judge = MathJudge(workers=grpo.judge_workers)
+        # made before any resume: the reference is always the initial policy
+        frozen = copy.deepcopy(model).eval().requires_grad_(False) if grpo.kl_beta > 0 else None
+        self.reference = Frozen(frozen)
+        self.generator = Generator(model, tokenizer)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        if not cfg.grpo.prompts:
+            raise ValueError("objective grpo needs grpo.prompts (jsonl files of verifiable prompts)")
+
+    @classmethod
+    def build(
+        cls, cfg: TrainConfig, model: Transformer, tokenizer: Tokenizer, dist: DistInfo
+    ) -> GRPOObjective:
+        if dist.distributed:
             raise ValueError("GRPO runs in one process (one GPU or CPU); launch it without torchrun")
-        self.seq_len = self.model.config.max_position_embeddings
-        self.judge = MathJudge(workers=g.judge_workers)
-        self.reference = None
-        if g.kl_beta > 0:  # built before any resume: the reference is always the initial policy
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.generator = Generator(self.model, self.tokenizer)
-        return PromptSampler(load_prompts(g.prompts, system=g.system, domain=g.domain), seed=self.cfg.seed)
+        loss = {"chunk_tokens": cfg.loss_chunk_tokens, "document_mask": cfg.data.document_mask}
+        return cls(model, tokenizer, cfg.grpo, fused_loss=cfg.compile, **loss)
 
-    def fit(self) -> dict:
-        try:
-            return super().fit()
-        finally:
-            self.judge.close()
+    def batches(self, cfg: TrainConfig, tokenizer: Tokenizer, dist: DistInfo) -> tuple[PromptSampler, int]:
+        g = cfg.grpo
+        prompts = load_prompts(g.prompts, system=g.system, domain=g.domain)
+        return PromptSampler(prompts, seed=cfg.seed), self.model.config.max_position_embeddings
+
+    def close(self) -> None:
+        self.judge.close()
 
     # ------------------------------------------------------------------ rollout
-    def _sample(self, prompts: list[Prompt]) -> tuple[list[list[int]], list[list[Any]]]:
-        g = self.cfg.grpo
+    def _sample(self, loop: Loop, prompts: list[Prompt]) -> tuple[list[list[int]], list[list[Any]]]:
+        g = loop.cfg.grpo
         encoded = [
             list(self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)) for p in prompts
         ]
@@ -234,18 +263,18 @@ class GRPOTrainer(Trainer):
             temperature=g.temperature,
             top_p=g.top_p,
             n=g.group_size,
-            seed=self.cfg.seed * 100_003 + self.step,
+            seed=loop.cfg.seed * 100_003 + loop.step,
             stop_token_ids=tuple(self.tokenizer.stop_ids),
         )
-        with self._autocast():
+        with loop.autocast():
             completions = self.generator.generate(encoded, params)
         self.model.train()
         return encoded, completions
 
-    def _rollout(self) -> Rollout:
-        g = self.cfg.grpo
-        prompts = self.loader.take(g.prompts_per_step)
-        encoded, completions = self._sample(prompts)
+    def _rollout(self, loop: Loop) -> Rollout:
+        g = loop.cfg.grpo
+        prompts = loop.loader.take(g.prompts_per_step)
+        encoded, completions = self._sample(loop, prompts)
         pairs = [
             (p.answer, c.text or "") for p, group in zip(prompts, completions, strict=True) for c in group
         ]
@@ -266,7 +295,8 @@ class GRPOTrainer(Trainer):
         )  # fmt: skip
 
     # ------------------------------------------------------------------ loss
-    def _logp(self, model: torch.nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
+    @staticmethod
+    def _logp(model: torch.nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
         """[R, L-1] log-probs of `targets` (0 where IGNORE)."""
         hidden = model(ids[:, :-1], return_hidden=True)  # [R, L-1, d]
         flat_t = targets.flatten()
@@ -275,58 +305,53 @@ class GRPOTrainer(Trainer):
         out[keep] = token_logprobs(hidden.flatten(0, 1)[keep], model.lm_head.weight, flat_t[keep])
         return out.view_as(targets)
 
-    def _per_row(self, fn, roll: Rollout) -> Tensor:
-        g, dev = self.cfg.grpo, self.dist.device
+    def _per_row(self, loop: Loop, model: torch.nn.Module, roll: Rollout) -> Tensor:
+        """`_logp` of every rollout row under `model`, `grpo.micro_batch` rows at a time, on CPU."""
+        size, dev = loop.cfg.grpo.micro_batch, loop.dist.device
         outs = []
-        for lo in range(0, roll.ids.shape[0], g.micro_batch):
-            ids, tg = roll.ids[lo : lo + g.micro_batch].to(dev), roll.targets[lo : lo + g.micro_batch].to(dev)
-            with self._autocast():
-                outs.append(fn(ids, tg).cpu())
+        for lo in range(0, roll.ids.shape[0], size):
+            ids, tg = roll.ids[lo : lo + size].to(dev), roll.targets[lo : lo + size].to(dev)
+            with loop.autocast():
+                outs.append(self._logp(model, ids, tg).cpu())
         return torch.cat(outs)
 
-    def _token_weights(self, targets: Tensor) -> Tensor:
+    @staticmethod
+    def _token_weights(targets: Tensor, loss_agg: str) -> Tensor:
         """[R, L-1] weights that turn per-token losses into the configured mean."""
         mask = (targets != IGNORE).float()
-        if self.cfg.grpo.loss_agg == "token":
+        if loss_agg == "token":
             return mask / mask.sum().clamp(min=1)
         return mask / mask.sum(dim=1, keepdim=True).clamp(min=1) / mask.shape[0]
 
-    def train_step(self) -> StepResult:
-        g, dev = self.cfg.grpo, self.dist.device
-        roll = self._rollout()
+    def train_step(self, loop: Loop) -> StepResult:
+        """Roll out, then `grpo.iterations` optimizer steps over the rollouts."""
+        g, dev = loop.cfg.grpo, loop.dist.device
+        roll = self._rollout(loop)
         with torch.no_grad():
-            if self.reference is not None:
-                roll.ref_logp = self._per_row(lambda i, t: self._logp(self.reference, i, t), roll)
+            if self.reference.model is not None:
+                roll.ref_logp = self._per_row(loop, self.reference.model, roll)
             if g.iterations > 1:
-                roll.old_logp = self._per_row(lambda i, t: self._logp(self.model, i, t), roll)
-        weights = self._token_weights(roll.targets)
-        set_lr(self.optimizer, self.cfg.optim.lr * lr_factor(self.step, self.cfg.steps, self.cfg.optim))
+                roll.old_logp = self._per_row(loop, self.model, roll)
+        weights = self._token_weights(roll.targets, g.loss_agg)
         stats = {"loss": 0.0, "kl": 0.0, "clip": 0.0}
         grad_norm = 0.0
         for _ in range(g.iterations):
             for lo in range(0, roll.ids.shape[0], g.micro_batch):
                 sl = slice(lo, lo + g.micro_batch)
-                part = self._micro_loss(roll, sl, weights[sl].to(dev))
+                part = self._micro_loss(loop, roll, sl, weights[sl].to(dev))
                 for k in stats:
                     stats[k] += part[k] / g.iterations
-            grad_norm = clip_gradients(self.objective.parameters(), self.cfg.optim.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        tokens = sum(roll.lengths)
-        extra = {
-            "reward": roll.rewards.mean().item(),
-            "reward_std": roll.rewards.std(correction=0).item(),
-            "completion_len": tokens / len(roll.lengths),
-            "kl": stats["kl"],
-            "clip_frac": stats["clip"],
-            **roll.extra,
-        }
-        return StepResult(stats["loss"], grad_norm, tokens, skipped=False, extra=extra)
+            grad_norm = clip_gradients(self.parameters(), loop.cfg.optim.grad_clip)
+            loop.optimizer.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+        return StepResult(
+            stats["loss"], grad_norm, sum(roll.lengths), skipped=False, extra=_metrics(roll, stats)
+        )
 
-    def _micro_loss(self, roll: Rollout, sl: slice, w: Tensor) -> dict[str, float]:
-        g, dev = self.cfg.grpo, self.dist.device
+    def _micro_loss(self, loop: Loop, roll: Rollout, sl: slice, w: Tensor) -> dict[str, float]:
+        g, dev = loop.cfg.grpo, loop.dist.device
         ids, tg = roll.ids[sl].to(dev), roll.targets[sl].to(dev)
-        with self._autocast():
+        with loop.autocast():
             logp = self._logp(self.model, ids, tg)
         old = roll.old_logp[sl].to(dev) if roll.old_logp is not None else logp.detach()
         ref = roll.ref_logp[sl].to(dev) if roll.ref_logp is not None else None
@@ -335,3 +360,15 @@ class GRPOTrainer(Trainer):
         loss = (per_tok * w).sum()
         loss.backward()
         return {"loss": float(loss.detach()), "kl": float((kl * w).sum()), "clip": float((clipped * w).sum())}
+
+
+def _metrics(roll: Rollout, stats: dict[str, float]) -> dict[str, float]:
+    """The step's GRPO metrics: reward, its spread, completion length, KL, clip fraction."""
+    return {
+        "reward": roll.rewards.mean().item(),
+        "reward_std": roll.rewards.std(correction=0).item(),
+        "completion_len": sum(roll.lengths) / len(roll.lengths),
+        "kl": stats["kl"],
+        "clip_frac": stats["clip"],
+        **roll.extra,
+    }
