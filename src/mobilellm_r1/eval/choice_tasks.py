@@ -61,8 +61,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from mobilellm_r1.data.records import read_jsonl
 from mobilellm_r1.eval.loglik import Request, TextEncoder, argmax, continuation_logprobs, encode_pair
-from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.metrics import mean_accuracy
 
 __all__ = [

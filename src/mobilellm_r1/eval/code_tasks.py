@@ -34,11 +34,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mobilellm_r1.data.records import read_jsonl
 from mobilellm_r1.deploy.sampling import SamplingParams
 from mobilellm_r1.eval.code_check import CodeCheck, run_checks
 from mobilellm_r1.eval.engines import GenRequest
 from mobilellm_r1.eval.livecodebench import extract_code
-from mobilellm_r1.eval.math_tasks import read_jsonl
 from mobilellm_r1.eval.sandbox import ExecResult
 from mobilellm_r1.eval.tasks import GenTask, GradeContext, Graded, Grouped, Record, pass_summary
 from mobilellm_r1.tokenizer import chat_messages

@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import io
-import itertools
 import json
 import pickle
 import re
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from mobilellm_r1.data.records import iter_jsonl
 from mobilellm_r1.eval.engines import GenRequest
 from mobilellm_r1.eval.lcb_check import (
     DEFAULT_TIMEOUT_S,
@@ -234,15 +233,6 @@ def _normalise(raw: Mapping[str, Any]) -> dict:
     return record
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a (possibly gzip-compressed) JSON-lines file, one at a time (the files are large)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
 def _local_files(path: Path, release: str) -> list[Path]:
     """The jsonl files to read from a file path or a data directory (see :func:`load_livecodebench`)."""
     if path.is_file():
@@ -280,7 +270,7 @@ def _load_hub(hub_id: str, release: str) -> Iterable[dict]:
         from huggingface_hub import hf_hub_download
 
         paths = [Path(hf_hub_download(hub_id, name, repo_type="dataset")) for name in release_files(release)]
-        return itertools.chain.from_iterable(_iter_jsonl(p) for p in paths)
+        return (row for p in paths for row, _ in iter_jsonl(p))  # one row at a time: the files are large
     except Exception as exc:  # any failure falls through to the next loader
         errors.append(f"huggingface_hub: {type(exc).__name__}: {exc}")
     try:
@@ -333,7 +323,7 @@ def load_livecodebench(
         raw = _load_hub(hub_id, release)
     else:
         files = _local_files(Path(path_or_dir), release)
-        raw = itertools.chain.from_iterable(_iter_jsonl(file) for file in files)
+        raw = (row for file in files for row, _ in iter_jsonl(file))
     lo = None if start_date is None else _contest_day(start_date)
     hi = None if end_date is None else _contest_day(end_date)
     records, seen = [], set()
