@@ -38,7 +38,7 @@ from . import parallel
 from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
 from .config import TrainConfig
 from .metrics import METRICS, MetricsLogger, measure_peak_flops
-from .objectives import Loop, Objective, StepResult, objective_class
+from .objectives import Loop, Objective, StepResult, objective_for
 from .objectives.base import autocast
 from .optim import build_optimizer, lr_factor, set_lr
 
@@ -71,13 +71,14 @@ class Trainer:
         self, cfg: TrainConfig, *, resume: bool = False, device: str | None = None, overwrite: bool = False
     ) -> None:
         self.cfg = cfg
+        objective_cls = objective_for(cfg)
         self.dist = parallel.init_distributed(device)
         torch.manual_seed(cfg.seed + self.dist.rank)
         self.out = Path(cfg.out_dir)
         self._claim_out_dir(resume, overwrite)
         self.tokenizer = cfg.model.tokenizer()
         self.model = self._build_model()
-        self.objective = self._wrap(self.model)
+        self.objective = self._wrap(self.model, objective_cls)
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.loader, self.seq_len = self.objective.batches(cfg, self.tokenizer, self.dist)
         self.step, self.bad_steps = 0, 0
@@ -102,7 +103,7 @@ class Trainer:
             return model
         return build_model(m.config(), device=self.dist.device, seed=m.seed)
 
-    def _wrap(self, model: Transformer) -> Objective:
+    def _wrap(self, model: Transformer, objective_cls: type[Objective]) -> Objective:
         """The run's objective around `model` (activation checkpointing, compiled layers and
         FSDP2 sharding applied as configured)."""
         cfg = self.cfg
@@ -111,7 +112,7 @@ class Trainer:
         if cfg.compile:
             for layer in model.layers:
                 layer.compile()
-        objective = objective_class(cfg.objective).build(cfg, model, self.tokenizer, self.dist)
+        objective = objective_cls.build(cfg, model, self.tokenizer, self.dist)
         if self.dist.distributed:
             parallel.apply_fsdp(
                 objective, model.layers, cfg.precision == "bf16", cfg.fsdp_reshard_after_forward

@@ -1,7 +1,8 @@
 """Training objectives behind one protocol (`base.Objective`), one module each, and their registry.
 
-A new objective is one module with an `Objective` subclass and one line in `OBJECTIVES`; the
-recipe's `objective:` is checked against this registry's keys and nothing else names them.
+A new objective is one module with an `Objective` subclass and one line in `OBJECTIVES`. A
+recipe's `objective:` is checked against this registry's keys (`objective_for`, when the run is
+prepared or built; `train/config.py` sits below the objectives and does not import them).
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "grpo": GRPOObjective,  # RL from verifiable rewards
 }
 
-__all__ = ["OBJECTIVES", "Loop", "Objective", "StepResult", "objective_class", "prepare_data"]
+__all__ = ["OBJECTIVES", "Loop", "Objective", "StepResult", "objective_for", "prepare_data"]
 
 
-def objective_class(name: str) -> type[Objective]:
-    """The registered objective `name`; ValueError naming the field and the choices otherwise."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {name!r}")
-    return OBJECTIVES[name]
+def objective_for(cfg: TrainConfig) -> type[Objective]:
+    """The registered objective class of the run `cfg`, once it has checked `cfg`; otherwise a
+    ValueError naming the run and the field (`objective`, or what the objective lacks)."""
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(
+            f"run {cfg.name}: objective: expected one of {list(OBJECTIVES)}, got {cfg.objective!r}"
+        )
+    cls = OBJECTIVES[cfg.objective]
+    try:
+        cls.check_config(cfg)
+    except ValueError as err:
+        raise ValueError(f"run {cfg.name}: {err}") from None
+    return cls
 
 
 def prepare_data(cfg: TrainConfig, device: str | None = None) -> None:
@@ -40,5 +49,5 @@ def prepare_data(cfg: TrainConfig, device: str | None = None) -> None:
     mixture) on rank 0 while the other ranks wait; call it before building the `Trainer`."""
     dist = parallel.init_distributed(device)
     if dist.is_main:
-        objective_class(cfg.objective).prepare(cfg, cfg.model.tokenizer())
+        objective_for(cfg).prepare(cfg, cfg.model.tokenizer())
     parallel.barrier()
