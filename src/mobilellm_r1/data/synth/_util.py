@@ -99,26 +99,6 @@ def boxed(value: Fraction) -> str:
     return f"\\boxed{{{fmt_tex(value)}}}"
 
 
-def take_unique(
-    n: int, make: Callable[[], tuple[Any, T]], accept: Callable[[Any, T], bool], max_tries: int = 0
-) -> list[T]:
-    """Call `make() -> (key, item)` until `n` items with new keys that `accept` are collected."""
-    limit = max_tries or 200 * n + 1000
-    seen: set[Any] = set()
-    items: list[T] = []
-    for _ in range(limit):
-        if len(items) >= n:
-            break
-        key, item = make()
-        if key in seen or not accept(key, item):
-            continue
-        seen.add(key)
-        items.append(item)
-    if len(items) < n:
-        raise RuntimeError(f"could only generate {len(items)} of {n} distinct items")
-    return items
-
-
 def split_counts(total: int, parts: int) -> list[int]:
     """Split `total` into `parts` near-equal non-negative counts (earlier parts get the rest)."""
     base, extra = divmod(total, parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ._codecore import WORDS, CodeTask, build, mixed_case, sentence, template
+from ._codecore import CodeTask, build, mixed_case, sentence, template
 
 TEXT_ARGS = ("text", "sentence", "s")
 
@@ -174,8 +174,3 @@ def longest_word(rng: random.Random) -> CodeTask:
          "    return max({a0}.split(), key=len, default='')\n"],
         lambda s: max(s.split(), key=len, default=""), lambda r: (sentence(r, 6),),
     )  # fmt: skip
-
-
-def words_sample(rng: random.Random) -> list[str]:
-    """A few random words."""
-    return [rng.choice(WORDS) for _ in range(rng.randint(0, 6))]
