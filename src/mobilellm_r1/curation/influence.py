@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..eval.nll import token_mean_nll
 from ..model.model import module_device
 from ..model.padding import pad_rows
 
@@ -173,13 +174,13 @@ def probe_loss(
     """Mean next-token loss over all target tokens of the probing set (L_P), with ``params`` overriding
     the model's parameters by name."""
     full = {**_frozen(model), **(params or {})}
+
+    def sums(ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return _loss_sums(model, full, ids, labels, CHUNK_TOKENS)
+
     with sdpa_kernel(SDPBackend.MATH):
-        total, count = 0.0, 0
-        for _, rows in _batches(probe_rows, batch_size):
-            ids, labels = pad_batch(rows, device=module_device(model))
-            sums, counts = _loss_sums(model, full, ids, labels, CHUNK_TOKENS)
-            total, count = total + float(sums.sum()), count + int(counts.sum())
-    return total / max(count, 1)
+        examples = [(row, row) for row in probe_rows]
+        return token_mean_nll(examples, sums, batch_size=batch_size, device=module_device(model))[0]
 
 
 def probe_gradient(
@@ -366,19 +367,6 @@ class DataInfPreconditioner(Preconditioner):
             [(g - a / n) / lam for g, a, lam in zip(q, ak, self.lambdas, strict=True)]
             for q, ak in zip(grads, acc, strict=True)
         ]
-
-
-def influence_query(
-    model: nn.Module,
-    probe_rows: Rows,
-    params: Mapping[str, nn.Parameter],
-    preconditioner: Preconditioner | None = None,
-    *,
-    batch_size: int = 8,
-) -> Query:
-    """The query u = P grad L_P of one probing set (identity P by default)."""
-    g = probe_gradient(model, probe_rows, params, batch_size=batch_size)
-    return (preconditioner or IdentityPreconditioner())(g)
 
 
 # ====================================================================== scoring
