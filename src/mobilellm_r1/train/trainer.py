@@ -28,7 +28,7 @@ from torch import nn
 
 from ..data.mixture import Batch
 from ..data.records import read_records
-from ..eval.nll import reference_examples, text_examples
+from ..eval.nll import reference_examples, text_examples, token_mean_nll
 from ..eval.rankme import rankme_of_model
 from ..model import Transformer, build_model
 from ..model.config import LONG_CONTEXT
@@ -187,6 +187,16 @@ class Trainer:
                 )
         return self._eval_cache
 
+    def _nll_sums(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy of a held-out batch through the objective (so FSDP gathers the
+        weights) and its target count: the forward of `eval.nll.token_mean_nll`."""
+        y = labels[:, 1:]
+        zeros = torch.zeros_like(y)
+        positions = torch.arange(y.shape[1], device=y.device).expand_as(y)
+        with self._autocast():
+            total = self.objective(Batch(ids[:, :-1], y, positions, zeros, zeros[:, 0]), output="nll")
+        return total.float().reshape(1), (y != -100).sum()
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Token-mean NLL on each eval file and task (the paper tracks benchmark NLL, its Fig. 7)
@@ -195,17 +205,8 @@ class Trainer:
         self.objective.eval()
         result = {}
         for name, examples in self._eval_docs().items():
-            total, count = 0.0, 0
-            for ids, labels in examples:
-                t = torch.tensor([ids], device=self.dist.device)
-                y = torch.tensor([labels[1:]], device=self.dist.device)
-                zeros = torch.zeros_like(y)
-                positions = torch.arange(y.shape[1], device=t.device)[None]
-                with self._autocast():
-                    batch = Batch(t[:, :-1], y, positions, zeros, zeros[:, 0])
-                    total += float(self.objective(batch, output="nll"))
-                count += int((y != -100).sum())
-            result[f"nll/{name}"] = total / max(count, 1)
+            nll, _ = token_mean_nll(examples, self._nll_sums, batch_size=1, device=self.dist.device)
+            result[f"nll/{name}"] = nll
         if self.cfg.eval_rankme and self._eval_texts:
             with self._autocast():
                 hidden = _HiddenStates(self.objective)
