@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
+from mobilellm_r1.data.records import read_records
+from mobilellm_r1.eval.nll import model_loss_sums, text_examples, token_mean_nll
 from mobilellm_r1.eval.rankme import rankme_of_model
 from mobilellm_r1.train.config import TrainConfig, load_train_config
 from mobilellm_r1.train.objectives import prepare_data
@@ -64,3 +68,15 @@ def test_rankme_is_logged_at_every_eval_and_matches_the_curation_metric(workdir)
 def test_rankme_can_be_turned_off(workdir) -> None:
     result = Trainer(config("eval_rankme=false", "out_dir=runs/off"), device="cpu").evaluate()
     assert "rankme" not in result and "nll/math" in result
+
+
+def test_held_out_nll_is_the_shared_token_mean(workdir) -> None:
+    """Trainer.evaluate's nll/<file> is eval.nll.token_mean_nll of the plain model on the file's texts."""
+    trainer = Trainer(config("eval_rankme=false", "out_dir=runs/nll"), device="cpu")
+    result = trainer.evaluate()
+    for path in trainer.cfg.eval_files:
+        texts = [r.text for r in itertools.islice(read_records(path), EVAL_DOCS)]
+        rows = text_examples(trainer.tokenizer, texts, trainer.seq_len)
+        with torch.no_grad():
+            want, _ = token_mean_nll([(x, x) for x in rows], model_loss_sums(trainer.model))
+        assert result[f"nll/{Path(path).stem}"] == pytest.approx(want, rel=1e-5)
