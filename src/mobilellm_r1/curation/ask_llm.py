@@ -22,7 +22,6 @@ as the generator's prefill does, and reads the last position (``last_only``).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -150,7 +149,8 @@ class AskLLMScorer:
     """Scores documents with Ask-LLM (see the module docstring for the prompt and the score).
 
     Attributes:
-        model: our Transformer or a causal LM module (see :func:`next_token_logits`), in eval mode.
+        model: our Transformer or a causal LM module (see :func:`next_token_logits`), in eval mode
+            (a checkpoint loads with :func:`mobilellm_r1.model.hf.load_checked`, as every command does).
         tokenizer: our Llama-3 tokenizer or anything with the :class:`ChatTokenizer` methods.
         normalize: ``yes_no`` or ``softmax``.
         use_chat_template: render with ``tokenizer.apply_chat_template``; None: when the tokenizer
@@ -178,21 +178,6 @@ class AskLLMScorer:
             self.use_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.yes_ids = _single_token_ids(self.tokenizer, self.yes_tokens)
         self.no_ids = _single_token_ids(self.tokenizer, self.no_tokens)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: PathLike,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
-        **kwargs: Any,
-    ) -> AskLLMScorer:
-        """Our model + tokenizer from an HF checkpoint directory or hub id (``load_pretrained``)."""
-        from ..model.hf import load_pretrained
-
-        model, tokenizer = load_pretrained(os.fspath(path), device=device, dtype=dtype)
-        return cls(model, tokenizer, **kwargs)
 
     def _prompt_parts(self, domain: str) -> tuple[list[int], list[int]]:
         """Token ids before and after the document for a domain (cached)."""
