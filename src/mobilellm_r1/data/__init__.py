@@ -1,3 +1,4 @@
-"""Data: sources -> tokenized shards (`sources.py`, `shards.py`), weighted multi-source
-mixtures per training phase (`mixture.py`, `recipes.py`), and the embedded synthetic
-reasoning corpus (`synth/`)."""
+"""Data: text sources and their one format dispatch (`sources.py`), JSONL record files read and
+written atomically (`records.py`), tokenized shards (`shards.py`), weighted multi-source mixtures
+per training phase (`mixture.py`, `recipes.py`), SFT conversations and their packed loader
+(`conversations.py`, `packing.py`), and the embedded synthetic reasoning corpus (`synth/`)."""
