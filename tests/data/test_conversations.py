@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections import Counter
@@ -234,6 +235,19 @@ def test_skip_counts_bad_rows_and_rows_without_assistant(tok, tmp_path: Path) ->
     assert stats.skipped == {"malformed_json": 1, "no_target": 1, "missing_field": 1}
     assert any("d.jsonl:4" in e and "generated_solution" in e for e in stats.errors)
     assert tok.decode(examples[1][0][examples[1][1]].tolist()) == "7<|eot_id|>"
+
+
+def test_truncated_gz_is_a_data_error_not_a_raw_eof(tok, tmp_path: Path) -> None:
+    """Conversations read through the one format dispatch: a .gz cut short (a killed download)
+    raised a raw EOFError from the old second dispatch; now it is the readers' DataError naming
+    the file, and with on_error="skip" the rows before the cut are kept."""
+    whole = gzip.compress("".join(json.dumps({"messages": MAPPED}) + "\n" for _ in range(3000)).encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut\.jsonl\.gz: truncated or corrupt file"):
+        load_conversations(ConversationSource("s", str(path)), tok, seq_len=256)
+    _, stats = load_conversations(ConversationSource("s", str(path), on_error="skip"), tok, seq_len=256)
+    assert stats.skipped == {"unreadable_file": 1} and 0 < stats.kept < 3000
 
 
 def test_parquet_source_with_nested_messages(tok, tmp_path: Path) -> None:
