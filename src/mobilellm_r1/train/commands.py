@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..argtypes import positive_int
@@ -61,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .config import load_train_config
     from .objectives import prepare_data
-    from .trainer import Trainer
+    from .trainer import Trainer, check_out_dir
 
     cfg = load_train_config(args.recipe, args.overrides)
     if args.dump_topk:
         return _dump_topk(cfg, args)
+    check_out_dir(Path(cfg.out_dir), args.resume, args.overwrite)  # refuse before preparing data
     prepare_data(cfg, args.device)
     trainer = Trainer(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite)
     summary = trainer.fit()

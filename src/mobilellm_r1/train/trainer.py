@@ -50,6 +50,24 @@ class NonFiniteLossError(RuntimeError):
 RUN_OUTPUTS = (METRICS, "tb", "checkpoints", "final")  # what a run writes under out_dir
 
 
+def check_out_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether a run into `out` must first delete a previous run's outputs (`overwrite` of a
+    used `out`). A used `out` without `resume` or `overwrite` is refused (FileExistsError), and
+    so are both at once; `train` checks this before it prepares any data."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in out_dir, --overwrite replaces it: pass one")
+    found = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if resume or not found:
+        return False
+    if not overwrite:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FileExistsError(
+            f"out_dir {out} is not empty ({shown}): pass --resume to continue that run "
+            "or --overwrite to replace its outputs"
+        )
+    return True
+
+
 class _HiddenStates(nn.Module):
     """The objective seen as `model(ids, return_hidden=True)`, what `eval.rankme` calls;
     going through the objective's forward lets FSDP gather the weights."""
@@ -120,19 +138,10 @@ class Trainer:
         return objective
 
     def _claim_out_dir(self, resume: bool, overwrite: bool) -> None:
-        """A new run needs an empty `out_dir`: one with files is refused, unless `overwrite`
-        (rank 0 then deletes the run outputs `RUN_OUTPUTS`, nothing else)."""
-        if resume and overwrite:
-            raise ValueError("--resume continues the run in out_dir, --overwrite replaces it: pass one")
-        found = sorted(p.name for p in self.out.iterdir()) if self.out.is_dir() else []
-        if resume or not found:
+        """A new run needs an empty `out_dir` (`check_out_dir`); with `overwrite` rank 0 first
+        deletes the run outputs `RUN_OUTPUTS`, nothing else."""
+        if not check_out_dir(self.out, resume, overwrite):
             return
-        if not overwrite:
-            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-            raise FileExistsError(
-                f"out_dir {self.out} is not empty ({shown}): pass --resume to continue that run "
-                "or --overwrite to replace its outputs"
-            )
         if self.dist.is_main:
             for name in RUN_OUTPUTS:
                 path = self.out / name
