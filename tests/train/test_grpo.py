@@ -72,6 +72,18 @@ def test_load_prompts_formats_and_errors(tmp_path) -> None:
         load_prompts([str(path)])
 
 
+def test_load_prompts_bad_lines_name_file_and_line(tmp_path) -> None:
+    """Prompts are read with data.records: a malformed line or a non-object row (which crashed with
+    AttributeError before) is a ValueError naming file:line."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"problem": "1+1?", "answer": "2"}\n\n{"problem": \n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:3: malformed JSON"):
+        load_prompts([str(path)])
+    path.write_text('["a list"]\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:1: expected a JSON object, got list"):
+        load_prompts([str(path)])
+
+
 def test_prompt_sampler_resumes() -> None:
     prompts = load_prompts_stub(7)
     a = PromptSampler(prompts, seed=3)

@@ -28,7 +28,6 @@ groups with a learning signal, plus the trainer's loss / lr / grad norm / tokens
 from __future__ import annotations
 
 import copy
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ...data.records import iter_jsonl
 from ...deploy.generate import Generator
 from ...deploy.sampling import SamplingParams
 from ...eval.math_grading import MathJudge, math_gold
@@ -95,27 +95,21 @@ def load_prompts(paths: list[str], system: str | None = "math", domain: str | No
     style ``question`` + ``answer``, or SFT records with ``messages`` + ``meta.answer``).
 
     Rows whose ``meta.domain`` differs from ``domain`` are skipped (``domain: null`` keeps all).
-    A row without a prompt or an answer raises ValueError naming ``file:line``.
+    A malformed line, or a row without a prompt or an answer, raises ValueError naming ``file:line``.
     """
     prompts = []
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{where}: not JSON ({err.msg})") from None
-                meta_domain = (row.get("meta") or {}).get("domain")
-                if domain and meta_domain and meta_domain != domain:
-                    continue
-                answer = row.get("answer", "")
-                if isinstance(answer, str) and "####" in answer:  # GSM8K: the number after ####
-                    row = row | {"answer": answer.split("####")[-1].strip().replace(",", "")}
-                rid = str(row.get("id", f"{Path(path).stem}:{lineno}"))
-                prompts.append(Prompt(rid, _messages_of(row, where, system), _answer_of(row, where)))
+        for row, where in iter_jsonl(path):
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            meta_domain = (row.get("meta") or {}).get("domain")
+            if domain and meta_domain and meta_domain != domain:
+                continue
+            answer = row.get("answer", "")
+            if isinstance(answer, str) and "####" in answer:  # GSM8K: the number after ####
+                row = row | {"answer": answer.split("####")[-1].strip().replace(",", "")}
+            rid = str(row.get("id", f"{Path(path).stem}:{where.rsplit(':', 1)[1]}"))
+            prompts.append(Prompt(rid, _messages_of(row, where, system), _answer_of(row, where)))
     if not prompts:
         raise ValueError(f"no prompts in {paths}")
     return prompts
