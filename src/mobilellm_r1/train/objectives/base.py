@@ -5,7 +5,7 @@ the model as its one submodule (`model`), so its parameters and state-dict keys 
 the model's; anything else it uses (a teacher, a frozen reference) is kept outside the module
 tree. The loop calls, in this order:
 
-- `check_config(cfg)` (classmethod, from `TrainConfig`): refuse a config it cannot run;
+- `check_config(cfg)` (classmethod, via `objectives.objective_for`): refuse a config it cannot run;
 - `prepare(cfg, tokenizer)` (classmethod, rank 0, before the trainer is built): make the data it
   reads and is missing (see `objectives.prepare_data`);
 - `build(cfg, model, tokenizer, dist)` (classmethod): the objective around the model;
