@@ -8,6 +8,11 @@ from mobilellm_r1.model import ModelConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = 1000
+# `--set` override for train-recipe tests: a 2-layer, 32-wide GQA model (runs in seconds on CPU)
+TINY_MODEL_SET = (
+    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
+    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}"
+)
 
 
 def small_config(**overrides) -> ModelConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import TINY_MODEL_SET
 from mobilellm_r1.cli import main
 from mobilellm_r1.curation.loo import (
     LOOConfig,
@@ -22,8 +23,7 @@ from mobilellm_r1.curation.loo import (
 from mobilellm_r1.data.recipes import MixSource, MixtureRecipe
 
 SMALL_TRAIN = [
-    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
-    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    TINY_MODEL_SET,
     "steps=2",
     "data.micro_batch=2",
     "optim.warmup_steps=1",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_MODEL_SET
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import GRPOSection, load_train_config
@@ -18,8 +19,7 @@ from mobilellm_r1.train.objectives.lm import LMObjective
 from mobilellm_r1.train.trainer import Trainer
 
 SMALL = [
-    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
-    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    TINY_MODEL_SET,
     "data.overrides=[seq_len=32, 'synth={out: data/synth, seed: 0, scale: 0.05}']",
     "data.micro_batch=2",
     "optim.warmup_steps=1",

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch.distributed.checkpoint.state_dict import get_state_dict
 
 import mobilellm_r1.train.checkpoint as ckpt
+from helpers import TINY_MODEL_SET
 from mobilellm_r1.train.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -502,8 +503,7 @@ def test_unlisted_file_is_refused(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ the trainer's run directory
 RUN = [
-    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
-    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    TINY_MODEL_SET,
     "data.overrides=[seq_len=32, 'synth={out: data/synth, seed: 0, scale: 0.02}']",
     "data.micro_batch=2",
     "eval_every=0",

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_MODEL_SET
 from mobilellm_r1.train.config import TrainConfig, load_train_config
 from mobilellm_r1.train.objectives import prepare_data
 from mobilellm_r1.train.optim import clip_gradients
 from mobilellm_r1.train.trainer import Trainer
 
 SMALL = [
-    "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
-    "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}",
+    TINY_MODEL_SET,
     "data.overrides=[seq_len=64, 'synth={out: data/synth, seed: 0, scale: 0.05}']",
     "data.micro_batch=4",
     "optim.warmup_steps=2",

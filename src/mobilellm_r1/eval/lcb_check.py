@@ -356,20 +356,19 @@ def parse_check(result: ExecResult, record: Mapping[str, Any]) -> dict[str, Any]
             status = "timeout" if result.status == "timeout" else "runtime_error"
             tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
             message = f"sandbox status {result.status}" + (f": {tail[0][:200]}" if tail else "")
-            return {
-                "passed": False,
-                "status": status,
-                "n_passed": i,
-                "n_tests": len(tests),
-                "message": message,
-            }
+            return _verdict(status, i, len(tests), message)
         status, message = _judge(frames[i], test, i, is_functional(record))
         if status != "passed":
-            return {
-                "passed": False,
-                "status": status,
-                "n_passed": i,
-                "n_tests": len(tests),
-                "message": message,
-            }
-    return {"passed": True, "status": "passed", "n_passed": len(tests), "n_tests": len(tests), "message": ""}
+            return _verdict(status, i, len(tests), message)
+    return _verdict("passed", len(tests), len(tests), "")
+
+
+def _verdict(status: str, n_passed: int, n_tests: int, message: str) -> dict:
+    """One sample's grading record (``passed`` iff every test passed)."""
+    return {
+        "passed": status == "passed",
+        "status": status,
+        "n_passed": n_passed,
+        "n_tests": n_tests,
+        "message": message,
+    }
