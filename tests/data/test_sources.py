@@ -5,13 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers import SHARED_DATA
+from mobilellm_r1.data.formats.base import SourceFormat, SpecView
 from mobilellm_r1.data.sources import (
+    FORMATS,
     DataError,
     ReadStats,
     SourceSpec,
@@ -322,3 +326,72 @@ def test_gsm8k_with_template() -> None:
         and "\nAnswer: Natalia sold 48/2" in docs[0].text
     )
     assert docs[-1].location == f"{GSM8K}:7473"
+
+
+# ---------------------------------------------------------------------- a new format: one module, one line
+class TsvFormat(SourceFormat):
+    """A toy format, as a new ``data/formats/tsv.py`` would define it: ``id<TAB>text`` lines."""
+
+    name = "tsv"
+    suffixes = (".tsv",)
+
+    def rows(self, spec: SpecView, unit: Unit, stats: ReadStats) -> Iterator[tuple[Any, str]]:
+        with open(unit.path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                key, tab, text = line.rstrip("\n").partition("\t")
+                where = f"{unit.path}:{number}"
+                yield (
+                    ({"id": key, spec.text_field: text} if tab else DataError(where, "no tab", "no_tab")),
+                    where,
+                )
+
+
+def test_a_toy_format_registered_in_one_line_is_read_and_tokenized(tmp_path: Path, monkeypatch) -> None:
+    from mobilellm_r1.data.recipes import MixSource
+    from mobilellm_r1.data.shards import tokenize_source
+    from mobilellm_r1.tokenizer import load_tokenizer
+    from mobilellm_r1.typed_config import ConfigError, from_dict
+
+    texts = [t for t in TEXTS if t.strip() and "\n" not in t][:6]
+    (tmp_path / "raw").mkdir()
+    for part, chunk in (("a", texts[:4]), ("b", texts[4:])):
+        (tmp_path / "raw" / f"{part}.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(chunk)))
+    write_jsonl(tmp_path / "same.jsonl", [{"text": t} for t in texts])
+    recipe_source = {"name": "toy", "weight": 1.0, "files": ["raw"], "format": "tsv"}
+    with pytest.raises(ValueError, match="format must be one of"):
+        SourceSpec("toy", str(tmp_path / "raw"), format="tsv")
+    with pytest.raises(
+        ConfigError, match=r"format: expected one of \['jsonl', 'parquet', 'hf', 'text', 'auto'\]"
+    ):
+        from_dict(MixSource, recipe_source, "sources.0")
+    with pytest.raises(ValueError, match="cannot tell the format of"):
+        list_units(SourceSpec("toy", str(tmp_path / "raw" / "*.tsv")))
+
+    monkeypatch.setitem(FORMATS, "tsv", TsvFormat())  # the one registry line
+    assert from_dict(MixSource, recipe_source, "sources.0").format == "tsv"
+    for spec in (
+        SourceSpec("toy", str(tmp_path / "raw"), format="tsv"),
+        SourceSpec("toy", str(tmp_path / "raw")),
+    ):
+        assert [(u.format, Path(u.path).name) for u in list_units(spec)] == [
+            ("tsv", "a.tsv"),
+            ("tsv", "b.tsv"),
+        ]
+        assert texts_of(spec) == texts
+    (tmp_path / "raw" / "b.tsv").write_text("0\tfine\nno tab here\n")
+    with pytest.raises(DataError, match=r"b\.tsv:2: no tab"):
+        texts_of(SourceSpec("toy", str(tmp_path / "raw")))
+    stats = ReadStats()
+    docs = list(iter_documents(SourceSpec("toy", str(tmp_path / "raw"), on_error="skip"), stats))
+    assert [d.text for d in docs] == [*texts[:4], "fine"] and stats.skipped == {"no_tab": 1}
+
+    (tmp_path / "raw" / "b.tsv").write_text("".join(f"{i}\t{t}\n" for i, t in enumerate(texts[4:])))
+    tok = load_tokenizer()
+    toy = tokenize_source(
+        SourceSpec("toy", str(tmp_path / "raw")), tmp_path / "out", tok, workers=1, progress=False
+    )
+    same = tokenize_source(
+        SourceSpec("same", str(tmp_path / "same.jsonl")), tmp_path / "out", tok, workers=1, progress=False
+    )
+    assert toy["docs"] == same["docs"] == len(texts)
+    assert toy["tokens"] == same["tokens"] > len(texts)

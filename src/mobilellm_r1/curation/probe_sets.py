@@ -32,9 +32,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..atomic import atomic_write
+from ..data.formats import check_format
 from ..data.recipes import SynthSection, recipe_path
 from ..data.records import JsonlWriter
 from ..data.sources import DataError, RowFormatter, SourceSpec, source_rows
@@ -76,7 +77,7 @@ class ProbeSource:
     hub_id: str | None = None  # HF dataset, streamed when no files are given
     subset: str | None = None  # HF config name of hub_id
     split: str = "train"
-    format: Literal["auto", "jsonl", "parquet", "hf", "text"] = "auto"
+    format: str = "auto"  # a key of data.formats.FORMATS, or "auto"
     text_field: str = "text"
     template: str | None = None  # str.format template over row fields instead of text_field
     id_field: str = "id"  # row ids (the row's location when absent)
@@ -88,6 +89,7 @@ class ProbeSource:
             raise ValueError(f"source {self.name!r}: give files or hub_id")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"source {self.name!r}: max_rows must be >= 1, got {self.max_rows}")
+        check_format(self.format)
 
     def specs(self, data_root: str | os.PathLike, score_field: str | None) -> tuple[SourceSpec, SourceSpec]:
         """(the text spec, the reading spec that also fetches the id and score columns)."""

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from .formats import AUTO, FORMATS
+
 NAME = "data"
 HELP = "make, tokenize and mix training data"
 DESCRIPTION = __doc__
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tok.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     tok.add_argument("--name", help="source name (without --recipe)")
     tok.add_argument("--files", nargs="+", help="raw files/globs/dirs (without --recipe)")
-    tok.add_argument("--format", default="auto", choices=["auto", "jsonl", "parquet", "hf", "text"])
+    tok.add_argument("--format", default=AUTO, choices=[AUTO, *FORMATS])
     tok.add_argument("--text-field", default="text")
     tok.add_argument("--template", default=None, help="str.format template over row fields")
     tok.add_argument("--on-error", default="raise", choices=["raise", "skip"])

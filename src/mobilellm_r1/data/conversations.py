@@ -39,6 +39,7 @@ import numpy as np
 
 from ..tokenizer import CHAT_ROLES, SYSTEM_PROMPTS, Tokenizer, validate_messages
 from ..typed_config import bounded
+from .formats import check_format
 from .sources import MAX_SKIP_EXAMPLES, DataError, SourceSpec, source_rows
 
 IGNORE_INDEX = -100
@@ -332,7 +333,7 @@ class ConversationSource:
     path: str | list[str]
     mapper: str = "auto"
     epochs: float = 1.0
-    format: Literal["jsonl", "parquet", "hf", "auto"] = "auto"
+    format: str = "auto"  # a key of data.formats.FORMATS but text, or "auto"
     hf_split: str = "train"
     hf_config: str | None = None
     hf_streaming: bool = False
@@ -346,7 +347,7 @@ class ConversationSource:
         get_mapper(self.mapper)
         if not (self.epochs >= 0 and math.isfinite(self.epochs)):
             raise ValueError(f"source {self.name!r}: epochs must be a finite number >= 0, got {self.epochs}")
-        if self.format == "text":
+        if check_format(self.format) == "text":
             raise ValueError(f"source {self.name!r}: conversations cannot come from plain-text files")
 
     def spec(self) -> SourceSpec:

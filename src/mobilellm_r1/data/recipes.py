@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ..typed_config import bounded, load_config
+from .formats import check_format
 from .mixture import MixtureLoader, TokenSource
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class MixSource:
     subset: str | None = None  # subset / config / folder inside `hub_id`
     path: str | None = None  # tokenized shard directory (default: <shards_root>/<name>)
     files: list[str] = field(default_factory=list)  # raw files/globs for `data tokenize`
-    format: Literal["auto", "jsonl", "parquet", "hf", "text"] = "auto"
+    format: str = "auto"  # a key of data.formats.FORMATS, or "auto"
     text_field: str = "text"
     template: str | None = None  # str.format template over row fields, e.g. "Q: {question}"
     on_error: Literal["raise", "skip"] = "raise"
@@ -43,6 +44,7 @@ class MixSource:
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise ValueError(f"source {self.name!r}: weight must be >= 0, got {self.weight}")
+        check_format(self.format)
 
 
 @dataclass
