@@ -252,7 +252,7 @@ def _verdict(checker: ExecResult, candidate: ExecResult) -> ExecResult:
         verdict = {}
     if verdict.get("passed") is True:
         status, message = "ok", ""
-    elif checker.status == "timeout":
+    elif "timeout" in (checker.status, candidate.status):  # the candidate may hit its CPU limit first
         status, message = "timeout", "time limit exceeded"
     else:
         status = "error"
