@@ -4,7 +4,8 @@ The format (train/checkpoint.py) needs DCP's safetensors storage (`HuggingFaceSt
 / `HuggingFaceStorageReader`), which older torch releases lack or spell differently. This script
 saves a small model with its AdamW state on the given device, scrambles both, loads the
 checkpoint back and compares every tensor bit for bit; then it corrupts one shard and checks
-that `resume_latest` falls back to the previous checkpoint. It prints one table.
+that `resume_latest` falls back to the previous checkpoint. It prints one table and writes it
+to `benchmarks/results/checkpoint_roundtrip_<device>_<date>.json`.
 
     python benchmarks/diag/checkpoint_roundtrip.py --device cuda
 """
@@ -12,6 +13,7 @@ that `resume_latest` falls back to the previous checkpoint. It prints one table.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import warnings
@@ -21,6 +23,9 @@ import torch
 
 from mobilellm_r1.model import ModelConfig, build_model
 from mobilellm_r1.train.checkpoint import load_checkpoint, resume_latest, save_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import dated_result, result_header, write_result
 
 
 def _model_and_optim(device: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -58,6 +63,9 @@ def _scramble(model: torch.nn.Module, optim: torch.optim.Optimizer) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--out", default=None, help="result JSON (default: a dated file in benchmarks/results)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     model, optim = _model_and_optim(args.device)
@@ -87,6 +95,10 @@ def main() -> None:
         rows.append(("corrupt step 2 -> resumed from", path.name))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    device_kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    result = {**result_header("checkpoint_roundtrip", device=args.device), "checks": dict(rows)}
+    result["command"] = " ".join(["python", "benchmarks/diag/checkpoint_roundtrip.py", *sys.argv[1:]])
+    write_result(result, args.out or dated_result(f"checkpoint_roundtrip_{device_kind}"))
 
 
 if __name__ == "__main__":
