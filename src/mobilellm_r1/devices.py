@@ -2,6 +2,7 @@
 
 resolve_device("cuda")      # ValueError "--device cuda: CUDA is not available on this machine; ..."
 parser.add_argument("--device", type=device_arg)   # the same check as a usage error (exit 2)
+add_device_argument(parser)                         # that option, with the usual help
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ def device_arg(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default_help: str = "cuda when available") -> None:
+    """The `--device` option of a command (checked by :func:`device_arg`; None when not given)."""
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help=f"cpu, cuda or cuda:N (default: {default_help})"
+    )

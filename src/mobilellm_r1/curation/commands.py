@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 
 from ..argtypes import fraction, positive_float, positive_int, probability
-from ..devices import device_arg, resolve_device
+from ..devices import add_device_argument, resolve_device
 
 NAME = "curate"
 HELP = "curate data: quality filters, Ask-LLM, dedup, RankMe"
@@ -43,14 +43,8 @@ def _io(parser: argparse.ArgumentParser, output: bool = True) -> None:
 
 def _model_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--model", required=required, help="HF-format checkpoint directory or hub id")
-    _device(parser)
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=positive_int, default=16)
-
-
-def _device(parser: argparse.ArgumentParser, default_help: str = "cuda when available") -> None:
-    parser.add_argument(
-        "--device", type=device_arg, default=None, help=f"cpu, cuda or cuda:N (default: {default_help})"
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flt.add_argument("--classifier", default=None, help="HF sequence-classification dir or hub id")
     flt.add_argument("--threshold", type=float, default=4.0, help="keep classifier score > this")
     flt.add_argument("--round", action="store_true", help="round scores to int first (FineWeb-Edu)")
-    _device(flt)
+    add_device_argument(flt)
     flt.set_defaults(curate_run=run_filter)
 
     ask = actions.add_parser("ask-llm", help="Ask-LLM scoring with a causal LM; keep the top fraction")
@@ -93,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lo.add_argument("--config", required=True, help="config file or shipped name")
     lo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     lo.add_argument("--out", default=None, help="output directory (default: the config's out)")
-    _device(lo)
+    add_device_argument(lo)
     lo.set_defaults(curate_run=run_loo)
 
     mx = actions.add_parser("mix", help="Eq. 5 source weights from influence scores -> a data recipe")
@@ -116,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     co = actions.add_parser("coevolve", help="data-model co-evolution (Eq. 6-7): score, filter, mix, train")
     co.add_argument("--config", required=True, help="config file or shipped name")
     co.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    _device(co)
+    add_device_argument(co)
     co.set_defaults(curate_run=run_coevolve)
 
     ps = actions.add_parser("probe-sets", help="representative subsets and capability-probing sets")
@@ -138,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None)
     inf.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=None)
     inf.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the JVPs")
-    _device(inf, "cuda:<LOCAL_RANK> when available, else cpu")
+    add_device_argument(inf, "cuda:<LOCAL_RANK> when available, else cpu")
     inf.add_argument(
         "--max-chunks", type=positive_int, default=None, help="stop after this many chunks per rank"
     )

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .generate import Completion
 
 from ..argtypes import Command, non_negative_float, non_negative_int, positive_int, probability
-from ..devices import device_arg
+from ..devices import add_device_argument
 from ..model.config import DTYPE_NAMES
 
 REPLACEMENT_CHAR = "\ufffd"
@@ -175,9 +175,7 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)"
     )
-    parser.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--dtype", choices=DTYPE_NAMES, default=None, help="compute dtype (default: the checkpoint's)"
     )

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..argtypes import non_negative_float, positive_int
-from ..devices import device_arg
+from ..devices import add_device_argument
 
 NAME = "eval"
 HELP = "evaluate a model on the paper's benchmarks (pass@k, log-likelihood)"
@@ -64,9 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=16, help="prompts per generation/loglik batch"
     )
-    parser.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
+    add_device_argument(parser)
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: the checkpoint's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
 
