@@ -26,6 +26,7 @@ builtin names a task redefines).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -218,6 +219,7 @@ os.write(1, ("\n" + _cfg["marker"] + json.dumps(_verdict) + "\n").encode("utf-8"
 '''
 
 
+@functools.cache
 def _source(main: str) -> str:
     helpers = "\n\n".join(inspect.getsource(fn) for fn in (encode_plain, decode_plain))
     return "from __future__ import annotations\n" + _COMMON + "\n\n" + helpers + "\n" + main

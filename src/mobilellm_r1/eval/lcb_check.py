@@ -32,6 +32,7 @@ true) is a wrong answer.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -259,6 +260,7 @@ else:
 '''
 
 
+@functools.cache
 def _harness_source() -> str:
     """The program run in the sandbox: stdlib imports, :func:`encode_plain`, the test driver."""
     header = (
@@ -350,14 +352,14 @@ def parse_check(result: ExecResult, record: Mapping[str, Any]) -> dict[str, Any]
     the harness did not report on (killed by the sandbox, out of memory, os._exit) is "timeout" when
     the sandbox timed the run out, else "runtime_error", with the tail of its stderr as message.
     """
-    tests, frames = record_tests(record), _frames(result.stdout)
+    tests, frames, functional = record_tests(record), _frames(result.stdout), is_functional(record)
     for i, test in enumerate(tests):
         if i not in frames:
             status = "timeout" if result.status == "timeout" else "runtime_error"
             tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
             message = f"sandbox status {result.status}" + (f": {tail[0][:200]}" if tail else "")
             return _verdict(status, i, len(tests), message)
-        status, message = _judge(frames[i], test, i, is_functional(record))
+        status, message = _judge(frames[i], test, i, functional)
         if status != "passed":
             return _verdict(status, i, len(tests), message)
     return _verdict("passed", len(tests), len(tests), "")

@@ -280,7 +280,7 @@ def _status(returncode: int | None, stderr: str, timed_out: bool) -> Status:
         return "ok"
     if "MemoryError" in stderr:
         return "oom"
-    return "killed" if returncode is not None and returncode < 0 else "error"
+    return "killed" if returncode < 0 else "error"
 
 
 def _prepare_dir(source: str, stdin: str) -> str:
