@@ -125,11 +125,11 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         raise CheckpointError(f"{source}: expected a JSON object, got {type(hf).__name__}")
     try:
         return _parse_hf_config(hf, source)
+    except CheckpointError:
+        raise
     except KeyError as err:
         raise CheckpointError(f"{source}: missing field {err}") from err
     except (TypeError, ValueError, AttributeError) as err:
-        if isinstance(err, CheckpointError):
-            raise
         raise CheckpointError(f"{source}: {err}") from err
 
 

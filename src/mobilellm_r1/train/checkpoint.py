@@ -333,7 +333,8 @@ def _join(tensors: dict[str, Any], data: dict[str, Any], like: dict[str, Any]) -
 def _tensors_only(state: dict[str, Any], model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tensors DCP stores, JSON-able rest); a tied head is stored once (as the embedding)."""
     tensors, data = _split(state)
-    tensors["model"] = {k: v for k, v in tensors["model"].items() if k not in _tied_names(model)}
+    tied = _tied_names(model)
+    tensors["model"] = {k: v for k, v in tensors["model"].items() if k not in tied}
     return tensors, data
 
 

@@ -41,6 +41,7 @@ from ...data.records import iter_jsonl
 from ...deploy.generate import Generator
 from ...deploy.sampling import SamplingParams
 from ...eval.math_grading import MathJudge, math_gold
+from ...model.padding import pad_rows
 from ...tokenizer import chat_messages
 from ..optim import clip_gradients
 from .base import Loop, Objective, StepResult
@@ -275,13 +276,8 @@ class GRPOObjective(Objective):
         verdicts = self.judge.judge_many(pairs, "boxed")
         rewards = torch.tensor([float(v.correct) for v in verdicts]).view(len(prompts), g.group_size)
         rows = [(ids, c.token_ids) for ids, group in zip(encoded, completions, strict=True) for c in group]
-        width = max(len(p) + len(c) for p, c in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        targets = torch.full((len(rows), width - 1), IGNORE, dtype=torch.long)
-        for r, (p, c) in enumerate(rows):
-            seq = torch.tensor(p + c)
-            ids[r, : len(seq)] = seq
-            targets[r, len(p) - 1 : len(seq) - 1] = seq[len(p) :]
+        ids = pad_rows([p + c for p, c in rows], 0)
+        targets = pad_rows([[IGNORE] * (len(p) - 1) + c for p, c in rows], IGNORE)
         has_signal = (rewards.std(dim=1) > 0).float().mean().item()
         return Rollout(
             ids, targets, group_advantages(rewards).flatten(), rewards, [len(c) for _, c in rows],
