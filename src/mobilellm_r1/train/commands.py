@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..argtypes import positive_int
-from ..devices import device_arg
+from ..devices import add_device_argument
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -42,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_dir.add_argument(
         "--overwrite", action="store_true", help="delete a previous run's outputs in out_dir first"
     )
-    parser.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
+    add_device_argument(parser)
     dump = parser.add_argument_group("offline top-k distillation (objective kd)")
     dump.add_argument("--dump-topk", action="store_true", help="write the teacher top-k store, do not train")
     dump.add_argument(
