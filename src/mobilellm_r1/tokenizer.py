@@ -330,7 +330,7 @@ class Tokenizer:
         }
         if model_max_length is not None:
             config["model_max_length"] = int(model_max_length)
-        atomic_write(directory / "tokenizer.json", self._tokenizer_json())
+        atomic_write(directory / "tokenizer.json", self.to_hf_json())
         atomic_write(
             directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n"
         )
@@ -339,7 +339,19 @@ class Tokenizer:
         atomic_write(directory / "chat_template.jinja", self.chat_template)
         return directory
 
-    def _tokenizer_json(self) -> str:
+    def fingerprint(self) -> str:
+        """sha256 of what decides the ids: the ranks, the special tokens and the split regex
+        (not the chat template, nor where the tokenizer was loaded from)."""
+        digest = hashlib.sha256(self.pat_str.encode())
+        for token, rank in sorted(self._ranks.items(), key=lambda kv: kv[1]):
+            digest.update(b"%d:%s;" % (rank, token.hex().encode()))
+        for name, i in sorted(self._special_tokens.items(), key=lambda kv: kv[1]):
+            digest.update(f"{i}:{name};".encode())
+        return digest.hexdigest()
+
+    def to_hf_json(self) -> str:
+        """The Hugging Face ``tokenizer.json`` text of this tokenizer (byte-level BPE: vocab of
+        byte-level strings, merges, the split regex and the special tokens)."""
         text = _TOKENIZER_JSON_CACHE.get(self._enc)
         if text is None:
             text = _build_tokenizer_json(self._ranks, self._special_tokens, self.pat_str)
@@ -351,7 +363,7 @@ def _build_tokenizer_json(ranks: dict[bytes, int], specials: Mapping[str, int], 
     """Serialize to HF ``tokenizer.json`` with transformers' TikTokenConverter.
 
     Slow: recovering ~280k merges from the ranks takes ~1.3 s and building the ``tokenizers`` BPE
-    another ~1 s on one CPU core, hence the per-Encoding cache in ``Tokenizer._tokenizer_json``.
+    another ~1 s on one CPU core, hence the per-Encoding cache in ``Tokenizer.to_hf_json``.
     """
     from tokenizers import AddedToken, processors
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -432,26 +444,39 @@ def _read_tokenizer_json(path: Path) -> tuple[dict[bytes, int], dict[str, int], 
     Ranks are the token ids, which is exact for vocabularies converted from tiktoken (Llama 3).  Without
     a ``Split`` pre-tokenizer the Llama-3 split regex is used.
     """
-    data = json.loads(path.read_text(encoding="utf-8"))
+    return parse_hf_tokenizer_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_hf_tokenizer_json(text: str, source: str) -> tuple[dict[bytes, int], dict[str, int], str]:
+    """`tokenizer.json` text -> (tiktoken ranks, special tokens, split regex); errors name `source`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: tokenizer.json is not valid JSON ({exc})") from None
     model = data.get("model") or {}
     if model.get("type") != "BPE" or not _is_byte_level([data.get("pre_tokenizer"), data.get("decoder")]):
-        raise ValueError(f"{path}: not a byte-level BPE tokenizer.json (model type {model.get('type')!r})")
+        raise ValueError(f"{source}: not a byte-level BPE tokenizer.json (model type {model.get('type')!r})")
+    specials = {tok["content"]: int(tok["id"]) for tok in data.get("added_tokens", [])}
+    try:
+        ranks = ranks_from_byte_level_vocab(model["vocab"], set(specials.values()))
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return ranks, specials, _split_regex(data.get("pre_tokenizer")) or LLAMA3_PAT_STR
+
+
+def ranks_from_byte_level_vocab(vocab: Mapping[str, int], special_ids: set[int]) -> dict[bytes, int]:
+    """BPE ranks from a byte-level vocabulary (token text in GPT-2's byte-to-unicode alphabet ->
+    id), leaving out the special ids. Ranks are the ids, which is exact for vocabularies converted
+    from tiktoken (Llama 3)."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
-    specials = {tok["content"]: int(tok["id"]) for tok in data.get("added_tokens", [])}
-    special_ids = set(specials.values())
     try:
-        ranks = {
-            bytes(byte_of[c] for c in token): int(i)
-            for token, i in model["vocab"].items()
-            if i not in special_ids
+        return {
+            bytes(byte_of[c] for c in token): int(i) for token, i in vocab.items() if i not in special_ids
         }
     except KeyError as exc:
-        raise ValueError(
-            f"{path}: vocab entry uses a character outside the byte-level alphabet: {exc}"
-        ) from None
-    return ranks, specials, _split_regex(data.get("pre_tokenizer")) or LLAMA3_PAT_STR
+        raise ValueError(f"vocab entry uses a character outside the byte-level alphabet: {exc}") from None
 
 
 def _read_chat_template(directory: Path) -> str | None:

@@ -427,31 +427,44 @@ class Generator:
             host_done[row] = done[row]
         return all(done)
 
-    @staticmethod
-    def _first_stop(text: str, stops: Sequence[str]) -> int | None:
-        """Index where the earliest stop string starts in `text`, or None."""
-        hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-        return min(hits) if hits else None
-
     def _has_stop_string(self, ids: list[int], params: SamplingParams) -> bool:
         if self.tokenizer is None:
             raise ValueError("stop_strings need a tokenizer")
-        return self._first_stop(self.tokenizer.decode(ids), params.stop_strings) is not None
+        return first_stop(self.tokenizer.decode(ids), params.stop_strings) is not None
 
     def _completions(
         self, host: list[list[int]], n_prompts: int, params: SamplingParams, stop_ids: set[int]
     ) -> list[list[Completion]]:
         result: list[list[Completion]] = [[] for _ in range(n_prompts)]
         for row, ids in enumerate(host):
-            cut = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), None)
-            reason = "stop" if cut is not None else "length"
-            ids = ids[:cut] if cut is not None else ids
-            text = None
-            if self.tokenizer is not None:
-                body = ids[:-1] if cut is not None else ids
-                text = self.tokenizer.decode(body)
-                stop_at = self._first_stop(text, params.stop_strings)
-                if stop_at is not None:
-                    text, reason = text[:stop_at], "stop"
-            result[row // params.n].append(Completion(row // params.n, row % params.n, ids, text, reason))
+            prompt, sample = divmod(row, params.n)
+            result[prompt].append(make_completion(prompt, sample, ids, self.tokenizer, params, stop_ids))
         return result
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index where the earliest stop string starts in `text`, or None."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def make_completion(
+    prompt_index: int,
+    sample_index: int,
+    ids: list[int],
+    tokenizer: Tokenizer | None,
+    params: SamplingParams,
+    stop_ids: set[int],
+) -> Completion:
+    """A sample's ids cut after its first stop token, and its text (without the stop token) cut
+    before the first stop string; finish_reason "stop" if either ended it, else "length"."""
+    cut = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), None)
+    reason = "stop" if cut is not None else "length"
+    ids = ids[:cut] if cut is not None else ids
+    text = None
+    if tokenizer is not None:
+        text = tokenizer.decode(ids[:-1] if cut is not None else ids)
+        stop_at = first_stop(text, params.stop_strings)
+        if stop_at is not None:
+            text, reason = text[:stop_at], "stop"
+    return Completion(prompt_index, sample_index, ids, text, reason)

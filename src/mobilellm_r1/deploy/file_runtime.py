@@ -1,0 +1,112 @@
+"""Generation from an exported file (`.pte`, `.gguf`) with the PyTorch engine's rules.
+
+A format's runtime (`FileRuntime`) only runs the network: `forward(ids, start)` writes `ids`
+into its KV cache from position `start` (dropping whatever the cache held from there on) and
+returns the next-token logits after the last of them. `FileGenerator` does everything around
+it exactly as `deploy.generate.Generator` does: the same `SamplingParams` (greedy, temperature,
+top-k, top-p through `select_tokens`), stop ids, stop strings, `n` samples, streaming callback
+and `Completion`s. The prompt is prefilled once and its `n` samples continue from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from ..tokenizer import Tokenizer
+from .generate import Completion, StreamFn, first_stop, make_completion
+from .sampling import SamplingParams, select_tokens
+
+
+class FileRuntime(Protocol):
+    """An exported model loaded in its runtime (batch 1)."""
+
+    path: str
+    metadata: dict[str, str]  # export metadata without the `mobilellm_r1.` prefix
+    tokenizer: Tokenizer  # rebuilt from the file, checked against metadata["tokenizer_sha256"]
+    max_context: int  # positions the file's KV cache holds
+    vocab_size: int
+    eos_token_id: list[int]
+
+    def forward(self, ids: Sequence[int], start: int) -> torch.Tensor:
+        """Logits [vocab] (float32) after `ids`, written at positions start .. start+len-1."""
+        ...
+
+
+class FileGenerator:
+    """`Generator.generate`'s interface over a `FileRuntime`, one sample at a time."""
+
+    def __init__(self, runtime: FileRuntime) -> None:
+        self.runtime = runtime
+        self.tokenizer = runtime.tokenizer
+
+    def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt")
+        if isinstance(prompts[0], str):
+            return [self.tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
+        out = [list(p) for p in prompts]  # type: ignore[arg-type]
+        if any(not p for p in out):
+            raise ValueError(f"prompt {next(i for i, p in enumerate(out) if not p)} is empty")
+        return out
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams | None = None,
+        stream: StreamFn | None = None,
+    ) -> list[list[Completion]]:
+        """Continue every prompt `params.n` times -> completions[prompt][sample]."""
+        params = params or SamplingParams()
+        encoded = self._encode(prompts)
+        longest = max(len(p) for p in encoded) + params.max_new_tokens
+        if longest > self.runtime.max_context:
+            raise ValueError(
+                f"prompt + max_new_tokens = {longest} exceeds the context of {self.runtime.path} "
+                f"({self.runtime.max_context}; export it with a larger --max-context)"
+            )
+        stop_ids = set(params.stop_token_ids or self.runtime.eos_token_id)
+        gen = None
+        if not params.greedy:
+            gen = torch.Generator().manual_seed(
+                params.seed if params.seed is not None else int(torch.seed() % 2**63)
+            )
+        result = []
+        for i, ids in enumerate(encoded):
+            prompt_logits = self.runtime.forward(ids, 0)
+            samples = []
+            for j in range(params.n):
+                emit = functools.partial(stream, i, j) if stream is not None else None
+                new = self._sample(ids, prompt_logits, params, stop_ids, gen, emit)
+                samples.append(make_completion(i, j, new, self.tokenizer, params, stop_ids))
+            result.append(samples)
+        return result
+
+    def _sample(
+        self,
+        prompt: list[int],
+        logits: torch.Tensor,
+        params: SamplingParams,
+        stop_ids: set[int],
+        gen: torch.Generator | None,
+        emit: Callable[[list[int]], object] | None,
+    ) -> list[int]:
+        """One sample's new ids (its stop token included)."""
+        out: list[int] = []
+        tail = 4 * max((len(s) for s in params.stop_strings), default=0) + 4
+        while True:
+            noise = None if gen is None else torch.empty(1, logits.shape[-1]).exponential_(generator=gen)
+            tok = int(select_tokens(logits[None].float(), params, noise)[0])
+            out.append(tok)
+            if emit is not None:
+                emit([tok])
+            if tok in stop_ids or len(out) == params.max_new_tokens:
+                return out
+            recent = self.tokenizer.decode(out[-tail:]) if params.stop_strings else ""
+            if first_stop(recent, params.stop_strings) is not None:
+                return out
+            logits = self.runtime.forward([tok], len(prompt) + len(out) - 1)
