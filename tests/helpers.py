@@ -1,10 +1,15 @@
-"""Shared test helpers: the `../shared/data` location and a small random-model config."""
+"""Shared test helpers: the `../shared/data` location, a small random-model config and a
+PyTorch stand-in for an exported file's runtime."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from mobilellm_r1.model import ModelConfig
+from mobilellm_r1.model.model import KVCache, Transformer
+from mobilellm_r1.tokenizer import Tokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = 1000
@@ -32,3 +37,21 @@ def small_config(**overrides) -> ModelConfig:
         eos_token_id=[2],
     )
     return ModelConfig(**{**values, **overrides})
+
+
+class TorchRuntime:
+    """A FileRuntime over our own model and KV cache (batch 1)."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, max_context: int) -> None:
+        self.model, self.tokenizer, self.max_context = model, tokenizer, max_context
+        self.path, self.metadata = "torch-runtime", {}
+        self.vocab_size = model.config.vocab_size
+        self.eos_token_id = list(model.config.eos_token_id)
+        self.cache = KVCache(model.config, 1, max_context, dtype=torch.float32)
+        self.calls: list[tuple[int, int]] = []  # (start, len(ids)) of every forward
+
+    def forward(self, ids: list[int], start: int) -> torch.Tensor:
+        self.calls.append((start, len(ids)))
+        pos = torch.arange(start, start + len(ids))
+        logits = self.model(torch.tensor([ids]), cache=self.cache, cache_pos=pos)
+        return logits[0, -1].float()

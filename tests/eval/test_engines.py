@@ -40,25 +40,27 @@ def test_local_engine_matches_generator_one_by_one(model, tokenizer) -> None:
     requests.append(GenRequest("chat", messages=chat_messages("What is 2+2?", system="math")))
     params = SamplingParams(max_new_tokens=6)
     done = []
-    results = LocalEngine(model, tokenizer, batch_size=3).generate(requests, params, progress=done.append)
+    results = LocalEngine.for_model(model, tokenizer, batch_size=3).generate(
+        requests, params, progress=done.append
+    )
     assert sum(done) == len(requests)
     gen = Generator(model, tokenizer)
     for req, res in zip(requests, results, strict=True):
-        ids = LocalEngine(model, tokenizer).encode(req)
+        ids = LocalEngine.for_model(model, tokenizer).encode(req)
         alone = gen.generate([ids], params)[0][0].text
         assert res.texts == [alone]
         assert res.seconds > 0
-    chat_ids = LocalEngine(model, tokenizer).encode(requests[-1])
+    chat_ids = LocalEngine.for_model(model, tokenizer).encode(requests[-1])
     assert chat_ids == tokenizer.apply_chat_template(requests[-1].messages, add_generation_prompt=True)
 
 
 def test_local_engine_n_samples_and_context_clip(model, tokenizer) -> None:
     params = SamplingParams(max_new_tokens=10_000, temperature=1.0, n=3, seed=1)
-    (res,) = LocalEngine(model, tokenizer).generate([GenRequest("a", prompt="Hello")], params)
+    (res,) = LocalEngine.for_model(model, tokenizer).generate([GenRequest("a", prompt="Hello")], params)
     assert len(res.texts) == 3 and len(res.finish_reasons) == 3  # clipped to the 256-token context
     long = GenRequest("b", prompt="word " * 400)
     with pytest.raises(ValueError, match=r"request b: prompt of .* fills the 256-token context"):
-        LocalEngine(model, tokenizer).generate([long], SamplingParams(max_new_tokens=4))
+        LocalEngine.for_model(model, tokenizer).generate([long], SamplingParams(max_new_tokens=4))
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):
@@ -230,3 +232,19 @@ def test_openai_engine_server_error_is_retried_then_one_line(server) -> None:
     with pytest.raises(ServerError, match=r"^request p: POST \S+: HTTP 500: Traceback .* KeyError: 'x'$"):
         engine.generate([GenRequest("p", prompt="x")], SamplingParams())
     assert len(_FakeOpenAI.calls) == 2  # 5xx is retried
+
+
+def test_local_engine_runs_an_exported_file_runtime_like_the_checkpoint(model, tokenizer):
+    """An engine over `FileGenerator` (as for a .pte / .gguf) gives the checkpoint's results."""
+    from helpers import TorchRuntime
+    from mobilellm_r1.deploy.file_runtime import FileGenerator
+
+    requests = [
+        GenRequest("p", prompt="One two"),
+        GenRequest("c", messages=[{"role": "user", "content": "Hi"}]),
+    ]
+    params = SamplingParams(max_new_tokens=6, n=2)
+    want = LocalEngine.for_model(model, tokenizer, batch_size=2).generate(requests, params)
+    runtime = TorchRuntime(model, tokenizer, model.config.max_position_embeddings)
+    got = LocalEngine(FileGenerator(runtime), tokenizer, runtime.max_context).generate(requests, params)
+    assert [(r.texts, r.finish_reasons) for r in got] == [(r.texts, r.finish_reasons) for r in want]

@@ -157,7 +157,7 @@ def test_toy_tasks_run_end_to_end_once_registered(tmp_path, toy_data, monkeypatc
 
     tokenizer = load_tokenizer()
     model = build_model(preset("tiny"), seed=0).eval()
-    engine = LocalEngine(model, tokenizer, batch_size=4)
+    engine = LocalEngine.for_model(model, tokenizer, batch_size=4)
     out = tmp_path / "out"
     opts = EvalOptions(tasks=["toy_add", "toy_pick"], data_dir=toy_data, out_dir=out, n=2, max_new_tokens=3)
     summary = Evaluator(opts, engine=engine, model=model, tokenizer=tokenizer).run()

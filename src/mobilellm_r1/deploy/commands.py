@@ -11,10 +11,10 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..model.config import ModelConfig
     from ..tokenizer import Tokenizer
     from .generate import Completion
 
@@ -150,7 +150,12 @@ def _print_stats(n_prompt: int, completions: Sequence[Completion], seconds: floa
 
 
 def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (or hub id)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="checkpoint directory, hub id, or a file written by `export` (.pte, .gguf)",
+    )
     parser.add_argument("--prompt", required=True, metavar="TEXT", help="prompt text, or '-' to read stdin")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument(
@@ -184,18 +189,27 @@ def _add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the decode step (CUDA graphs on GPU; one prompt on a GPU runs the fused Triton step)",
     )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N", help="CPU threads (default: the runtime's)"
+    )
     parser.add_argument("--no-stream", action="store_true", help="print the text only when done")
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """`generate`: load a checkpoint and continue one prompt."""
-    from ..model.hf import load_checked
-    from .generate import Generator
+    """`generate`: load a checkpoint or an exported file and continue one prompt."""
+    from .load import load_for_generation
     from .sampling import SamplingParams
 
     prompt = _read_prompt(args.prompt)
-    model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
-    ids = build_prompt_ids(tokenizer, prompt, args.chat, args.system)
+    loaded = load_for_generation(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        threads=args.threads,
+        sync_every=16 if args.no_stream or args.n > 1 else 4,
+    )
+    ids = build_prompt_ids(loaded.tokenizer, prompt, args.chat, args.system)
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -207,10 +221,9 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     stream = None
     if args.n == 1 and not args.no_stream:
-        stream = StreamPrinter(tokenizer, _config_stop_ids(model.config), args.stop)
-    generator = Generator(model, tokenizer, compile=args.compile, sync_every=4 if stream else 16)
+        stream = StreamPrinter(loaded.tokenizer, loaded.eos_token_id, args.stop)
     start = time.perf_counter()
-    completions = generator.generate([ids], params, stream=stream)[0]
+    completions = loaded.generator.generate([ids], params, stream=stream)[0]
     seconds = time.perf_counter() - start
     if stream is not None:
         stream.finish(completions[0].text or "")
@@ -220,11 +233,6 @@ def run_generate(args: argparse.Namespace) -> int:
         _print_samples(completions)
     _print_stats(len(ids), completions, seconds)
     return 0
-
-
-def _config_stop_ids(cfg: ModelConfig) -> list[int]:
-    """The ids that end generation by default (the config's eos ids)."""
-    return list(cfg.eos_token_id)
 
 
 GENERATE = Command(
@@ -250,4 +258,88 @@ examples:
 )
 
 
-COMMANDS = (GENERATE,)
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .formats import FORMATS
+
+    parser.add_argument(
+        "--model", required=True, metavar="DIR", help="checkpoint directory (ours or transformers')"
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="output file (.pte or .gguf)")
+    parser.add_argument(
+        "--format", choices=list(FORMATS), default=None, help="file format (default: from the --out suffix)"
+    )
+    quants = "; ".join(f"{f.name}: {', '.join(f.quants)} (default {f.quants[0]})" for f in FORMATS.values())
+    parser.add_argument("--quant", default=None, metavar="Q", help=quants)
+    parser.add_argument(
+        "--max-context",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="positions the file's KV cache holds (default: the model's max_position_embeddings)",
+    )
+    parser.add_argument(
+        "--group-size",
+        type=positive_int,
+        default=None,
+        metavar="G",
+        help="4-bit weight group of linear layers (default: 128, or 32 where 128 does not divide a width)",
+    )
+    parser.add_argument(
+        "--embedding-group-size",
+        type=positive_int,
+        default=32,
+        metavar="G",
+        help="4-bit embedding group for pte 8da4w (default: 32)",
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`export`: write one on-device file from a checkpoint."""
+    from .export import ExportError, ExportOptions, export_checkpoint
+    from .formats import FORMATS, format_of_path
+
+    fmt = FORMATS[args.format] if args.format else format_of_path(args.out)
+    if fmt is None:
+        raise ExportError(f"--out {args.out}: give --format, or a file name ending in .pte or .gguf")
+    options = ExportOptions(
+        quant=args.quant or fmt.quants[0],
+        max_context=args.max_context,
+        group_size=args.group_size,
+        embedding_group_size=args.embedding_group_size,
+    )
+    start = time.perf_counter()
+    out = export_checkpoint(args.model, fmt.name, args.out, options)
+    seconds = time.perf_counter() - start
+    size = out.stat().st_size / 2**20
+    print(f"{out}: {fmt.name} {options.quant}, {size:,.1f} MiB in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+EXPORT = Command(
+    name="export",
+    help="write an on-device file (ExecuTorch .pte, llama.cpp .gguf) from a checkpoint",
+    description="""\
+Export a checkpoint for on-device inference. The file holds the real weights, the tokenizer,
+the chat template and the context it was built for; `generate --model FILE` runs it.
+
+  pte   ExecuTorch program for XNNPACK (phones, laptops): KV cache inside the program,
+        ExecuTorch's custom SDPA / update-cache ops. --quant 8da4w is the paper's recipe
+        (Appendix C): int8 dynamic activations + int4 weights in groups of 128 (32 where 128
+        does not divide a width) for linear layers, 4-bit embedding in groups of 32.
+  gguf  for stock llama.cpp (and its bindings, e.g. llama-cpp-python). Written as
+        architecture `maincoder`, which computes exactly our dense Llama-4 math (see
+        ARCHITECTURE.md); q8_0 / q4_0 / q4_k_m use llama.cpp's own quantizer.
+
+Needs the deploy extra: pip install 'mobilellm-r1[deploy]'. The output appears only when
+complete (a failed export leaves no file).
+
+examples:
+  mobilellm-r1 export --model runs/tiny_cpu/final --out tiny.pte --quant 8da4w
+  mobilellm-r1 export --model DIR --out model-q4_0.gguf --quant q4_0 --max-context 4096
+  mobilellm-r1 generate --model tiny.pte --prompt 'The capital of France is' --max-new-tokens 20""",
+    add_arguments=_add_export_arguments,
+    run=run_export,
+)
+
+
+COMMANDS = (GENERATE, EXPORT)

@@ -457,7 +457,8 @@ def make_completion(
     stop_ids: set[int],
 ) -> Completion:
     """A sample's ids cut after its first stop token, and its text (without the stop token) cut
-    before the first stop string; finish_reason "stop" if either ended it, else "length"."""
+    before the first stop string, its ids then cut after the token that completed that string;
+    finish_reason "stop" if either ended it, else "length"."""
     cut = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), None)
     reason = "stop" if cut is not None else "length"
     ids = ids[:cut] if cut is not None else ids
@@ -467,4 +468,18 @@ def make_completion(
         stop_at = first_stop(text, params.stop_strings)
         if stop_at is not None:
             text, reason = text[:stop_at], "stop"
+            ids = ids[: _tokens_to_stop_string(ids, tokenizer, params.stop_strings)]
     return Completion(prompt_index, sample_index, ids, text, reason)
+
+
+def _tokens_to_stop_string(ids: list[int], tokenizer: Tokenizer, stops: Sequence[str]) -> int:
+    """The fewest leading ids whose text contains a stop string (binary search: a longer
+    prefix's text extends a shorter one's)."""
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if first_stop(tokenizer.decode(ids[:mid]), stops) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -42,7 +42,9 @@ def _tasks(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to evaluate (one of)")
-    src.add_argument("--model", help="HF-format checkpoint directory or hub id (our engine)")
+    src.add_argument(
+        "--model", help="checkpoint directory, hub id, or an exported .pte / .gguf file (our engines)"
+    )
     src.add_argument("--server", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     src.add_argument("--predictions", type=Path, help="jsonl of {task, id, completion}: score only")
     parser.add_argument("--served-model", default="default", help="model name sent to --server")
@@ -97,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     )
     kwargs: dict = {}
     if args.model:
-        from ..model.hf import load_checked
+        from ..deploy.load import load_for_generation
 
-        model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
-        engine = LocalEngine(model, tokenizer, batch_size=args.batch_size, compile=args.compile)
-        kwargs = {"engine": engine, "model": model, "tokenizer": tokenizer}
+        loaded = load_for_generation(args.model, device=args.device, dtype=args.dtype, compile=args.compile)
+        engine = LocalEngine(loaded.generator, loaded.tokenizer, loaded.context, batch_size=args.batch_size)
+        kwargs = {"engine": engine, "model": loaded.model, "tokenizer": loaded.tokenizer}
     elif args.server:
         kwargs = {
             "engine": OpenAIEngine(args.server, args.served_model, api_key=os.environ.get("OPENAI_API_KEY"))

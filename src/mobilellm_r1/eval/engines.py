@@ -4,7 +4,8 @@ An engine turns :class:`GenRequest` s (a raw prompt for base models, or chat mes
 post-trained ones) into ``n`` completion texts each:
 
 - :class:`LocalEngine` - our batched KV-cache :class:`~mobilellm_r1.deploy.generate.Generator`
-  on a loaded checkpoint. Requests are sorted by prompt length and generated ``batch_size``
+  on a loaded checkpoint, or an exported ``.pte`` / ``.gguf`` file in its own runtime (one
+  sample at a time). Requests are sorted by prompt length and generated ``batch_size``
   prompts at a time (x ``n`` samples per prompt in the same batch).
 - :class:`OpenAIEngine` - any OpenAI-compatible HTTP server (vLLM ``vllm serve``, our own
   server): ``/v1/completions`` for raw prompts and ``/v1/chat/completions`` for chats, ``n``
@@ -66,17 +67,24 @@ class Engine(Protocol):
 
 # ------------------------------------------------------------------------------ local
 class LocalEngine:
-    """Our :class:`Generator` over a model + tokenizer (see module docstring)."""
+    """A local generator (see module docstring): our `Generator` on a checkpoint, or a
+    `FileGenerator` on an exported `.pte` / `.gguf` file (`deploy.load.load_for_generation`)."""
 
     name = "local"
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, compile: bool = False) -> None:
+    def __init__(self, generator: Any, tokenizer: Any, context: int, *, batch_size: int = 16) -> None:
+        self.generator, self.tokenizer, self.context = generator, tokenizer, context
+        self.batch_size = max(1, batch_size)
+
+    @classmethod
+    def for_model(
+        cls, model: Any, tokenizer: Any, *, batch_size: int = 16, compile: bool = False
+    ) -> LocalEngine:
+        """An engine on a loaded `Transformer`."""
         from ..deploy.generate import Generator
 
-        self.tokenizer = tokenizer
-        self.batch_size = max(1, batch_size)
-        self.context = model.config.max_position_embeddings
-        self.generator = Generator(model, tokenizer, compile=compile)
+        generator = Generator(model, tokenizer, compile=compile)
+        return cls(generator, tokenizer, model.config.max_position_embeddings, batch_size=batch_size)
 
     def encode(self, request: GenRequest) -> list[int]:
         """Prompt token ids: BOS + text, or the chat template with the assistant header."""
