@@ -69,7 +69,8 @@ class FileGenerator:
                 f"prompt + max_new_tokens = {longest} exceeds the context of {self.runtime.path} "
                 f"({self.runtime.max_context}; export it with a larger --max-context)"
             )
-        stop_ids = set(params.stop_token_ids or self.runtime.eos_token_id)
+        default = self.runtime.eos_token_id
+        stop_ids = set(default if params.stop_token_ids is None else params.stop_token_ids)
         gen = None
         if not params.greedy:
             gen = torch.Generator().manual_seed(
