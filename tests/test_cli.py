@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mobilellm_r1.cli import COMMANDS, main
-from mobilellm_r1.deploy.commands import IncrementalDecoder, StreamPrinter, build_prompt_ids
+from mobilellm_r1.deploy.commands import StreamPrinter, build_prompt_ids
 from mobilellm_r1.model.config import PRESETS
 from mobilellm_r1.tokenizer import load_tokenizer
 
@@ -194,17 +194,6 @@ def test_build_prompt_ids() -> None:
     text = tok.decode(chat)
     assert chat[0] == tok.bos_id and "\\boxed{}" in text
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
-
-
-def test_incremental_decoder_holds_back_partial_utf8() -> None:
-    tok = load_tokenizer()
-    text = "naïve 世界 🙂🎉 ok"
-    ids = tok.encode(text)
-    assert any("\ufffd" in tok.decode([i]) for i in ids)  # some character spans tokens
-    decoder = IncrementalDecoder(tok)
-    chunks = [decoder.push([i]) for i in ids]
-    assert all("\ufffd" not in c for c in chunks)
-    assert "".join(chunks) + decoder.flush() == text
 
 
 def test_stream_printer_stops_at_stop_token_and_string(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,7 @@
 """`mobilellm-r1 generate`: load a checkpoint and continue a prompt, streaming the text as it grows.
 
-`StreamPrinter` prints one sample's text while it is generated (UTF-8 characters split across
-tokens and possible stop strings are held back until complete). Heavy modules (torch, the
+`StreamPrinter` prints one sample's text while it is generated (`text_stream.TextStream` holds
+back UTF-8 characters split across tokens and possible stop strings until complete). Heavy modules (torch, the
 model) are imported inside `run_generate` only.
 """
 
@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 from ..argtypes import Command, non_negative_float, non_negative_int, positive_int, probability
 from ..devices import add_device_argument
 from ..model.config import DTYPE_NAMES
-
-REPLACEMENT_CHAR = "\ufffd"
+from .text_stream import TextStream
 
 
 def _write(text: str) -> None:
@@ -31,84 +30,19 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-class IncrementalDecoder:
-    """Token ids in, newly completed text out.
-
-    Multi-byte UTF-8 characters can span tokens, so text is only emitted once the decoded
-    suffix does not end in U+FFFD; the held-back bytes are emitted with the next token that
-    completes them (or by `flush`).
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self._prefix = 0  # start of the window re-decoded on each push
-        self._read = 0  # ids before this index have been emitted
-
-    def push(self, new_ids: Sequence[int]) -> str:
-        """Append ids; return the text they complete ('' while a character is incomplete)."""
-        self.ids.extend(new_ids)
-        done = self.tokenizer.decode(self.ids[self._prefix : self._read])
-        full = self.tokenizer.decode(self.ids[self._prefix :])
-        if len(full) <= len(done) or full.endswith(REPLACEMENT_CHAR):
-            return ""
-        self._prefix, self._read = self._read, len(self.ids)
-        return full[len(done) :]
-
-    def flush(self) -> str:
-        """Text of ids not emitted yet, incomplete characters as U+FFFD."""
-        done = self.tokenizer.decode(self.ids[self._prefix : self._read])
-        full = self.tokenizer.decode(self.ids[self._prefix :])
-        self._prefix = self._read = len(self.ids)
-        return full[len(done) :]
-
-
 class StreamPrinter:
-    """`Generator.generate(stream=...)` callback that prints one sample's text as it grows.
-
-    Ids after a stop token are ignored; text that may be the start of a stop string is held
-    back. `finish(final_text)` prints whatever of the final text is still missing.
-    """
+    """`Generator.generate(stream=...)` callback that prints one sample's text as it grows
+    (a `TextStream`: text past a stop token or stop string is never printed)."""
 
     def __init__(self, tokenizer: Tokenizer, stop_ids: Sequence[int], stop_strings: Sequence[str]) -> None:
-        self.decoder = IncrementalDecoder(tokenizer)
-        self.stop_ids = set(stop_ids)
-        self.stop_strings = [s for s in stop_strings if s]
-        self.text = ""  # decoded so far
-        self.printed = ""  # written to stdout so far
-        self.stopped = False
+        self.text = TextStream(tokenizer, stop_ids, stop_strings)
 
     def __call__(self, prompt_index: int, sample_index: int, new_ids: list[int]) -> None:
-        if self.stopped:
-            return
-        cut = next((i for i, t in enumerate(new_ids) if t in self.stop_ids), None)
-        if cut is not None:
-            new_ids, self.stopped = new_ids[:cut], True
-        self.text += self.decoder.push(new_ids)
-        self._emit(self._visible())
-
-    def _visible(self) -> str:
-        """Text that is safe to print: cut at a stop string, without a possible stop-string start."""
-        text = self.text
-        for stop in self.stop_strings:
-            at = text.find(stop)
-            if at >= 0:
-                self.stopped = True
-                text = text[:at]
-        hold = max(
-            (k for s in self.stop_strings for k in range(1, len(s)) if text.endswith(s[:k])), default=0
-        )
-        return text[: len(text) - hold]
-
-    def _emit(self, visible: str) -> None:
-        if visible.startswith(self.printed) and len(visible) > len(self.printed):
-            _write(visible[len(self.printed) :])
-            self.printed = visible
+        _write(self.text.push(new_ids))
 
     def finish(self, final_text: str) -> None:
         """Print the rest of the completed sample's text and end the line."""
-        self._emit(final_text)
-        _write("\n")
+        _write(self.text.finish(final_text) + "\n")
 
 
 def _read_prompt(text: str) -> str:
