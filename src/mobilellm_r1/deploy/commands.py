@@ -276,4 +276,70 @@ examples:
 )
 
 
-COMMANDS = (GENERATE, EXPORT)
+API_KEY_ENV = "MOBILELLM_R1_API_KEY"
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (or hub id)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="(default: 8000)")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="K",
+        help=f"require 'Authorization: Bearer K' on /v1/* (default: ${API_KEY_ENV}, else no key)",
+    )
+    parser.add_argument(
+        "--served-model-name",
+        default=None,
+        metavar="NAME",
+        help="the model id clients send (default: --model)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="samples decoded together (default: 256)",
+    )
+    add_device_argument(parser)
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="(default: the checkpoint's)")
+    parser.add_argument("--compile", action="store_true", help="compile the decode step (CUDA graphs on GPU)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`serve`: load a checkpoint and answer the OpenAI API until interrupted."""
+    import os
+
+    from ..model.hf import load_checked
+    from .serve import build_server, serve
+
+    model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    options = {"max_batch": args.max_batch, "compile": args.compile}
+    name = args.served_model_name or args.model
+    server = build_server(model, tokenizer, name=name, api_key=api_key, engine_options=options)
+    serve(server, args.host, args.port)
+    return 0
+
+
+SERVE = Command(
+    name="serve",
+    help="serve a checkpoint over the OpenAI API (continuous batching)",
+    description=f"""\
+Serve a checkpoint over an OpenAI-compatible HTTP API: /v1/models, /v1/completions,
+/v1/chat/completions (the model's chat template; stream, n, stop, max_tokens, logprobs,
+seed, usage), /health and Prometheus /metrics. Requests are decoded together by the
+continuous-batching engine (paged KV cache, prefix sharing for n samples, chunked prefill).
+Needs the serve extra: pip install 'mobilellm-r1[serve]'.
+
+examples:
+  mobilellm-r1 serve --model runs/tiny_cpu/final --port 8000
+  {API_KEY_ENV}=secret mobilellm-r1 serve --model DIR --host 0.0.0.0
+  mobilellm-r1 eval --server http://127.0.0.1:8000/v1 --served-model DIR --tasks gsm8k""",
+    add_arguments=_add_serve_arguments,
+    run=run_serve,
+)
+
+
+COMMANDS = (GENERATE, EXPORT, SERVE)
