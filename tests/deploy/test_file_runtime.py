@@ -93,6 +93,16 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(runtime, tokenizer):
     assert texts(top1) == texts(greedy)
 
 
+def test_seeded_sampling_matches_the_batched_generator(model, tokenizer, runtime):
+    """Counter-based noise per (seed, prompt, sample, token): the same samples as the batched
+    Generator, whose rows share one batch."""
+    prompts = ["Hello", "Numbers: 1 2 3 4"]
+    params = SamplingParams(max_new_tokens=10, temperature=0.8, top_p=0.95, n=2, seed=21)
+    assert texts(FileGenerator(runtime).generate(prompts, params)) == texts(
+        Generator(model, tokenizer).generate(prompts, params)
+    )
+
+
 def test_a_request_past_the_file_context_is_refused(model, tokenizer):
     short = TorchRuntime(model, tokenizer, 16)
     with pytest.raises(

@@ -11,7 +11,14 @@ import torch
 
 from helpers import VOCAB, small_config
 from mobilellm_r1.deploy import Generator, SamplingParams
-from mobilellm_r1.deploy.sampling import argmax_last, sampling_probs, select_tokens
+from mobilellm_r1.deploy.sampling import (
+    argmax_last,
+    exponential_noise,
+    mix32,
+    sample_seed,
+    sampling_probs,
+    select_tokens,
+)
 from mobilellm_r1.model import build_model
 from mobilellm_r1.tokenizer import load_tokenizer
 
@@ -354,12 +361,33 @@ def test_exponential_race_samples_the_distribution() -> None:
     p = torch.tensor([0.5, 0.3, 0.15, 0.05])
     rows = 40_000
     logits = p.log().expand(rows, 4)
-    gen = torch.Generator().manual_seed(0)
-    noise = torch.empty(rows, 4).exponential_(generator=gen)
+    noise = exponential_noise(torch.arange(rows) * 7919, torch.full((rows,), 3), 4)
     picks = select_tokens(logits, SamplingParams(temperature=1.0), noise)
     freq = torch.bincount(picks, minlength=4).float() / rows
     torch.testing.assert_close(freq, p, atol=0.01, rtol=0)
     assert torch.equal(select_tokens(logits[:3], SamplingParams(), None), torch.zeros(3, dtype=torch.long))
+
+
+def test_exponential_noise_is_counter_based() -> None:
+    """A row's draws depend only on (seed, step): the same alone or in any batch, new for
+    another step or seed; Exp(1)-distributed."""
+    seeds, steps = torch.tensor([sample_seed(5, 0, j) for j in range(4)]), torch.tensor([0, 1, 2, 3])
+    batch = exponential_noise(seeds, steps, 5000)
+    assert torch.equal(exponential_noise(seeds[2:3], steps[2:3], 5000), batch[2:3])
+    assert torch.equal(exponential_noise(seeds.flip(0), steps.flip(0), 5000), batch.flip(0))
+    assert not torch.equal(exponential_noise(seeds, steps + 1, 5000), batch)
+    assert len({sample_seed(5, i, j) for i in range(3) for j in range(3)} | {sample_seed(6, 0, 0)}) == 10
+    big = exponential_noise(torch.tensor([sample_seed(1, 0, 0)]), torch.tensor([0]), 200_000)[0]
+    assert big.min() > 0 and abs(big.mean().item() - 1) < 0.01 and abs(big.var().item() - 1) < 0.03
+    # the 32-bit hash is exact in int64 (no overflow): the same values as in 32-bit arithmetic
+    values = [0, 1, 0x12345678, 0xFFFFFFFF]
+    assert mix32(torch.tensor(values)).tolist() == [_mix32_reference(x) for x in values]
+
+
+def _mix32_reference(x: int) -> int:
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
 
 
 # ------------------------------------------------------------------ compiled decode step

@@ -4,8 +4,9 @@ A format's runtime (`FileRuntime`) only runs the network: `forward(ids, start)` 
 into its KV cache from position `start` (dropping whatever the cache held from there on) and
 returns the next-token logits after the last of them. `FileGenerator` does everything around
 it exactly as `deploy.generate.Generator` does: the same `SamplingParams` (greedy, temperature,
-top-k, top-p through `select_tokens`), stop ids, stop strings, `n` samples, streaming callback
-and `Completion`s. The prompt is prefilled once and its `n` samples continue from it.
+top-k, top-p through `select_tokens`, with the same counter-based noise per sample, so a seed
+gives the same tokens), stop ids, stop strings, `n` samples, streaming callback and
+`Completion`s. The prompt is prefilled once and its `n` samples continue from it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ..tokenizer import Tokenizer
 from .generate import Completion, StreamFn, first_stop, make_completion
-from .sampling import SamplingParams, select_tokens
+from .sampling import SamplingParams, exponential_noise, resolve_seed, sample_seed, select_tokens
 
 
 class FileRuntime(Protocol):
@@ -71,18 +72,15 @@ class FileGenerator:
             )
         default = self.runtime.eos_token_id
         stop_ids = set(default if params.stop_token_ids is None else params.stop_token_ids)
-        gen = None
-        if not params.greedy:
-            gen = torch.Generator().manual_seed(
-                params.seed if params.seed is not None else int(torch.seed() % 2**63)
-            )
+        base = resolve_seed(params.seed)
         result = []
         for i, ids in enumerate(encoded):
             prompt_logits = self.runtime.forward(ids, 0)
             samples = []
             for j in range(params.n):
                 emit = functools.partial(stream, i, j) if stream is not None else None
-                new = self._sample(ids, prompt_logits, params, stop_ids, gen, emit)
+                seed = None if params.greedy else sample_seed(base, i, j)
+                new = self._sample(ids, prompt_logits, params, stop_ids, seed, emit)
                 samples.append(make_completion(i, j, new, self.tokenizer, params, stop_ids))
             result.append(samples)
         return result
@@ -93,14 +91,16 @@ class FileGenerator:
         logits: torch.Tensor,
         params: SamplingParams,
         stop_ids: set[int],
-        gen: torch.Generator | None,
+        seed: int | None,
         emit: Callable[[list[int]], object] | None,
     ) -> list[int]:
-        """One sample's new ids (its stop token included)."""
+        """One sample's new ids (its stop token included); `seed` None: greedy."""
         out: list[int] = []
         tail = 4 * max((len(s) for s in params.stop_strings), default=0) + 4
         while True:
-            noise = None if gen is None else torch.empty(1, logits.shape[-1]).exponential_(generator=gen)
+            noise = None
+            if seed is not None:
+                noise = exponential_noise(torch.tensor([seed]), torch.tensor([len(out)]), logits.shape[-1])
             tok = int(select_tokens(logits[None].float(), params, noise)[0])
             out.append(tok)
             if emit is not None:

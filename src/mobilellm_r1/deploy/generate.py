@@ -12,6 +12,9 @@ logits processing + stop bookkeeping) reads and advances fixed device tensors in
 The host reads tokens every `sync_every` steps, to stream them, check stop strings and stop
 early when every row has finished; it reads each such block while the GPU decodes the next,
 so a stop is seen one block late (the tokens past it are dropped).
+Sampling noise is counter-based (`sampling.exponential_noise` of each row's `sample_seed` and
+token index), computed inside the step, so a seeded sample gets the same tokens here, in the
+continuous-batching engine and in `FileGenerator`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import nn
 from ..model.model import KVCache, Transformer
 from ..model.padding import pad_rows
 from . import fused_decode
-from .sampling import SamplingParams, select_tokens
+from .sampling import SamplingParams, exponential_noise, resolve_seed, sample_seed, select_tokens
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -97,10 +100,16 @@ class _DecodeStep(nn.Module):
         pads: torch.Tensor,
         finished: torch.Tensor,
         stop_ids: torch.Tensor,
-        noise: torch.Tensor | None,
+        seeds: torch.Tensor | None,
+        step: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B])."""
-        nxt = select_tokens(self._logits(tok, pos, pads), self.params, noise)
+        """tok [B, 1] at cache slot pos [1] -> (next tokens [B], finished [B]); the new tokens
+        are each row's token `step` [1], drawn with noise from `seeds` [B] (None: greedy)."""
+        logits = self._logits(tok, pos, pads)
+        noise = None
+        if seeds is not None:
+            noise = exponential_noise(seeds, step.expand(seeds.shape[0]), logits.shape[-1])
+        nxt = select_tokens(logits, self.params, noise)
         nxt = torch.where(finished, torch.full_like(nxt, self.pad_id), nxt)
         return nxt, finished | torch.isin(nxt, stop_ids)
 
@@ -116,20 +125,20 @@ class _StepState:
     finished: torch.Tensor  # [B] bool
     stop_ids: torch.Tensor  # [S]
     out: torch.Tensor  # [B, max_len] generated tokens
-    idx: torch.Tensor  # [1] the next column of out
-    noise: torch.Tensor | None  # [steps per call, B, V] Exp(1) draws when sampling
+    idx: torch.Tensor  # [1] the next column of out (the index of the token being drawn)
+    seeds: torch.Tensor | None  # [B] noise seeds of the rows when sampling
 
     @classmethod
-    def allocate(cls, cache: KVCache, stop_ids: torch.Tensor, steps: int, noise_vocab: int) -> _StepState:
+    def allocate(cls, cache: KVCache, stop_ids: torch.Tensor, sampling: bool) -> _StepState:
         b, dev = cache.batch_size, stop_ids.device
 
         def zeros(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=dev)
 
-        noise = zeros(steps, b, noise_vocab, dtype=torch.float32) if noise_vocab else None
+        seeds = zeros(b) if sampling else None
         out = zeros(b, cache.max_len)
         return cls(
-            zeros(b), zeros(1), zeros(b), zeros(b, dtype=torch.bool), stop_ids.clone(), out, zeros(1), noise
+            zeros(b), zeros(1), zeros(b), zeros(b, dtype=torch.bool), stop_ids.clone(), out, zeros(1), seeds
         )
 
 
@@ -147,8 +156,7 @@ class _Block:
 
 def _advance_by(step: Callable, st: _StepState, k: int) -> None:
     """Step k of a block: `step` maps the state to (next tokens, finished), recorded here."""
-    noise = st.noise[k] if st.noise is not None else None
-    nxt, fin = step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, noise)
+    nxt, fin = step(st.tok[:, None], st.pos, st.pads, st.finished, st.stop_ids, st.seeds, st.idx)
     st.tok.copy_(nxt)
     st.finished.copy_(fin)
     st.out.index_copy_(1, st.idx, nxt[:, None])
@@ -164,8 +172,7 @@ def _advance_fused_greedy(fused: fused_decode.FusedDecoder, pad_id: int, st: _St
 class _StepRunner:
     """Advances a `_StepState` by `steps` tokens per call (`advance(state, k)` for k < steps):
     the steps run directly, or, with `own_graph`, run once and then captured in a CUDA graph
-    (all `steps` of them) that every later call replays. Sampling noise is drawn before each
-    call, one draw per step."""
+    (all `steps` of them) that every later call replays."""
 
     def __init__(
         self, advance: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool
@@ -174,10 +181,7 @@ class _StepRunner:
         self.own_graph, self.mark_steps = own_graph, mark_steps
         self.graph: torch.cuda.CUDAGraph | None = None
 
-    def __call__(self, gen: torch.Generator | None) -> None:
-        if gen is not None:
-            for draw in self.state.noise:
-                draw.exponential_(generator=gen)
+    def __call__(self) -> None:
         if self.graph is not None:
             self.graph.replay()
             return
@@ -267,9 +271,8 @@ class Generator:
                 options = {**self.compile_options, "triton.cudagraphs": not own_graph}
                 step = torch.compile(step, fullgraph=True, options=options)
             advance = functools.partial(_advance_by, step)
-        vocab = self.model.config.vocab_size
         steps = self.sync_every if fused is not None else 1  # a fused runner: whole blocks of steps
-        state = _StepState.allocate(cache, stop_ids, steps, vocab if not params.greedy else 0)
+        state = _StepState.allocate(cache, stop_ids, sampling=not params.greedy)
         runner = _StepRunner(advance, state, steps, own_graph, mark_steps=self.compile and not own_graph)
         self._steps[key] = runner
         return runner
@@ -329,11 +332,13 @@ class Generator:
         tokens = self._decode_loop(ids, pads, cache, stop_ids, params, pad_id, stream)
         return self._completions(tokens, len(encoded), params, set(stop_ids.tolist()))
 
-    def _noise(self, gen: torch.Generator | None, shape: tuple[int, int]) -> torch.Tensor | None:
-        """Exp(1) draws for the exponential race of `select_tokens` (None when greedy)."""
-        if gen is None:
+    def _seeds(self, params: SamplingParams, n_prompts: int) -> torch.Tensor | None:
+        """Noise seeds [B] of the rows (prompt-major, `n` samples each); None when greedy."""
+        if params.greedy:
             return None
-        return torch.empty(shape, device=self.device, dtype=torch.float32).exponential_(generator=gen)
+        base = resolve_seed(params.seed)
+        seeds = [sample_seed(base, i, j) for i in range(n_prompts) for j in range(params.n)]
+        return torch.tensor(seeds, dtype=torch.long, device=self.device)
 
     def _decode_loop(
         self,
@@ -346,14 +351,16 @@ class Generator:
         stream: StreamFn | None,
     ) -> list[list[int]]:
         batch, width = ids.shape
-        gen = None
-        if not params.greedy:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(params.seed if params.seed is not None else int(torch.seed() % 2**63))
-        vocab = self.model.config.vocab_size
-        tok = select_tokens(self._prefill(ids, pads, cache), params, self._noise(gen, (batch, vocab)))
+        seeds = self._seeds(params, batch // params.n)
+        logits = self._prefill(ids, pads, cache)
+        noise = None
+        if seeds is not None:
+            noise = exponential_noise(seeds, torch.zeros_like(seeds), logits.shape[-1])
+        tok = select_tokens(logits, params, noise)
         runner = self._runner(params, pad_id, stop_ids)
         st = runner.state
+        if seeds is not None:
+            st.seeds.copy_(seeds)
         st.tok.copy_(tok)
         st.pos.fill_(width)
         st.pads.copy_(pads)
@@ -369,7 +376,7 @@ class Generator:
         done = 1  # tokens in st.out; a fused runner may run past `end` (the cache has room)
         # The host reads each block of tokens while the GPU decodes the next one.
         while done < end:
-            runner(gen)
+            runner()
             done += runner.steps
             if done - synced >= self.sync_every:
                 ready = self._snapshot(st, synced, min(done, end))

@@ -1,10 +1,15 @@
-"""Sampling parameters and next-token selection (greedy, temperature, top-k, top-p)."""
+"""Sampling parameters and next-token selection (greedy, temperature, top-k, top-p), with
+counter-based noise so that a seeded sample does not depend on the batch it runs in."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 import torch
+
+MASK32 = 0xFFFFFFFF
+MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -13,7 +18,9 @@ class SamplingParams:
 
     temperature 0 means greedy (argmax). `n` samples are drawn per prompt. `stop_token_ids`
     None means the model's end-of-sequence ids; `stop_strings` end a sample as soon as its
-    decoded text contains one (the text is cut before it).
+    decoded text contains one (the text is cut before it). `seed` None draws a fresh seed per
+    call (or per request); `logprobs` k returns, per generated token, its log-probability under
+    the model and the k most likely tokens' (OpenAI semantics; engines that support it).
     """
 
     max_new_tokens: int = 256
@@ -24,6 +31,7 @@ class SamplingParams:
     seed: int | None = None
     stop_token_ids: tuple[int, ...] | None = None
     stop_strings: tuple[str, ...] = field(default_factory=tuple)
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -36,6 +44,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError(f"logprobs must be None or >= 0, got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
@@ -75,9 +85,55 @@ def select_tokens(logits: torch.Tensor, params: SamplingParams, noise: torch.Ten
     """Next tokens [B] from logits [B, V].
 
     Sampling uses the exponential race: argmax(p / E) with E ~ Exp(1) draws from p. The
-    noise is drawn by the caller from a seeded generator, so this function stays free of
+    caller passes the noise [B, V] (`exponential_noise`), so this function stays free of
     random state (and can be captured in a CUDA graph).
     """
     if params.greedy:
         return argmax_last(logits)
     return argmax_last(sampling_probs(logits, params) / noise)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """`seed`, or a fresh random one when it is None."""
+    return secrets.randbits(63) if seed is None else seed
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The noise seed of one sample (in [0, 2^63)): the call's seed, the prompt's index in the
+    call and the sample's index among its prompt's n, hashed together (splitmix64). Every engine
+    derives a sample's noise from this alone, never from its batch."""
+    h = _splitmix64(seed & MASK64)
+    h = _splitmix64(h ^ (prompt_index & MASK64))
+    return _splitmix64(h ^ (sample_index & MASK64)) >> 1
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply, multiplier 0x45D9F3B), elementwise on int64
+    tensors holding values in [0, 2^32): the multiplier is below 2^27, so no product overflows
+    int64 and the result is exact on every device."""
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x45D9F3B) & MASK32
+    return x ^ (x >> 16)
+
+
+def exponential_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Exp(1) draws [B, V] (float32) for the exponential race of `select_tokens`.
+
+    Entry (b, v) is a hash of (seeds[b], steps[b], v) turned into a uniform u in (0, 1) and
+    then -log(u): counter-based, so a sample's draws depend only on its seed and the index
+    of the token being drawn (steps [B]), not on which rows share its batch. Pure tensor ops
+    (int64 holding 32-bit values), so it runs inside compiled steps and CUDA graphs."""
+    seeds, steps = seeds.long(), steps.long()
+    key = mix32(mix32(mix32(seeds & MASK32) ^ ((seeds >> 32) & MASK32)) ^ (steps & MASK32))  # [B]
+    token = mix32(torch.arange(vocab, device=seeds.device) * 0x9E3779B9 & MASK32)  # [V]
+    bits = mix32(key[:, None] ^ token[None, :]) >> 8  # [B, V], 24 random bits
+    return -torch.log((bits.float() + 0.5) * 2.0**-24)

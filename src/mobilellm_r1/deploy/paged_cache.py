@@ -1,0 +1,193 @@
+"""A paged (block) KV cache for the continuous-batching engine (`batching.py`).
+
+Keys and values live in a pool of fixed-size blocks per layer, [num_blocks + 1, kv_heads,
+block_size, head_dim]; a sequence owns a block table (a list of block ids) and its token at
+position p sits in block table[p // block_size], slot p % block_size. Block 0 is the null
+block: padding rows write there and padded table entries point there, so it is never handed
+out. `BlockAllocator` keeps the free list and reference counts, so the n samples of one prompt
+can share the prompt's full blocks (each gets its own copy of the last, partial one).
+
+`PagedKVCache.update` has `KVCache.update`'s signature, so `model.Attention` runs unchanged:
+before each forward the engine calls `plan(...)` with where every row writes its new tokens
+and which blocks it reads; `update` then scatters the new k/v into the pool and returns each
+row's blocks gathered into dense [B, kv_heads, S, head_dim] tensors (S = blocks x block_size),
+over which the engine's attention mask says which slots each query sees.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..model.config import ModelConfig
+from ..model.model import Transformer
+
+NULL_BLOCK = 0
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    """How many blocks hold `tokens` tokens."""
+    return -(-tokens // block_size)
+
+
+def pow2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1)."""
+    return 1 << (n - 1).bit_length()
+
+
+class BlockAllocator:
+    """Free list and reference counts of blocks 1..num_blocks (block 0 is the null block)."""
+
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"the KV pool needs at least one block, got {num_blocks}")
+        self.num_blocks = num_blocks
+        self.free: list[int] = list(range(num_blocks, 0, -1))  # popped from the end: 1, 2, ...
+        self.refs = [0] * (num_blocks + 1)
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self.free)
+
+    def allocate(self, count: int) -> list[int]:
+        """`count` fresh blocks (reference count 1); the caller checks `num_free` first."""
+        if count > len(self.free):
+            raise RuntimeError(f"asked for {count} blocks with {len(self.free)} free")
+        blocks = [self.free.pop() for _ in range(count)]
+        for b in blocks:
+            self.refs[b] = 1
+        return blocks
+
+    def share(self, blocks: list[int]) -> None:
+        """One more owner for each of `blocks`."""
+        for b in blocks:
+            self.refs[b] += 1
+
+    def release(self, blocks: list[int]) -> None:
+        """Drop one owner of each of `blocks`; a block nobody owns returns to the free list."""
+        for b in blocks:
+            self.refs[b] -= 1
+            if self.refs[b] == 0:
+                self.free.append(b)
+            elif self.refs[b] < 0:
+                raise RuntimeError(f"block {b} released more often than allocated")
+
+
+class PagedKVCache(nn.Module):
+    """Block pools k{l}, v{l} of [num_blocks + 1, kv_heads, block_size, head_dim] per layer.
+
+    Module buffers, like `KVCache`, so a compiled step treats them as static state."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_blocks: int,
+        block_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        super().__init__()
+        shape = (num_blocks + 1, cfg.num_key_value_heads, block_size, cfg.head_dim)
+        for i in range(cfg.num_hidden_layers):
+            self.register_buffer(f"k{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+            self.register_buffer(f"v{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.num_layers, self.num_blocks, self.block_size = cfg.num_hidden_layers, num_blocks, block_size
+        self.write_blocks = self.write_slots = self.read_blocks = None
+
+    @staticmethod
+    def block_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        """Bytes one block takes over all layers (keys and values)."""
+        per_layer = 2 * cfg.num_key_value_heads * block_size * cfg.head_dim * dtype.itemsize
+        return per_layer * cfg.num_hidden_layers
+
+    def plan(self, write_blocks: torch.Tensor, write_slots: torch.Tensor, read_blocks: torch.Tensor) -> None:
+        """Where the next forward writes and reads: its token t of row b goes to block
+        write_blocks[b, t], slot write_slots[b, t] ([B, T] each); row b reads the blocks
+        read_blocks[b] ([B, N], padded with `NULL_BLOCK`) as slots 0 .. N * block_size - 1."""
+        self.write_blocks, self.write_slots, self.read_blocks = write_blocks, write_slots, read_blocks
+
+    def update(
+        self, layer: int, cache_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, kvh, T, hd] where `plan` said (`cache_pos` is not used: each row has
+        its own slots); return each row's blocks as dense k, v [B, kvh, N * block_size, hd]."""
+        k_pool, v_pool = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
+        blocks, slots = self.write_blocks, self.write_slots
+        k_pool[blocks, :, slots] = k.transpose(1, 2).to(k_pool.dtype)  # pool[blk, :, slot]: [B, T, kvh, hd]
+        v_pool[blocks, :, slots] = v.transpose(1, 2).to(v_pool.dtype)
+        return self._gather(k_pool), self._gather(v_pool)
+
+    def _gather(self, pool: torch.Tensor) -> torch.Tensor:
+        b, n = self.read_blocks.shape
+        blocks = pool[self.read_blocks]  # [B, N, kvh, bs, hd]
+        return blocks.transpose(1, 2).reshape(b, pool.shape[1], n * self.block_size, pool.shape[3])
+
+    def copy_block(self, src: int, dst: int) -> None:
+        """Copy block `src` into block `dst` in every layer (copy-on-write of a shared block)."""
+        for i in range(self.num_layers):
+            for name in (f"k{i}", f"v{i}"):
+                pool = getattr(self, name)
+                pool[dst].copy_(pool[src])
+
+
+@dataclass
+class StepRows:
+    """The rows of one forward, as host lists: token t of row b is tokens[b][t] at position
+    positions[b][t], written to block write_blocks[b][t] slot write_slots[b][t]; row b reads
+    the blocks tables[b] and its query t sees their slots 0 .. visible[b][t]."""
+
+    tokens: list[list[int]]
+    positions: list[list[int]]
+    write_blocks: list[list[int]]
+    write_slots: list[list[int]]
+    tables: list[list[int]]
+    visible: list[list[int]]
+
+    def tensors(self, block_size: int, device: torch.device, pow2_blocks: bool) -> list[torch.Tensor]:
+        """`PagedForward`'s arguments on `device`: the tables padded with the null block to the
+        longest (rounded up to a power of two with `pow2_blocks`) and the mask built from them."""
+
+        def tensor(rows: list) -> torch.Tensor:
+            return torch.tensor(rows, dtype=torch.long)
+
+        lengths = tensor([len(t) for t in self.tables])
+        n = int(lengths.max())
+        n = pow2(n) if pow2_blocks else n
+        read = torch.full((len(self.tables), n), NULL_BLOCK, dtype=torch.long)
+        read[torch.arange(n)[None, :] < lengths[:, None]] = tensor(list(itertools.chain(*self.tables)))
+        lists = (self.tokens, self.positions, self.write_blocks, self.write_slots)
+        host = [*(tensor(x) for x in lists), read, tensor(self.visible)]
+        *args, seen = [t.to(device, non_blocking=True) for t in host]
+        slot_ids = torch.arange(n * block_size, device=device)
+        return [*args, (slot_ids[None, None, :] <= seen[:, :, None])[:, None]]  # mask [B, 1, T, S]
+
+
+class PagedForward(nn.Module):
+    """One forward of the model over a `PagedKVCache`: logits [B, V] after each row's last
+    token. A module, so a compiled step sees the weights and pools as module state."""
+
+    def __init__(self, model: Transformer, cache: PagedKVCache) -> None:
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # [B, T]
+        positions: torch.Tensor,  # [B, T]
+        write_blocks: torch.Tensor,  # [B, T]
+        write_slots: torch.Tensor,  # [B, T]
+        read_blocks: torch.Tensor,  # [B, N]
+        mask: torch.Tensor,  # [B, 1, T, N * block_size]
+    ) -> torch.Tensor:
+        self.cache.plan(write_blocks, write_slots, read_blocks)
+        logits = self.model(
+            tokens, positions, cache=self.cache, cache_pos=positions[0], attn_mask=mask, last_only=True
+        )
+        return logits[:, -1]
