@@ -99,11 +99,22 @@ def run(args: argparse.Namespace) -> int:
     )
     kwargs: dict = {}
     if args.model:
-        from ..deploy.load import load_for_generation
+        from ..deploy.load import is_exported_file, load_for_generation
 
-        loaded = load_for_generation(args.model, device=args.device, dtype=args.dtype, compile=args.compile)
-        engine = LocalEngine(loaded.generator, loaded.tokenizer, loaded.context, batch_size=args.batch_size)
-        kwargs = {"engine": engine, "model": loaded.model, "tokenizer": loaded.tokenizer}
+        if is_exported_file(args.model):
+            loaded = load_for_generation(
+                args.model, device=args.device, dtype=args.dtype, compile=args.compile
+            )
+            engine = LocalEngine(
+                loaded.generator, loaded.tokenizer, loaded.context, batch_size=args.batch_size
+            )
+            kwargs = {"engine": engine, "model": None, "tokenizer": loaded.tokenizer}
+        else:
+            from ..model.hf import load_checked
+
+            model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
+            engine = LocalEngine.for_model(model, tokenizer, batch_size=args.batch_size, compile=args.compile)
+            kwargs = {"engine": engine, "model": model, "tokenizer": tokenizer}
     elif args.server:
         kwargs = {
             "engine": OpenAIEngine(args.server, args.served_model, api_key=os.environ.get("OPENAI_API_KEY"))

@@ -3,10 +3,10 @@
 An engine turns :class:`GenRequest` s (a raw prompt for base models, or chat messages for
 post-trained ones) into ``n`` completion texts each:
 
-- :class:`LocalEngine` - our batched KV-cache :class:`~mobilellm_r1.deploy.generate.Generator`
-  on a loaded checkpoint, or an exported ``.pte`` / ``.gguf`` file in its own runtime (one
-  sample at a time). Requests are sorted by prompt length and generated ``batch_size``
-  prompts at a time (x ``n`` samples per prompt in the same batch).
+- :class:`LocalEngine` - on a loaded checkpoint, the continuous-batching engine
+  (:class:`~mobilellm_r1.deploy.batching.BatchingEngine`: all requests queued at once, samples
+  join and leave the running batch at every step); on an exported ``.pte`` / ``.gguf`` file,
+  its runtime (one sample at a time), ``batch_size`` prompts per call.
 - :class:`OpenAIEngine` - any OpenAI-compatible HTTP server (vLLM ``vllm serve``, our own
   server): ``/v1/completions`` for raw prompts and ``/v1/chat/completions`` for chats, ``n``
   samples per request, several requests in flight.  No redirects are followed, replies are
@@ -67,8 +67,11 @@ class Engine(Protocol):
 
 # ------------------------------------------------------------------------------ local
 class LocalEngine:
-    """A local generator (see module docstring): our `Generator` on a checkpoint, or a
-    `FileGenerator` on an exported `.pte` / `.gguf` file (`deploy.load.load_for_generation`)."""
+    """A local generator (see module docstring). On a checkpoint it is the continuous-batching
+    engine: every request is queued at once and decoded as samples come and go
+    (`deploy.batching.BatchingEngine`). Any other generator with `Generator.generate`'s
+    interface (an exported file's `FileGenerator`) gets ``batch_size`` prompts per call,
+    sorted by length."""
 
     name = "local"
 
@@ -80,11 +83,11 @@ class LocalEngine:
     def for_model(
         cls, model: Any, tokenizer: Any, *, batch_size: int = 16, compile: bool = False
     ) -> LocalEngine:
-        """An engine on a loaded `Transformer`."""
-        from ..deploy.generate import Generator
+        """The continuous-batching engine on a loaded `Transformer`."""
+        from ..deploy.batching import BatchingEngine
 
-        generator = Generator(model, tokenizer, compile=compile)
-        return cls(generator, tokenizer, model.config.max_position_embeddings, batch_size=batch_size)
+        engine = BatchingEngine(model, tokenizer, compile=compile)
+        return cls(engine, tokenizer, model.config.max_position_embeddings, batch_size=batch_size)
 
     def encode(self, request: GenRequest) -> list[int]:
         """Prompt token ids: BOS + text, or the chat template with the assistant header."""
@@ -104,20 +107,62 @@ class LocalEngine:
     def generate(
         self, requests: Sequence[GenRequest], params: SamplingParams, progress: Progress | None = None
     ) -> list[GenResult]:
+        from ..deploy.batching import BatchingEngine
+
         encoded = [self.encode(r) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
-        results: list[GenResult | None] = [None] * len(requests)
+        fitted = [
+            replace(params, max_new_tokens=self._fit(ids, params.max_new_tokens, r.id))
+            for ids, r in zip(encoded, requests, strict=True)
+        ]
+        if isinstance(self.generator, BatchingEngine):
+            return self._continuous(encoded, fitted, progress)
+        return self._batched(encoded, fitted, progress)
+
+    def _continuous(
+        self, encoded: list[list[int]], params: list[SamplingParams], progress: Progress | None
+    ) -> list[GenResult]:
+        """All requests queued at once; each is done when its last sample finishes."""
+        from ..deploy.batching import EngineRequest
+
+        engine = self.generator
+        for i, (ids, p) in enumerate(zip(encoded, params, strict=True)):
+            engine.add(EngineRequest(str(i), ids, p, prompt_index=i))
+        texts = [[""] * p.n for p in params]
+        reasons = [[""] * p.n for p in params]
+        left = [p.n for p in params]
+        start = time.perf_counter()
+        while engine.has_work():
+            for event in engine.step():
+                if event.finish_reason is None:
+                    continue
+                i = int(event.request_id)
+                texts[i][event.sample_index], reasons[i][event.sample_index] = (
+                    event.text or "",
+                    event.finish_reason,
+                )
+                left[i] -= 1
+                if left[i] == 0 and progress is not None:
+                    progress(1)
+        per = (time.perf_counter() - start) / max(len(encoded), 1)
+        return [GenResult(t, per, r) for t, r in zip(texts, reasons, strict=True)]
+
+    def _batched(
+        self, encoded: list[list[int]], params: list[SamplingParams], progress: Progress | None
+    ) -> list[GenResult]:
+        """`batch_size` prompts per `generate` call, shortest first, each batch with the
+        smallest max_new_tokens of its members."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[GenResult | None] = [None] * len(encoded)
         for lo in range(0, len(order), self.batch_size):
             idx = order[lo : lo + self.batch_size]
-            # idx is sorted by prompt length: the last prompt is the longest
-            max_new = self._fit(encoded[idx[-1]], params.max_new_tokens, requests[idx[-1]].id)
-            batch_params = replace(params, max_new_tokens=max_new)
+            batch_params = min((params[i] for i in idx), key=lambda p: p.max_new_tokens)
             start = time.perf_counter()
             outs = self.generator.generate([encoded[i] for i in idx], batch_params)
             per = (time.perf_counter() - start) / len(idx)
             for i, samples in zip(idx, outs, strict=True):
-                texts = [s.text or "" for s in samples]
-                results[i] = GenResult(texts, per, [s.finish_reason for s in samples])
+                results[i] = GenResult(
+                    [s.text or "" for s in samples], per, [s.finish_reason for s in samples]
+                )
             if progress is not None:
                 progress(len(idx))
         return [r for r in results if r is not None]

@@ -4,8 +4,9 @@ One optimizer step (``objective: grpo``):
 
 1. take ``prompts_per_step`` prompts (seeded shuffle per epoch, resumable), render each with the
    chat template (the math system prompt by default);
-2. sample ``group_size`` completions per prompt from the current policy with our KV-cache
-   :class:`~mobilellm_r1.deploy.generate.Generator`;
+2. sample ``group_size`` completions per prompt from the current policy with the
+   continuous-batching engine (:class:`~mobilellm_r1.deploy.batching.BatchingEngine`; the
+   prompt of a group is prefilled once and shared, finished samples leave the batch);
 3. reward each completion with the evaluation harness's math judge: 1 if its final answer
    (the ``boxed`` protocol, strictly: the last ``\\boxed{}``; a completion without one has no
    answer) equals the gold answer, else 0; the judge never evaluates completion text;
@@ -38,7 +39,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ...data.records import iter_jsonl
-from ...deploy.generate import Generator
+from ...deploy.batching import BatchingEngine
+from ...deploy.paged_cache import PagedKVCache, blocks_for
 from ...deploy.sampling import SamplingParams
 from ...eval.math_grading import MathJudge, math_gold
 from ...model.padding import pad_rows
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from ..parallel import DistInfo
 
 IGNORE = -100
+ROLLOUT_BLOCK = 16  # KV block of the rollout engine, in tokens
 
 
 @dataclass
@@ -222,7 +225,6 @@ class GRPOObjective(Objective):
         # made before any resume: the reference is always the initial policy
         frozen = copy.deepcopy(model).eval().requires_grad_(False) if grpo.kl_beta > 0 else None
         self.reference = Frozen(frozen)
-        self.generator = Generator(model, tokenizer)
         self.tokenizer = tokenizer
 
     @classmethod
@@ -262,9 +264,21 @@ class GRPOObjective(Objective):
             stop_token_ids=tuple(self.tokenizer.stop_ids),
         )
         with loop.autocast():
-            completions = self.generator.generate(encoded, params)
+            completions = self._engine(encoded, params).generate(encoded, params)
         self.model.train()
         return encoded, completions
+
+    def _engine(self, encoded: list[list[int]], params: SamplingParams) -> BatchingEngine:
+        """A continuous-batching engine whose KV pool holds exactly this rollout (so it never
+        preempts, and frees its memory for the update that follows)."""
+        rows = len(encoded) * params.n
+        longest = max(len(ids) for ids in encoded) + params.max_new_tokens
+        dtype = next(self.model.parameters()).dtype
+        per_block = PagedKVCache.block_bytes(self.model.config, ROLLOUT_BLOCK, dtype)
+        budget = rows * (blocks_for(longest, ROLLOUT_BLOCK) + 1) * per_block
+        return BatchingEngine(
+            self.model, self.tokenizer, max_batch=rows, block_size=ROLLOUT_BLOCK, kv_budget_bytes=budget
+        )
 
     def _rollout(self, loop: Loop) -> Rollout:
         g = loop.cfg.grpo
