@@ -1,0 +1,160 @@
+"""Continuous batching vs the static Generator, same model, same run (issue 20's targets).
+
+Two workloads on a randomly initialised model (bf16; stop tokens disabled so lengths are set):
+  * eval: `--samples` samples of one `--prompt-len`-token prompt whose output lengths are drawn
+    uniformly from [--min-new, --max-new] (seeded). The continuous engine gets one request per
+    sample with its own max_new_tokens; the static Generator, like an eval batch today, decodes
+    all of them to the longest. Throughput = useful output tokens (the drawn lengths) / wall time.
+  * decode: `--batch` samples of one prompt, all `--decode-new` tokens long: raw decode speed
+    at a large batch (static: prefill subtracted as in decode_throughput.py; continuous: the
+    same subtraction with a 1-token run).
+Each timed run follows an untimed warm-up (compilation, CUDA graphs).
+
+    python benchmarks/engine_throughput.py --device cuda --preset 950m
+    python benchmarks/engine_throughput.py --device cpu --preset tiny --samples 8 --min-new 8 --max-new 64 --batch 8 --decode-new 16
+
+Writes benchmarks/results/engine_<device>_<date>.json and prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from mobilellm_r1.deploy import BatchingEngine, EngineRequest, Generator, SamplingParams
+from mobilellm_r1.model import build_model, preset
+from provenance import dated_result, result_header, write_result
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _prompt(length: int, seed: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1000, 100_000, (length,), generator=g).tolist()
+
+
+def _params(new: int, n: int = 1) -> SamplingParams:
+    return SamplingParams(max_new_tokens=new, n=n, stop_token_ids=())
+
+
+def run_continuous(engine: BatchingEngine, prompt: list[int], lengths: list[int]) -> int:
+    """One request per sample, all queued at once; returns the tokens generated."""
+    for i, new in enumerate(lengths):
+        engine.add(EngineRequest(str(i), prompt, _params(new)))
+    tokens = 0
+    while engine.has_work():
+        tokens += sum(len(e.token_ids) for e in engine.step())
+    return tokens
+
+
+def time_continuous(
+    model, args, prompt: list[int], max_batch: int, warmup: list[int], runs: list[list[int]]
+) -> list[float]:
+    """Seconds of each run (a list of per-request lengths) on one engine, after a warm-up run;
+    the engine (and its KV pool) is freed on return."""
+    engine = BatchingEngine(model, max_batch=max_batch, compile=not args.no_compile)
+    run_continuous(engine, prompt, warmup)
+    return [
+        _timed(lambda lengths=lengths: run_continuous(engine, prompt, lengths), args.device)
+        for lengths in runs
+    ]
+
+
+def time_static(model, args, prompt: list[int], rows: int, runs: list[int]) -> list[float]:
+    """Seconds of each static `generate` of `rows` copies of the prompt, `runs` new tokens each."""
+    gen = Generator(model, compile=not args.no_compile)
+    gen.generate([prompt] * rows, _params(64))  # warm-up
+    return [_timed(lambda new=new: gen.generate([prompt] * rows, _params(new)), args.device) for new in runs]
+
+
+def eval_workload(model, args: argparse.Namespace) -> dict:
+    rng = random.Random(0)
+    lengths = [rng.randint(args.min_new, args.max_new) for _ in range(args.samples)]
+    prompt = _prompt(args.prompt_len, 1)
+    useful = sum(lengths)
+    (cont,) = time_continuous(model, args, prompt, args.samples, [min(64, n) for n in lengths], [lengths])
+    (static,) = time_static(model, args, prompt, args.samples, [max(lengths)])
+    return {
+        "samples": args.samples,
+        "prompt_len": args.prompt_len,
+        "lengths": {"min": min(lengths), "max": max(lengths), "sum": useful},
+        "continuous": {"seconds": cont, "output_tok_s": useful / cont},
+        "static": {"seconds": static, "output_tok_s": useful / static, "decoded_per_row": max(lengths)},
+        "speedup": static / cont,
+    }
+
+
+def decode_workload(model, args: argparse.Namespace) -> dict:
+    prompt, b, new = _prompt(args.prompt_len, 2), args.batch, args.decode_new
+    cont_one, cont = time_continuous(model, args, prompt, b, [new] * b, [[1] * b, [new] * b])
+    static_one, static = time_static(model, args, prompt, b, [1, new])
+    rate = lambda total, one: b * (new - 1) / max(total - one, 1e-9)  # noqa: E731
+    return {
+        "batch": b,
+        "prompt_len": args.prompt_len,
+        "new_tokens": new,
+        "continuous_decode_tok_s": rate(cont, cont_one),
+        "static_decode_tok_s": rate(static, static_one),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--preset", default="950m")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--min-new", type=int, default=256)
+    p.add_argument("--max-new", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--decode-new", type=int, default=256)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--workloads", default="eval,decode")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    model = build_model(
+        preset(args.preset, long_context=True), device=args.device, dtype=dtype, seed=0
+    ).eval()
+    result = result_header("engine_throughput", args.device) | {"preset": args.preset, "dtype": args.dtype}
+    out = args.out or dated_result(f"engine_{args.device}")
+    for name in args.workloads.split(","):
+        result[name] = (eval_workload if name == "eval" else decode_workload)(model, args)
+        print(json.dumps({name: result[name]}), flush=True)
+        write_result(result, out, quiet=True)
+    write_result(result, out)
+    print("workload | continuous | static | ratio")
+    if "eval" in result:
+        e = result["eval"]
+        print(
+            f"eval ({e['samples']} x {e['lengths']['min']}..{e['lengths']['max']} new, output tok/s) | "
+            f"{e['continuous']['output_tok_s']:.0f} | {e['static']['output_tok_s']:.0f} | {e['speedup']:.2f}x"
+        )
+    if "decode" in result:
+        d = result["decode"]
+        ratio = d["continuous_decode_tok_s"] / d["static_decode_tok_s"]
+        print(
+            f"decode (batch {d['batch']}, prompt {d['prompt_len']}) | {d['continuous_decode_tok_s']:.0f} | "
+            f"{d['static_decode_tok_s']:.0f} | {ratio:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
