@@ -25,7 +25,6 @@ are not a multiple of 256 fall back to q5_0 (`llama-quant.cpp`).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -41,13 +40,13 @@ import torch
 
 from ...tokenizer import LLAMA3_PAT_STR
 from ..export import ExportError
+from .gguf_runtime import GGUFRuntime, llama_cpp_log, log_errors
 
 if TYPE_CHECKING:
     from ...model.config import ModelConfig
     from ...model.model import Transformer
     from ...tokenizer import Tokenizer
     from ..export import ExportOptions
-    from .gguf_runtime import GGUFRuntime
 
 ARCHITECTURE = "maincoder"
 TOKENIZER_MODEL, TOKENIZER_PRE = "gpt2", "llama-bpe"
@@ -101,8 +100,6 @@ def write(
 def open_runtime(path: str | Path, threads: int | None = None, kv_cache: str = "f16") -> GGUFRuntime:
     """The file loaded in llama.cpp (CPU). `kv_cache` is the KV cache's element type: "f16"
     (llama.cpp's default) or "f32" (keys and values stored exactly)."""
-    from .gguf_runtime import GGUFRuntime
-
     return GGUFRuntime(path, threads=threads, kv_cache=kv_cache)
 
 
@@ -239,32 +236,6 @@ def _write_file(
         writer.write_tensors_to_file()
     finally:
         writer.close()
-
-
-@contextlib.contextmanager
-def llama_cpp_log() -> Iterator[list[str]]:
-    """Collect llama.cpp's log lines in a list instead of printing them, while inside (then the
-    previous callback, llama-cpp-python's, is restored). Its errors explain a failed load or
-    quantization; its info and warning lines would only be noise on stderr."""
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        lines.append(text.decode("utf-8", errors="replace"))
-
-    previous, user_data = llama_cpp.llama_log_callback(), ctypes.c_void_p()
-    llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(user_data))
-    llama_cpp.llama_log_set(collect, None)
-    try:
-        yield lines
-    finally:
-        llama_cpp.llama_log_set(previous, user_data)
-
-
-def log_errors(lines: list[str]) -> str:
-    """The error lines of a llama.cpp log, joined (for an error message)."""
-    errors = [line.strip() for line in lines if "error" in line.lower() or "failed" in line.lower()]
-    return "; ".join(errors) or "llama.cpp logged no reason"
 
 
 def quantize(src: Path, dst: Path, quant: str) -> None:

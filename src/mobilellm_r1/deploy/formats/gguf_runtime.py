@@ -8,10 +8,11 @@ vocabulary; the tokenizer is refused unless its fingerprint is the one recorded 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import llama_cpp
@@ -20,11 +21,36 @@ import torch
 
 from ...tokenizer import LLAMA3_PAT_STR, Tokenizer, ranks_from_byte_level_vocab
 from ..export import ExportError, read_metadata, sha256_text
-from .gguf import llama_cpp_log, log_errors
 
 GGUF_MAGIC = b"GGUF"
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}
+
+
+@contextlib.contextmanager
+def llama_cpp_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines in a list instead of printing them, while inside (then the
+    previous callback, llama-cpp-python's, is restored). Its errors explain a failed load or
+    quantization; its info and warning lines would only be noise on stderr."""
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    previous, user_data = llama_cpp.llama_log_callback(), ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(user_data))
+    llama_cpp.llama_log_set(collect, None)
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(previous, user_data)
+
+
+def log_errors(lines: list[str]) -> str:
+    """The error lines of a llama.cpp log, joined (for an error message)."""
+    errors = [line.strip() for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return "; ".join(errors) or "llama.cpp logged no reason"
 
 
 def load_llama(path: Path, threads: int | None, kv_cache: str) -> llama_cpp.Llama:
