@@ -5,6 +5,7 @@ runtimes are tested in test_pte.py / test_gguf.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,9 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path):
     with atomic_output(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_load_for_generation_checks_what_applies(tmp_path: Path):
