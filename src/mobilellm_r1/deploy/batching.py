@@ -33,10 +33,16 @@ A sample's noise seed is `sample_seed(params.seed, request.prompt_index, sample_
 `generate()` numbers its prompts like the static Generator, so one seed gives the same samples
 in both (params.seed None: a fresh seed per request).
 
+On CUDA, decode steps attend through the paged Triton kernel (`paged_attention.py`), which reads
+each row's blocks in place and only up to its length; their block tables are padded to one fixed
+width (the blocks of a full-context sample), so a decode step's shapes vary with its rows only.
+Elsewhere decode attention gathers the blocks into a dense copy.
+
 `compile=True` compiles the decode forward with CUDA graphs (as the static Generator does), the
-batch padded to a power of two rows and the block tables to a power of two blocks so graphs are
-reused; prefills (varying shapes) and token selection run eagerly. The host builds each step's
-tables and reads its tokens back (one sync per step), so stops are seen at once.
+batch padded to a power of two rows (and, on the gather path, the block tables to a power of two
+blocks) so graphs are reused: with the paged kernel, one graph per rows bucket. Prefills (varying
+shapes) and token selection run eagerly. The host builds each step's tables and reads its tokens
+back (one sync per step), so stops are seen at once.
 """
 
 from __future__ import annotations
@@ -170,10 +176,11 @@ class BatchingEngine:
         self.num_blocks = self._pool_blocks(kv_budget_bytes, first.dtype)
         self.cache = PagedKVCache(cfg, self.num_blocks, block_size, device=self.device, dtype=first.dtype)
         self.allocator = BlockAllocator(self.num_blocks)
+        self.decode_width = blocks_for(cfg.max_position_embeddings, block_size)  # paged-kernel tables
         self.compile = compile
         self._forward = PagedForward(self.model, self.cache)  # prefills (shapes vary: eager)
         self._decode_forward: nn.Module = self._forward
-        if compile:  # one graph per power-of-two (rows, blocks) bucket
+        if compile:  # one graph per power-of-two rows bucket (and blocks bucket on the gather path)
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self._decode_forward = torch.compile(
                 self._forward, fullgraph=True, options=DEFAULT_COMPILE_OPTIONS
@@ -385,9 +392,11 @@ class BatchingEngine:
         return self._run(rows, decode=False)
 
     def _run(self, rows: StepRows, decode: bool) -> torch.Tensor:
-        """The forward over `rows` -> logits [B, V] (float32); a compiled decode pads the
-        block tables to a power of two."""
-        args = rows.tensors(self.block_size, self.device, pow2_blocks=decode and self.compile)
+        """The forward over `rows` -> logits [B, V] (float32); a decode through the paged
+        kernel pads the block tables to `decode_width`, a compiled one on the gather path to a
+        power of two."""
+        width = self.decode_width if decode and self.cache.paged_decode else None
+        args = rows.tensors(self.block_size, self.device, pow2_blocks=decode and self.compile, width=width)
         if not (decode and self.compile):
             return self._forward(*args).float()
         torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed

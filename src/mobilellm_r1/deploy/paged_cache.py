@@ -8,10 +8,14 @@ out. `BlockAllocator` keeps the free list and reference counts, so the n samples
 can share the prompt's full blocks (each gets its own copy of the last, partial one).
 
 `PagedKVCache.update` has `KVCache.update`'s signature, so `model.Attention` runs unchanged:
-before each forward the engine calls `plan(...)` with where every row writes its new tokens
-and which blocks it reads; `update` then scatters the new k/v into the pool and returns each
-row's blocks gathered into dense [B, kv_heads, S, head_dim] tensors (S = blocks x block_size),
-over which the engine's attention mask says which slots each query sees.
+before each forward the engine calls `plan(...)` with where every row writes its new tokens,
+which blocks it reads and how many tokens it holds; `update` then scatters the new k/v into
+the pool and returns each row's blocks gathered into dense [B, kv_heads, S, head_dim] tensors
+(S = blocks x block_size), over which the engine's attention mask says which slots each query
+sees. With `paged_decode` (default on CUDA with Triton) decode steps skip that copy: the cache's
+`attend` (the hook `model.Attention` calls first) writes the new k/v and runs the paged Triton
+kernel of `paged_attention.py` over the pool itself. Prefills, and everything on the CPU by
+default, take the gather path.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from torch import nn
 
 from ..model.config import ModelConfig
 from ..model.model import Transformer
+
+try:
+    from . import paged_attention
+except ImportError:  # the CPU wheel of torch ships without Triton
+    paged_attention = None
 
 NULL_BLOCK = 0
 
@@ -83,7 +92,10 @@ class BlockAllocator:
 class PagedKVCache(nn.Module):
     """Block pools k{l}, v{l} of [num_blocks + 1, kv_heads, block_size, head_dim] per layer.
 
-    Module buffers, like `KVCache`, so a compiled step treats them as static state."""
+    Module buffers, like `KVCache`, so a compiled step treats them as static state.
+    `paged_decode`: decode steps attend through the paged kernel (default: on CUDA, where
+    Triton is installed and takes the head_dim; True elsewhere runs it under
+    `TRITON_INTERPRET=1`, for tests)."""
 
     def __init__(
         self,
@@ -92,14 +104,22 @@ class PagedKVCache(nn.Module):
         block_size: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.bfloat16,
+        paged_decode: bool | None = None,
     ) -> None:
         super().__init__()
+        if paged_decode and paged_attention is None:
+            raise RuntimeError("paged_decode needs Triton (pip install triton)")
+        if paged_decode is None:
+            on_cuda = torch.device(device or "cpu").type == "cuda"
+            paged_decode = on_cuda and paged_attention is not None and paged_attention.supported(cfg.head_dim)
+        self.paged_decode = paged_decode
         shape = (num_blocks + 1, cfg.num_key_value_heads, block_size, cfg.head_dim)
         for i in range(cfg.num_hidden_layers):
             self.register_buffer(f"k{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
             self.register_buffer(f"v{i}", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.num_layers, self.num_blocks, self.block_size = cfg.num_hidden_layers, num_blocks, block_size
         self.write_blocks = self.write_slots = self.read_blocks = None
+        self.tables = self.lengths = None  # int32 copies for the paged kernel (decode steps)
 
     @staticmethod
     def block_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -107,22 +127,47 @@ class PagedKVCache(nn.Module):
         per_layer = 2 * cfg.num_key_value_heads * block_size * cfg.head_dim * dtype.itemsize
         return per_layer * cfg.num_hidden_layers
 
-    def plan(self, write_blocks: torch.Tensor, write_slots: torch.Tensor, read_blocks: torch.Tensor) -> None:
+    def plan(
+        self,
+        write_blocks: torch.Tensor,
+        write_slots: torch.Tensor,
+        read_blocks: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> None:
         """Where the next forward writes and reads: its token t of row b goes to block
         write_blocks[b, t], slot write_slots[b, t] ([B, T] each); row b reads the blocks
-        read_blocks[b] ([B, N], padded with `NULL_BLOCK`) as slots 0 .. N * block_size - 1."""
+        read_blocks[b] ([B, N], padded with `NULL_BLOCK`) as slots 0 .. N * block_size - 1, of
+        which its last query sees the first lengths[b] ([B]); decode steps read only those."""
         self.write_blocks, self.write_slots, self.read_blocks = write_blocks, write_slots, read_blocks
+        if self.paged_decode and write_blocks.shape[1] == 1:  # once per step, not per layer
+            self.tables, self.lengths = read_blocks.to(torch.int32), lengths.to(torch.int32)
 
     def update(
         self, layer: int, cache_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, kvh, T, hd] where `plan` said (`cache_pos` is not used: each row has
         its own slots); return each row's blocks as dense k, v [B, kvh, N * block_size, hd]."""
+        k_pool, v_pool = self._write(layer, k, v)
+        return self._gather(k_pool), self._gather(v_pool)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+        """A decode step's attention straight from the pool (with `paged_decode`): write k, v
+        [B, kvh, 1, hd] where `plan` said, then each row's query heads q [B, H, 1, hd] attend
+        to its first `lengths` tokens -> [B, H, 1, hd]. None for prefills (T > 1) and without
+        `paged_decode`: the model then calls `update` and attends with its mask."""
+        if not self.paged_decode or q.shape[2] != 1:
+            return None
+        k_pool, v_pool = self._write(layer, k, v)
+        out = paged_attention.paged_decode_attention(q[:, :, 0], k_pool, v_pool, self.tables, self.lengths)
+        return out[:, :, None]
+
+    def _write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scatter k, v [B, kvh, T, hd] to the planned slots of the layer's pools; the pools."""
         k_pool, v_pool = getattr(self, f"k{layer}"), getattr(self, f"v{layer}")
         blocks, slots = self.write_blocks, self.write_slots
         k_pool[blocks, :, slots] = k.transpose(1, 2).to(k_pool.dtype)  # pool[blk, :, slot]: [B, T, kvh, hd]
         v_pool[blocks, :, slots] = v.transpose(1, 2).to(v_pool.dtype)
-        return self._gather(k_pool), self._gather(v_pool)
+        return k_pool, v_pool
 
     def _gather(self, pool: torch.Tensor) -> torch.Tensor:
         b, n = self.read_blocks.shape
@@ -150,16 +195,19 @@ class StepRows:
     tables: list[list[int]]
     visible: list[list[int]]
 
-    def tensors(self, block_size: int, device: torch.device, pow2_blocks: bool) -> list[torch.Tensor]:
+    def tensors(
+        self, block_size: int, device: torch.device, pow2_blocks: bool, width: int | None = None
+    ) -> list[torch.Tensor]:
         """`PagedForward`'s arguments on `device`: the tables padded with the null block to the
-        longest (rounded up to a power of two with `pow2_blocks`) and the mask built from them."""
+        longest (rounded up to a power of two with `pow2_blocks`; to `width` blocks when given
+        and no table is longer) and the mask built from them."""
 
         def tensor(rows: list) -> torch.Tensor:
             return torch.tensor(rows, dtype=torch.long)
 
         lengths = tensor([len(t) for t in self.tables])
         n = int(lengths.max())
-        n = pow2(n) if pow2_blocks else n
+        n = max(n, width) if width is not None else pow2(n) if pow2_blocks else n
         read = torch.full((len(self.tables), n), NULL_BLOCK, dtype=torch.long)
         read[torch.arange(n)[None, :] < lengths[:, None]] = tensor(list(itertools.chain(*self.tables)))
         lists = (self.tokens, self.positions, self.write_blocks, self.write_slots)
@@ -186,7 +234,7 @@ class PagedForward(nn.Module):
         read_blocks: torch.Tensor,  # [B, N]
         mask: torch.Tensor,  # [B, 1, T, N * block_size]
     ) -> torch.Tensor:
-        self.cache.plan(write_blocks, write_slots, read_blocks)
+        self.cache.plan(write_blocks, write_slots, read_blocks, positions[:, -1] + 1)
         logits = self.model(
             tokens, positions, cache=self.cache, cache_pos=positions[0], attn_mask=mask, last_only=True
         )

@@ -68,6 +68,12 @@ class KVCache(nn.Module):
     Slots are written in place at `cache_pos`. Keeping them as module buffers lets
     `torch.compile` treat them as static state (mutated in place, fixed addresses), so a
     decode step can be captured in a CUDA graph without copying the cache.
+
+    The protocol `Attention` uses: `update(layer, cache_pos, k, v) -> (k_all, v_all)`, over
+    which it attends with the forward's mask. A cache object (such as the engine's paged
+    cache) may also define `attend(layer, q, k, v) -> Tensor | None`, q [B, H, T, hd] and
+    k, v [B, kvh, T, hd]: it then stores k, v and does the attention itself, returning
+    [B, H, T, hd], or returns None to leave this forward to `update` and the mask.
     """
 
     def __init__(
@@ -177,7 +183,12 @@ class Attention(nn.Module):
         attention matmuls are written out instead (softmax in float32).
 
         mask None: a causal prefill into an empty cache (slots 0..T-1), which attends to the
-        chunk itself with the fused causal kernel."""
+        chunk itself with the fused causal kernel.
+
+        A cache with an `attend` method may take over (see `KVCache`): its non-None result is
+        the output."""
+        if hasattr(cache, "attend") and (out := cache.attend(self.layer_idx, q, k, v)) is not None:
+            return out
         k_all, v_all = cache.update(self.layer_idx, cache_pos, k, v)
         if mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
