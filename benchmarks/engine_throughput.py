@@ -8,7 +8,8 @@ Two workloads on a randomly initialised model (bf16; stop tokens disabled so len
   * decode: `--batch` samples of one prompt, all `--decode-new` tokens long: raw decode speed
     at a large batch (static: prefill subtracted as in decode_throughput.py; continuous: the
     same subtraction with a 1-token run).
-Each timed run follows an untimed warm-up (compilation, CUDA graphs).
+Each timed run follows an untimed warm-up (compilation, CUDA graphs; for the eval workload the
+warm-up's lengths are 1..samples, so the running batch passes through every size once).
 
     python benchmarks/engine_throughput.py --device cuda --preset 950m
     python benchmarks/engine_throughput.py --device cpu --preset tiny --samples 8 --min-new 8 --max-new 64 --batch 8 --decode-new 16
@@ -88,7 +89,8 @@ def eval_workload(model, args: argparse.Namespace) -> dict:
     lengths = [rng.randint(args.min_new, args.max_new) for _ in range(args.samples)]
     prompt = _prompt(args.prompt_len, 1)
     useful = sum(lengths)
-    (cont,) = time_continuous(model, args, prompt, args.samples, [min(64, n) for n in lengths], [lengths])
+    warmup = [i + 1 for i in range(args.samples)]  # the batch shrinks through every size: all graphs built
+    (cont,) = time_continuous(model, args, prompt, args.samples, warmup, [lengths])
     (static,) = time_static(model, args, prompt, args.samples, [max(lengths)])
     return {
         "samples": args.samples,
