@@ -8,6 +8,7 @@ Two workloads on a randomly initialised model (bf16; stop tokens disabled so len
   * decode: `--batch` samples of one prompt, all `--decode-new` tokens long: raw decode speed
     at a large batch (static: prefill subtracted as in decode_throughput.py; continuous: the
     same subtraction with a 1-token run).
+  * agree: greedy tokens of both engines on 8 prompts of mixed lengths (a correctness check).
 Each timed run follows an untimed warm-up (compilation, CUDA graphs; for the eval workload the
 warm-up's lengths are 1..samples, so the running batch passes through every size once).
 
@@ -116,6 +117,21 @@ def decode_workload(model, args: argparse.Namespace) -> dict:
     }
 
 
+def agree_workload(model, args: argparse.Namespace) -> dict:
+    """Greedy tokens of both engines on 8 prompts of mixed lengths (64 new tokens each): the
+    share of positions where they agree (bf16 on a GPU can differ after a near-tie)."""
+    prompts = [_prompt(n, 10 + n) for n in (7, 100, 300, 513, 900, 1500, 33, 64)]
+    params = _params(64)
+    static = [c[0].token_ids for c in Generator(model).generate(prompts, params)]
+    cont = [c[0].token_ids for c in BatchingEngine(model, max_batch=8).generate(prompts, params)]
+    same = sum(a == b for s, c in zip(static, cont, strict=True) for a, b in zip(s, c, strict=True))
+    prefix = [
+        next((i for i, (a, b) in enumerate(zip(s, c, strict=True)) if a != b), 64)
+        for s, c in zip(static, cont, strict=True)
+    ]
+    return {"positions": 8 * 64, "agree": same / (8 * 64), "identical_prefix_lengths": prefix}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -128,7 +144,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--decode-new", type=int, default=256)
     p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--workloads", default="eval,decode")
+    p.add_argument("--workloads", default="agree,eval,decode")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
@@ -138,11 +154,15 @@ def main() -> None:
     result = result_header("engine_throughput", args.device) | {"preset": args.preset, "dtype": args.dtype}
     out = args.out or dated_result(f"engine_{args.device}")
     for name in args.workloads.split(","):
-        result[name] = (eval_workload if name == "eval" else decode_workload)(model, args)
+        result[name] = {"eval": eval_workload, "decode": decode_workload, "agree": agree_workload}[name](
+            model, args
+        )
         print(json.dumps({name: result[name]}), flush=True)
         write_result(result, out, quiet=True)
     write_result(result, out)
     print("workload | continuous | static | ratio")
+    if "agree" in result:
+        print(f"agree (greedy, 8 prompts x 64 tokens) | {result['agree']['agree']:.3f} of positions | |")
     if "eval" in result:
         e = result["eval"]
         print(
