@@ -157,7 +157,7 @@ def _sampling(
         top_k=max(body.top_k or 0, 0),
         n=body.n,
         seed=body.seed,
-        stop_token_ids=tuple(served.eos_token_id),
+        stop_token_ids=() if body.ignore_eos else tuple(served.eos_token_id),
         stop_strings=body.stop_strings(),
         logprobs=top_logprobs,
     )

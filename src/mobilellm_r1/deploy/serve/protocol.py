@@ -36,6 +36,7 @@ class _Sampling(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     seed: StrictInt | None = None
+    ignore_eos: StrictBool = False  # extension (vLLM's name): generate max_tokens, for load tests
     presence_penalty: float | None = 0.0
     frequency_penalty: float | None = 0.0
     logit_bias: dict[str, float] | None = None
