@@ -35,11 +35,15 @@ STEPS = 64
 HELD_OUT_TOKENS = 300
 TOL = 1e-3
 GREEDY = SamplingParams(max_new_tokens=STEPS, stop_token_ids=())
-# 8da4w file vs the same torchao quantization in eager PyTorch: the same int4 weights and
-# per-token int8 activations, accumulated by different kernels (XNNPACK's int8 x int4 GEMM vs
-# torchao's dequantize-then-matmul); measured <= 0.03 on logits of magnitude ~5.
-Q_TOL = 0.1
-MIN_TOP1_AGREEMENT = 0.9  # 8da4w file vs the float model, teacher-forced over held-out text
+# 8da4w file vs the same torchao quantization in eager PyTorch: the same int4 weights with bf16
+# group scales and per-token int8 activations, through different kernels (XNNPACK's int8 x int4
+# GEMM vs torchao's dequantize-then-matmul). They agree to float rounding except where the two
+# round an activation to different int8 steps; measured 0.003 on logits of magnitude ~5.
+Q_TOL = 0.05
+# 8da4w file vs the float model, teacher-forced over held-out text. trained_tiny (16 steps)
+# predicts nearly the same token everywhere, so it meets this easily; on a random-weight model
+# (std 0.1) the file and eager torchao both agree with float at only ~22% (flat logits).
+MIN_TOP1_AGREEMENT = 0.9
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -75,7 +79,9 @@ def probe_ids(tiny) -> list[int]:
 def quantized_eagerly(model: nn.Module) -> nn.Module:
     """A copy of `model` under the paper's 8da4w configs, run by torchao in eager PyTorch."""
     q = copy.deepcopy(model)
-    linear = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(128))
+    linear = Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int4, weight_granularity=PerGroup(128), weight_scale_dtype=torch.bfloat16
+    )
     quantize_(q, linear, filter_fn=lambda m, _: isinstance(m, nn.Linear))
     embedding = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
     quantize_(q, embedding, filter_fn=lambda m, _: isinstance(m, nn.Embedding))
@@ -217,6 +223,7 @@ def test_metadata_and_tokenizer_round_trip(trained_tiny, tiny, none_file) -> Non
     options = ExportOptions("none", max_context=CONTEXT)
     expected = export_metadata(model.config, tokenizer, options, FORMATS["pte"], str(trained_tiny))
     runtime = pte.open_runtime(none_file)
+    assert set(runtime.metadata) == {key.removeprefix("mobilellm_r1.") for key in expected}
     for key, value in expected.items():
         name = key.removeprefix("mobilellm_r1.")
         if name != "exported_at":
@@ -242,14 +249,16 @@ def test_metadata_and_tokenizer_round_trip(trained_tiny, tiny, none_file) -> Non
         assert program.load_method(method).execute([])[0] == value
 
 
-def test_threads_sets_executorch_thread_pool(q_file) -> None:
+def test_threads_sizes_both_thread_pools(q_file) -> None:
     from executorch.extension.pybindings import portable_lib
 
+    before = portable_lib._threadpool_get_thread_count(), torch.get_num_threads()
     try:
         pte.open_runtime(q_file, threads=1)
-        assert portable_lib._threadpool_get_thread_count() == 1
+        assert (portable_lib._threadpool_get_thread_count(), torch.get_num_threads()) == (1, 1)
     finally:
-        pte.set_threads(os.cpu_count() or 1)
+        portable_lib._unsafe_reset_threadpool(before[0])
+        torch.set_num_threads(before[1])
 
 
 # ------------------------------------------------------------------------------ bad input
