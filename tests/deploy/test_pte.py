@@ -198,7 +198,7 @@ def test_transformers_checkpoint_exports_the_same_way(tmp_path) -> None:
     hf = transformers.Llama4ForCausalLM(transformers.Llama4TextConfig(**to_hf_config(cfg))).eval()
     hf.save_pretrained(tmp_path / "hf")
     out = export_checkpoint(
-        tmp_path / "hf", "pte", tmp_path / "hf.pte", ExportOptions("none", max_context=64)
+        tmp_path / "hf", "pte", tmp_path / "hf.pte", ExportOptions("none", max_context=128)
     )
     runtime = pte.open_runtime(out)
     ids = torch.randint(3, 1000, (1, 40), generator=torch.Generator().manual_seed(1))
@@ -208,13 +208,12 @@ def test_transformers_checkpoint_exports_the_same_way(tmp_path) -> None:
     diff = max((a - b).abs().max().item() for a, b in zip(got, ref[19:], strict=True))
     print(f"transformers checkpoint .pte vs transformers: max |logit diff| {diff:.2e}")
     assert diff <= TOL
+    # greedy where the argmax varies (random weights): trained_tiny's is nearly constant
     ours, _ = load_pretrained(tmp_path / "hf")
-    params = SamplingParams(max_new_tokens=24, stop_token_ids=())
     prompt = [ids[0, :9].tolist()]
-    assert (
-        FileGenerator(runtime).generate(prompt, params)[0][0].token_ids
-        == Generator(ours).generate(prompt, params)[0][0].token_ids
-    )
+    tokens = FileGenerator(runtime).generate(prompt, GREEDY)[0][0].token_ids
+    assert tokens == Generator(ours).generate(prompt, GREEDY)[0][0].token_ids
+    assert len(set(tokens)) > STEPS // 4
 
 
 # ------------------------------------------------------------------------------ metadata

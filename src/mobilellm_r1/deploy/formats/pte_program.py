@@ -1,5 +1,5 @@
-"""The module that `pte.write` exports: our `Transformer`'s own layers around ExecuTorch's
-KV-cache ops, and the 8da4w quantization applied to it.
+"""The module that `pte.write` exports: our `Transformer`'s own layers (quantized or not, as
+`pte.prepared_model` left them) around ExecuTorch's KV-cache ops.
 
 `PteProgram.forward(tokens [1, T], input_pos [1]) -> logits [1, vocab]` runs T tokens from
 position `input_pos[0]`: it writes their keys and values into per-layer caches held as mutable
@@ -27,7 +27,8 @@ def load_custom_ops() -> None:
 
 
 def temperature_scale(positions: torch.Tensor, floor_scale: int, attn_scale: float) -> torch.Tensor:
-    """Llama-4's NoPE query factor 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale, [B, T]."""
+    """Llama-4's NoPE query factor 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale, [B, T]
+    (the formula `model.Attention.forward` applies inline)."""
     return torch.log1p(torch.floor((positions.float() + 1.0) / floor_scale)) * attn_scale + 1.0
 
 
