@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--work", type=Path, default=Path("/tmp/ondevice_cpu"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--export-only", action="store_true", help="write (cache) the files, measure nothing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--route", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -253,10 +254,15 @@ def main() -> None:
             if ROUTES[route] is not None:
                 target, row["export_s"] = export(size, route, model_dir, args.work, max(contexts))
                 row["file_mib"] = target.stat().st_size / 2**20
+            if args.export_only:
+                print(json.dumps(row), flush=True)
+                continue
             row |= measure(size, route, target, contexts, args)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
             write_result(json.loads(json.dumps(result)), out, quiet=True)  # keys as strings, as read back
+    if args.export_only:
+        return
     result = json.loads(json.dumps(result))
     write_result(result, out)
     print(table(result))

@@ -111,3 +111,16 @@ class FileGenerator:
             if first_stop(recent, params.stop_strings) is not None:
                 return out
             logits = self.runtime.forward([tok], len(prompt) + len(out) - 1)
+
+
+@torch.no_grad()
+def top1_agreement(runtime: FileRuntime, model: torch.nn.Module, ids: Sequence[int]) -> float:
+    """Fraction of the positions of `ids` (teacher-forced, at most the file's context) where the
+    file's next-token argmax equals `model`'s, e.g. an 8da4w file against the float model. The
+    file reads `ids` one token at a time through its KV cache."""
+    ids = list(ids)[: runtime.max_context]
+    if not ids:
+        raise ValueError("top1_agreement() needs at least one token id")
+    ref = model(torch.tensor([ids], device=next(model.parameters()).device))[0].argmax(-1).tolist()
+    same = sum(int(runtime.forward([tok], i).argmax()) == ref[i] for i, tok in enumerate(ids))
+    return same / len(ids)
