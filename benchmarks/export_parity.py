@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from mobilellm_r1.deploy import Generator, SamplingParams
-from mobilellm_r1.deploy.export import ExportOptions, export_checkpoint
+from mobilellm_r1.deploy.export import export_checkpoint
 from mobilellm_r1.deploy.file_runtime import FileGenerator, top1_agreement
 from mobilellm_r1.deploy.formats import FORMATS
+from mobilellm_r1.deploy.formats.contract import ExportOptions
 from mobilellm_r1.model.hf import load_checked
 from provenance import dated_result, result_header, write_result
 

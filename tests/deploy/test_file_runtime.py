@@ -14,17 +14,16 @@ from helpers import TorchRuntime, small_config
 from mobilellm_r1.atomic import atomic_output
 from mobilellm_r1.cli import main
 from mobilellm_r1.deploy import Generator, SamplingParams
-from mobilellm_r1.deploy.export import (
-    ExportError,
-    ExportOptions,
-    check_context,
-    check_group_size,
-    default_group_size,
-    export_checkpoint,
-    read_metadata,
-)
+from mobilellm_r1.deploy.export import check_context, export_checkpoint
 from mobilellm_r1.deploy.file_runtime import FileGenerator
 from mobilellm_r1.deploy.formats import FORMATS, MissingPackageError, format_of_path
+from mobilellm_r1.deploy.formats.contract import (
+    ExportError,
+    ExportOptions,
+    check_group_size,
+    default_group_size,
+    read_metadata,
+)
 from mobilellm_r1.deploy.load import load_for_generation
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import Transformer

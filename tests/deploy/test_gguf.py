@@ -18,9 +18,10 @@ import torch
 import transformers
 
 from mobilellm_r1.deploy import Generator, SamplingParams
-from mobilellm_r1.deploy.export import ExportError, ExportOptions, export_checkpoint
-from mobilellm_r1.deploy.file_runtime import FileGenerator, FileRuntime
+from mobilellm_r1.deploy.export import export_checkpoint
+from mobilellm_r1.deploy.file_runtime import FileGenerator, FileRuntime, top1_agreement
 from mobilellm_r1.deploy.formats import gguf as gguf_format
+from mobilellm_r1.deploy.formats.contract import ExportError, ExportOptions
 from mobilellm_r1.model import build_model
 from mobilellm_r1.model.config import preset
 from mobilellm_r1.model.hf import load_pretrained, save_pretrained, to_hf_config
@@ -49,16 +50,6 @@ QUANT_MIN_AGREEMENT = 0.85  # teacher-forced greedy steps where llama.cpp's top-
 # Top-1 agreement with the unquantized model on held-out text. The random model's top-2 logits
 # are close (median lead ~0.2), so 4-bit weights flip many: far above chance (1/524), not high.
 HELD_OUT_MIN_AGREEMENT = {"q8_0": 0.85, "q4_k_m": 0.5, "q4_0": 0.25}
-
-
-def top1_agreement(runtime: FileRuntime, model: Transformer, ids: list[int]) -> float:
-    """Fraction of the positions of `ids` where the runtime's next-token argmax is the model's
-    (teacher-forced: both read `ids`; the runtime one token at a time through its KV cache)."""
-    with torch.no_grad():
-        ref = model(torch.tensor([ids]))[0].argmax(-1)
-    got = [int(runtime.forward(ids[:1], 0).argmax())]
-    got += [int(runtime.forward([tok], t).argmax()) for t, tok in enumerate(ids[1:], start=1)]
-    return (torch.tensor(got) == ref).float().mean().item()
 
 
 class Recorder:

@@ -23,9 +23,10 @@ from torchao.quantization import (
 
 from mobilellm_r1.data.recipes import load_mixture
 from mobilellm_r1.deploy import Generator, SamplingParams
-from mobilellm_r1.deploy.export import ExportError, ExportOptions, export_checkpoint, export_metadata
-from mobilellm_r1.deploy.file_runtime import FileGenerator
+from mobilellm_r1.deploy.export import export_checkpoint, export_metadata
+from mobilellm_r1.deploy.file_runtime import FileGenerator, top1_agreement
 from mobilellm_r1.deploy.formats import FORMATS, pte
+from mobilellm_r1.deploy.formats.contract import ExportError, ExportOptions
 from mobilellm_r1.model import ModelConfig
 from mobilellm_r1.model.hf import load_checked, load_pretrained, to_hf_config
 
@@ -167,7 +168,7 @@ def test_8da4w_file_matches_eager_torchao_quantization(tiny, q_file, probe_ids) 
     assert ref.argmax(-1).tolist() == tokens
     assert diff <= Q_TOL
     held_out = probe_ids[PROMPT_TOKENS : PROMPT_TOKENS + HELD_OUT_TOKENS]
-    agreement = pte.top1_agreement(runtime, model, held_out)
+    agreement = top1_agreement(runtime, model, held_out)
     print(f"8da4w .pte vs float model: top-1 agreement {agreement:.3f} over {len(held_out)} positions")
     assert agreement >= MIN_TOP1_AGREEMENT
 

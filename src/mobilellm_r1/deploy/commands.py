@@ -229,8 +229,9 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """`export`: write one on-device file from a checkpoint."""
-    from .export import ExportError, ExportOptions, export_checkpoint
+    from .export import export_checkpoint
     from .formats import FORMATS, format_of_path
+    from .formats.contract import ExportError, ExportOptions
 
     fmt = FORMATS[args.format] if args.format else format_of_path(args.out)
     if fmt is None:

@@ -47,6 +47,11 @@ def l2_qk_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x)
 
 
+def temperature_scale(position_ids: torch.Tensor, floor_scale: int, attn_scale: float) -> torch.Tensor:
+    """Llama-4's NoPE query factor 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale, [B, T]."""
+    return torch.log1p(torch.floor((position_ids.float() + 1.0) / floor_scale)) * attn_scale + 1.0
+
+
 def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of the rotation angles, float32. position_ids [B, T] -> [B, T, head_dim/2] each."""
     angles = position_ids[..., None].float() * inv_freq.float()
@@ -152,10 +157,8 @@ class Attention(nn.Module):
         if self.use_qk_norm:
             q, k = l2_qk_norm(q, self.eps), l2_qk_norm(k, self.eps)
         if self.temperature_tuning:
-            scale = (
-                torch.log1p(torch.floor((position_ids.float() + 1.0) / self.floor_scale)) * self.attn_scale
-            )
-            q = (q * (scale + 1.0)[:, :, None, None]).to(q.dtype)
+            scale = temperature_scale(position_ids, self.floor_scale, self.attn_scale)
+            q = (q * scale[:, :, None, None]).to(q.dtype)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
         if cache is None:
             out = F.scaled_dot_product_attention(

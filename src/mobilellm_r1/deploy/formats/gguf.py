@@ -39,14 +39,14 @@ import numpy as np
 import torch
 
 from ...tokenizer import LLAMA3_PAT_STR
-from ..export import ExportError
+from .contract import ExportError
 from .gguf_runtime import GGUFRuntime, llama_cpp_log, log_errors
 
 if TYPE_CHECKING:
     from ...model.config import ModelConfig
     from ...model.model import Transformer
     from ...tokenizer import Tokenizer
-    from ..export import ExportOptions
+    from .contract import ExportOptions
 
 ARCHITECTURE = "maincoder"
 TOKENIZER_MODEL, TOKENIZER_PRE = "gpt2", "llama-bpe"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ...tokenizer import LLAMA3_PAT_STR, Tokenizer, ranks_from_byte_level_vocab
-from ..export import ExportError, read_metadata, sha256_text
+from .contract import ExportError, read_metadata, sha256_text
 
 GGUF_MAGIC = b"GGUF"
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"

@@ -38,8 +38,8 @@ from torch import nn
 from ...model.config import ModelConfig
 from ...model.model import Transformer
 from ...tokenizer import Tokenizer, parse_hf_tokenizer_json
-from ..export import ExportError, ExportOptions, check_group_size, default_group_size, read_metadata
 from ..file_runtime import FileRuntime
+from .contract import ExportError, ExportOptions, check_group_size, default_group_size, read_metadata
 from .pte_program import PteProgram, load_custom_ops
 
 if TYPE_CHECKING:
@@ -323,16 +323,3 @@ class PteRuntime:
 def open_runtime(path: Path, threads: int | None = None) -> FileRuntime:
     """The file in ExecuTorch's runtime; `threads` sizes its thread pool (`set_threads`)."""
     return PteRuntime(path, threads)
-
-
-# ------------------------------------------------------------------------------ parity
-@torch.no_grad()
-def top1_agreement(runtime: FileRuntime, model: Transformer, ids: Sequence[int]) -> float:
-    """Fraction of positions of `ids` (teacher-forced, at most the file's context) where the
-    file's next-token argmax equals `model`'s: e.g. an 8da4w file against the float model."""
-    ids = list(ids)[: runtime.max_context]
-    if not ids:
-        raise ValueError("top1_agreement() needs at least one token id")
-    ref = model(torch.tensor([ids], device=next(model.parameters()).device))[0].argmax(-1).tolist()
-    same = sum(int(runtime.forward([tok], i).argmax()) == ref[i] for i, tok in enumerate(ids))
-    return same / len(ids)

@@ -16,7 +16,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...model.model import Attention, DecoderLayer, Transformer, apply_rope, l2_qk_norm, rope_cos_sin
+from ...model.model import (
+    Attention,
+    DecoderLayer,
+    Transformer,
+    apply_rope,
+    l2_qk_norm,
+    rope_cos_sin,
+    temperature_scale,
+)
 
 
 def load_custom_ops() -> None:
@@ -24,12 +32,6 @@ def load_custom_ops() -> None:
     kernels with ExecuTorch's runtime, and the `quantized_decomposed::` embedding kernels."""
     import executorch.kernels.quantized  # noqa: F401
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
-
-
-def temperature_scale(positions: torch.Tensor, floor_scale: int, attn_scale: float) -> torch.Tensor:
-    """Llama-4's NoPE query factor 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale, [B, T]
-    (the formula `model.Attention.forward` applies inline)."""
-    return torch.log1p(torch.floor((positions.float() + 1.0) / floor_scale)) * attn_scale + 1.0
 
 
 class CachedAttention(nn.Module):
