@@ -251,8 +251,7 @@ class PteRuntime:
         if not file.is_file():
             raise FileNotFoundError(f"ExecuTorch file not found: {file}")
         load_custom_ops()
-        if threads is not None:
-            set_threads(threads)
+        set_threads(threads or torch.get_num_threads())  # the two pools must match (set_threads)
         from executorch.runtime import Runtime
 
         self.path = str(file)
@@ -321,5 +320,6 @@ class PteRuntime:
 
 
 def open_runtime(path: Path, threads: int | None = None) -> FileRuntime:
-    """The file in ExecuTorch's runtime; `threads` sizes its thread pool (`set_threads`)."""
+    """The file in ExecuTorch's runtime; `threads` (default: PyTorch's thread count) sizes its
+    thread pool and PyTorch's alike (`set_threads`)."""
     return PteRuntime(path, threads)
