@@ -404,3 +404,14 @@ assert equivalent("26000", "2.6 \\\\times 10^{4}")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_judge_refuses_the_antlr_runtime_that_breaks_its_latex_parser(monkeypatch) -> None:
+    """ExecuTorch's hydra-core pins ANTLR 4.9, under which math-verify misreads '25%': refuse it."""
+    from mobilellm_r1.eval import math_grading
+
+    monkeypatch.setattr(math_grading.importlib.metadata, "version", lambda name: "4.9.3")
+    with pytest.raises(
+        RuntimeError, match=r"antlr4-python3-runtime 4\.9\.3 .* pip install antlr4-python3-runtime==4\.13\.2"
+    ):
+        math_grading.MathJudge(workers=1)

@@ -11,6 +11,7 @@ recreating the pool (math-verify's own timeouts rely on ``signal.alarm``).
 
 from __future__ import annotations
 
+import importlib.metadata
 import multiprocessing as mp
 import resource
 import time
@@ -104,10 +105,33 @@ def _ready() -> bool:
     return parser_guard_installed()
 
 
+# math-verify's LaTeX parser (latex2sympy2_extended) ships ANTLR parsers for runtimes 4.9, 4.11 and
+# 4.13, but its 4.9 one is older than its grammar code and misreads answers (e.g. "25%"). ExecuTorch
+# depends on hydra-core, which pins antlr4-python3-runtime 4.9, so installing `.[deploy]` breaks
+# grading silently unless 4.13 is reinstalled afterwards (the README's test command does).
+BROKEN_ANTLR = "4.9"
+
+
+def check_latex_parser() -> None:
+    """RuntimeError, with the fix, when the installed ANTLR runtime breaks math-verify's parser."""
+    try:
+        version = importlib.metadata.version("antlr4-python3-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        return  # math-verify brings its own pinned runtime when it is installed normally
+    if version.startswith(BROKEN_ANTLR + "."):
+        raise RuntimeError(
+            f"antlr4-python3-runtime {version} is installed (executorch's hydra-core pins 4.9), and "
+            "math-verify's LaTeX parser misreads answers with it; run "
+            "`pip install antlr4-python3-runtime==4.13.2` (hydra's own pytest plugin then needs "
+            "`-p no:hydra_pytest`, which this project's pytest settings pass)"
+        )
+
+
 class MathJudge:
     """Process-pool judge with a hard per-item timeout (hung workers are killed)."""
 
     def __init__(self, workers: int = 2, timeout_s: float = 10.0, context: str = "spawn") -> None:
+        check_latex_parser()
         self.workers = workers
         self.timeout_s = timeout_s
         self._ctx = mp.get_context(context)
