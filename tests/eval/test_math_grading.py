@@ -412,6 +412,6 @@ def test_judge_refuses_the_antlr_runtime_that_breaks_its_latex_parser(monkeypatc
 
     monkeypatch.setattr(math_grading.importlib.metadata, "version", lambda name: "4.9.3")
     with pytest.raises(
-        RuntimeError, match=r"antlr4-python3-runtime 4\.9\.3 .* pip install antlr4-python3-runtime==4\.13\.2"
+        RuntimeError, match=r"antlr4-python3-runtime 4\.9\.3 .*pip install antlr4-python3-runtime==4\.13\.2"
     ):
         math_grading.MathJudge(workers=1)
