@@ -299,7 +299,7 @@ def test_bad_engine_settings_and_calls(model) -> None:
         engine.add(EngineRequest("a", [5, 6], GREEDY))
     with pytest.raises(ValueError, match="generate\\(\\) needs an idle engine"):
         engine.generate([[5]], GREEDY)
-    with pytest.raises(ValueError, match="prompt_ids of request 'generate-1' is empty"):
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
         BatchingEngine(model).generate([[5], []], GREEDY)
 
 

@@ -58,7 +58,14 @@ import torch
 from torch import nn
 
 from ..model.model import Transformer
-from .generate import DEFAULT_COMPILE_OPTIONS, Completion, StreamFn, first_stop, make_completion
+from .generate import (
+    DEFAULT_COMPILE_OPTIONS,
+    Completion,
+    StreamFn,
+    encode_prompts,
+    first_stop,
+    make_completion,
+)
 from .paged_cache import NULL_BLOCK, BlockAllocator, PagedForward, PagedKVCache, StepRows, blocks_for, pow2
 from .sampling import SamplingParams, exponential_noise, resolve_seed, sample_seed, select_tokens
 
@@ -509,7 +516,7 @@ class BatchingEngine:
         if self.has_work():
             raise ValueError("generate() needs an idle engine; this one has requests in flight")
         params = params or SamplingParams()
-        encoded = self._encode(prompts)
+        encoded = encode_prompts(prompts, self.tokenizer)
         seeded = dataclasses.replace(params, seed=resolve_seed(params.seed))
         requests = [EngineRequest(f"generate-{i}", ids, seeded, i) for i, ids in enumerate(encoded)]
         for r in requests:
@@ -529,12 +536,3 @@ class BatchingEngine:
             [make_completion(i, j, ids[i, j], self.tokenizer, params, stop_ids) for j in range(params.n)]
             for i in range(len(encoded))
         ]
-
-    def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-        if not prompts:
-            raise ValueError("generate() needs at least one prompt")
-        if isinstance(prompts[0], str):
-            if self.tokenizer is None:
-                raise ValueError("text prompts need a tokenizer; pass token ids or a tokenizer")
-            return [self.tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
-        return [list(p) for p in prompts]  # type: ignore[arg-type]

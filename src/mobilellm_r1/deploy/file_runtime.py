@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 
 from ..tokenizer import Tokenizer
-from .generate import Completion, StreamFn, first_stop, make_completion
+from .generate import Completion, StreamFn, encode_prompts, first_stop, make_completion
 from .sampling import SamplingParams, exponential_noise, resolve_seed, sample_seed, select_tokens
 
 
@@ -44,16 +44,6 @@ class FileGenerator:
         self.runtime = runtime
         self.tokenizer = runtime.tokenizer
 
-    def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-        if not prompts:
-            raise ValueError("generate() needs at least one prompt")
-        if isinstance(prompts[0], str):
-            return [self.tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
-        out = [list(p) for p in prompts]  # type: ignore[arg-type]
-        if any(not p for p in out):
-            raise ValueError(f"prompt {next(i for i, p in enumerate(out) if not p)} is empty")
-        return out
-
     @torch.inference_mode()
     def generate(
         self,
@@ -63,7 +53,7 @@ class FileGenerator:
     ) -> list[list[Completion]]:
         """Continue every prompt `params.n` times -> completions[prompt][sample]."""
         params = params or SamplingParams()
-        encoded = self._encode(prompts)
+        encoded = encode_prompts(prompts, self.tokenizer)
         longest = max(len(p) for p in encoded) + params.max_new_tokens
         if longest > self.runtime.max_context:
             raise ValueError(

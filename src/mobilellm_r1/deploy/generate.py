@@ -288,19 +288,6 @@ class Generator:
         return logits[:, -1]
 
     # ------------------------------------------------------------------ API
-    def _encode(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-        if not prompts:
-            raise ValueError("generate() needs at least one prompt")
-        if isinstance(prompts[0], str):
-            if self.tokenizer is None:
-                raise ValueError("text prompts need a tokenizer; pass token ids or a tokenizer")
-            return [self.tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
-        out = [list(p) for p in prompts]  # type: ignore[arg-type]
-        for i, p in enumerate(out):
-            if not p:
-                raise ValueError(f"prompt {i} is empty")
-        return out
-
     def _stop_ids(self, params: SamplingParams) -> list[int]:
         if params.stop_token_ids is not None:
             return list(params.stop_token_ids)
@@ -315,7 +302,7 @@ class Generator:
     ) -> list[list[Completion]]:
         """Continue every prompt `params.n` times -> completions[prompt][sample]."""
         params = params or SamplingParams()
-        encoded = self._encode(prompts)
+        encoded = encode_prompts(prompts, self.tokenizer)
         rows = [p for p in encoded for _ in range(params.n)]
         longest = max(len(p) for p in rows) + params.max_new_tokens
         if longest > self.model.config.max_position_embeddings:
@@ -447,6 +434,24 @@ class Generator:
             prompt, sample = divmod(row, params.n)
             result[prompt].append(make_completion(prompt, sample, ids, self.tokenizer, params, stop_ids))
         return result
+
+
+def encode_prompts(
+    prompts: Sequence[str] | Sequence[Sequence[int]], tokenizer: Tokenizer | None
+) -> list[list[int]]:
+    """Prompt ids for every engine's `generate`: texts are BOS + their tokens, id lists are
+    taken as they are; an empty list of prompts or an empty prompt is a ValueError."""
+    if not prompts:
+        raise ValueError("generate() needs at least one prompt")
+    if isinstance(prompts[0], str):
+        if tokenizer is None:
+            raise ValueError("text prompts need a tokenizer; pass token ids or a tokenizer")
+        return [tokenizer.encode(p, bos=True) for p in prompts]  # type: ignore[arg-type]
+    out = [list(p) for p in prompts]  # type: ignore[arg-type]
+    empty = next((i for i, p in enumerate(out) if not p), None)
+    if empty is not None:
+        raise ValueError(f"prompt {empty} is empty")
+    return out
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
