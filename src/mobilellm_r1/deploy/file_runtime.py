@@ -37,6 +37,24 @@ class FileRuntime(Protocol):
         ...
 
 
+def check_forward_input(runtime: FileRuntime, ids: Sequence[int], start: int, cached: int) -> None:
+    """ValueError naming the problem when `forward(ids, start)` cannot run: no ids, a start past
+    the `cached` positions, positions past the file's context, or an id outside its vocabulary."""
+    if not ids:
+        raise ValueError("forward() needs at least one token id")
+    if not 0 <= start <= cached:
+        raise ValueError(f"start {start} must be between 0 and the {cached} cached positions")
+    if start + len(ids) > runtime.max_context:
+        raise ValueError(
+            f"positions up to {start + len(ids)} exceed the context of {runtime.path} ({runtime.max_context})"
+        )
+    bad = [t for t in ids if not 0 <= t < runtime.vocab_size]
+    if bad:
+        raise ValueError(
+            f"token id {bad[0]} is outside the vocabulary of {runtime.path} ({runtime.vocab_size})"
+        )
+
+
 class FileGenerator:
     """`Generator.generate`'s interface over a `FileRuntime`, one sample at a time."""
 

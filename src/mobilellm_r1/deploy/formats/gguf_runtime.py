@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ...tokenizer import LLAMA3_PAT_STR, Tokenizer, ranks_from_byte_level_vocab
+from ..file_runtime import check_forward_input
 from .contract import ExportError, read_metadata, sha256_text
 
 GGUF_MAGIC = b"GGUF"
@@ -147,19 +148,7 @@ class GGUFRuntime:
         the cache held from `start` on is dropped first (Llama.eval removes the KV cells at
         positions >= its n_tokens, then decodes in n_batch chunks from there)."""
         llm = self._llm
-        if not ids:
-            raise ValueError("forward() needs at least one token id")
-        if not 0 <= start <= llm.n_tokens:
-            raise ValueError(f"start {start} must be between 0 and the {llm.n_tokens} cached positions")
-        if start + len(ids) > self.max_context:
-            raise ValueError(
-                f"positions up to {start + len(ids)} exceed the context of {self.path} ({self.max_context})"
-            )
-        bad = [t for t in ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(
-                f"token id {bad[0]} is outside the vocabulary of {self.path} ({self.vocab_size})"
-            )
+        check_forward_input(self, ids, start, llm.n_tokens)
         llm.n_tokens = start
         llm.eval(list(ids))
         logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)  # the last token's row

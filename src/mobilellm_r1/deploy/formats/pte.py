@@ -38,7 +38,7 @@ from torch import nn
 from ...model.config import ModelConfig
 from ...model.model import Transformer
 from ...tokenizer import Tokenizer, parse_hf_tokenizer_json
-from ..file_runtime import FileRuntime
+from ..file_runtime import FileRuntime, check_forward_input
 from .contract import ExportError, ExportOptions, check_group_size, default_group_size, read_metadata
 from .pte_program import PteProgram, load_custom_ops
 
@@ -298,19 +298,7 @@ class PteRuntime:
     def forward(self, ids: Sequence[int], start: int) -> torch.Tensor:
         """Logits [vocab] (float32) after `ids`, written at positions start .. start+len-1 in
         calls of at most `chunk` tokens; what the cache held from `start` on is overwritten."""
-        if not ids:
-            raise ValueError("forward() needs at least one token id")
-        if not 0 <= start <= self._filled:
-            raise ValueError(f"start {start} must be between 0 and the {self._filled} cached positions")
-        if start + len(ids) > self.max_context:
-            raise ValueError(
-                f"positions up to {start + len(ids)} exceed the context of {self.path} ({self.max_context})"
-            )
-        bad = [t for t in ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(
-                f"token id {bad[0]} is outside the vocabulary of {self.path} ({self.vocab_size})"
-            )
+        check_forward_input(self, ids, start, self._filled)
         tokens = torch.tensor([list(ids)], dtype=torch.long)
         for i in range(0, tokens.shape[1], self.chunk):
             pos = torch.tensor([start + i], dtype=torch.long)
