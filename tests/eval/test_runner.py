@@ -104,10 +104,29 @@ def test_bad_predictions_are_named(tmp_path) -> None:
         Evaluator(opts, predictions=read_predictions(bad)).run()
 
 
-def test_missing_dataset_says_where(tmp_path) -> None:
-    opts = EvalOptions(tasks=["math500"], data_dir=tmp_path, out_dir=tmp_path / "o")
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "math500" / "test.jsonl")):
-        Evaluator(opts, predictions={}).run()
+def test_missing_dataset_is_skipped_with_reason(tmp_path, capsys) -> None:
+    """math500's file is missing: it is skipped with the expected path as its reason (stderr,
+    summary.json, results.md) and gsm8k is still scored."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "gsm8k").symlink_to(EVAL / "gsm8k")
+    preds = tmp_path / "preds.jsonl"
+    _write_predictions(preds, {"gsm8k": 3})
+    opts = EvalOptions(tasks=["math500", "gsm8k"], data_dir=data, out_dir=tmp_path / "o")
+    evaluator = Evaluator(opts, predictions=read_predictions(preds))
+    summary = evaluator.run()
+    assert list(summary) == ["gsm8k"] and summary["gsm8k"]["pass@1"] == 1.0
+    where = str(data / "math500" / "test.jsonl")
+    assert list(evaluator.skipped) == ["math500"] and where in evaluator.skipped["math500"]
+    assert f"skipped math500: math500: expected its test set at {where}" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert saved == summary | {"skipped": evaluator.skipped}
+    table = (tmp_path / "o" / "results.md").read_text()
+    assert (
+        "| gsm8k | pass@1 | 100.0 |" in table
+        and f"- math500: math500: expected its test set at {where}" in table
+    )
+    assert not (tmp_path / "o" / "samples" / "math500.jsonl").exists()
 
 
 def test_markdown_table_paper_column() -> None:

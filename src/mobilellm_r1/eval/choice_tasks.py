@@ -62,6 +62,7 @@ from typing import Any
 import torch.nn as nn
 
 from mobilellm_r1.data.records import read_jsonl
+from mobilellm_r1.eval import hub as hub_status
 from mobilellm_r1.eval.loglik import Request, TextEncoder, argmax, continuation_logprobs, encode_pair
 from mobilellm_r1.eval.metrics import mean_accuracy
 
@@ -327,22 +328,33 @@ def _hub_hellaswag() -> list[dict[str, Any]]:
 
 def load_hellaswag(data_dir: Path | str, *, hub: bool = True) -> list[ChoiceItem]:
     """HellaSwag validation (10,042 rows) from ``D/commonsense/hellaswag/hellaswag_val.jsonl`` or
-    ``D/hellaswag/hellaswag_val.jsonl`` (rowanz format), else (``hub=True``) ``Rowan/hellaswag``."""
+    ``D/hellaswag/hellaswag_val.jsonl`` (rowanz format), else (``hub=True``) ``Rowan/hellaswag``.
+
+    FileNotFoundError says why when neither works. The hub is asked only if :mod:`.hub` says it can
+    answer (an offline switch means the local hub cache only; an unreachable hub fails at once
+    instead of after the client's retries)."""
     data_dir = Path(data_dir)
     local = [data_dir / "commonsense" / "hellaswag" / HELLASWAG_FILE, data_dir / "hellaswag" / HELLASWAG_FILE]
     path = next((p for p in local if p.is_file()), None)
     if path is not None:
-        rows = read_jsonl(path)
-    elif not hub:
+        return [hellaswag_item(i, row) for i, row in enumerate(read_jsonl(path))]
+    if not hub:
         raise _missing("hellaswag", local[0], local[1])
-    else:
-        try:
-            rows = _hub_hellaswag()
-        except Exception as exc:
-            raise FileNotFoundError(
-                f"hellaswag: expected {local[0]} (or {local[1]}) and could not load {HELLASWAG_HUB} from "
-                f"the hub ({exc}); see {SOURCES} and commonsense/hellaswag/README.md"
-            ) from exc
+    where = f"hellaswag: not in {data_dir} (expected {local[0]} or {local[1]})"
+    offline = hub_status.offline_variable()
+    unreachable = None if offline else hub_status.unreachable_reason()
+    if unreachable:
+        raise FileNotFoundError(
+            f"{where} and the hub is unreachable ({unreachable}); set HF_HUB_OFFLINE=1 to use a cached "
+            f"copy; see {SOURCES}"
+        )
+    try:
+        rows = _hub_hellaswag()
+    except Exception as exc:
+        cache = f" in the local hub cache ({offline} is set)" if offline else f" from {HELLASWAG_HUB}"
+        raise FileNotFoundError(
+            f"{where} and not loadable{cache}: {type(exc).__name__}: {exc}; see {SOURCES}"
+        ) from exc
     return [hellaswag_item(i, row) for i, row in enumerate(rows)]
 
 

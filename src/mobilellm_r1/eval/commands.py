@@ -10,6 +10,13 @@ boolq piqa siqa hellaswag openbookqa winogrande; suites: base (the paper's base-
 post (its post-trained table), commonsense, all. --data-dir D reads D/<task>/... in the layout
 of shared/data/eval (see its SOURCES.md); the synthetic corpus writes that layout under
 data/synth/eval. Writes OUT/samples/<task>.jsonl, OUT/summary.json and OUT/results.md.
+
+A task whose data is not available (not under --data-dir; for HellaSwag, also not on the hub) is
+skipped, named tasks included: the reason goes to stderr at once, under the printed table, into
+summary.json as "skipped": {task: reason} and into the final JSON line; the other tasks are scored.
+Without local data the hub is asked only when it answers one quick probe (HF_HUB_OFFLINE=1: the
+local hub cache only), so an offline run skips at once. Exit status: 0 when at least one task was
+scored (check "skipped" for the rest), 1 when every task was skipped.
 """
 
 from __future__ import annotations
@@ -121,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         }
     else:
         kwargs = {"predictions": read_predictions(args.predictions)}
-    summary = Evaluator(opts, **kwargs).run()
+    evaluator = Evaluator(opts, **kwargs)
+    summary = evaluator.run()
     print((args.out / "results.md").read_text(), end="")
-    print(json.dumps({"out": str(args.out), "summary": str(args.out / "summary.json")}))
+    report = {"out": str(args.out), "summary": str(args.out / "summary.json"), "skipped": evaluator.skipped}
+    print(json.dumps(report))
     return 0 if summary else 1

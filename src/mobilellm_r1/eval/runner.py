@@ -5,9 +5,15 @@ Outputs in ``out_dir`` (each file written to a temporary name and renamed, and
 
     samples/<task>.jsonl   one row per sample: id, sample, prompt, completion, extracted,
                            verdict fields (correct / passed / acc ...), seconds
-    summary.json           {task: {metric: value}}; pass@1 / acc are fractions in [0, 1]
+    summary.json           {task: {metric: value}}; pass@1 / acc are fractions in [0, 1];
+                           plus "skipped": {task: reason} when some task's data could not
+                           be loaded
     results.md             the same as a markdown table, with the paper's numbers when the
-                           model is a published checkpoint
+                           model is a published checkpoint, and the skipped tasks below it
+
+A task whose data is not available (not in ``data_dir``, and for HellaSwag not on a reachable
+hub: FileNotFoundError from its loader) is skipped with the loader's message as the reason,
+printed to stderr at once, and the other tasks are scored.
 
 Predictions mode scores a jsonl of ``{"task", "id", "completion"}`` (several lines per id
 for n samples) over exactly the ids present; ``missing`` counts the task's records without
@@ -17,6 +23,7 @@ a prediction.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -27,11 +34,11 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from . import reference
-from .choice_tasks import ChoiceTask, evaluate_choice_task
+from .choice_tasks import ChoiceItem, ChoiceTask, evaluate_choice_task
 from .engines import Engine, GenRequest
 from .math_grading import MathJudge
 from .nll import reference_nll
-from .registry import TASKS, expand_tasks, get_task
+from .registry import TASKS, Task, expand_tasks, get_task
 from .tasks import GenTask, GradeContext
 
 Row = dict[str, Any]
@@ -97,6 +104,7 @@ class Evaluator:
         self.opts, self.engine, self.model, self.tokenizer = opts, engine, model, tokenizer
         self.predictions = predictions
         self.summary: dict[str, dict[str, float]] = {}
+        self.skipped: dict[str, str] = {}  # task -> why its data could not be loaded
 
     # ------------------------------------------------------------------ generation tasks
     def _params(self, task: GenTask, chat: bool):
@@ -137,9 +145,10 @@ class Evaluator:
             out.setdefault(rid, []).append({"completion": str(row["completion"])})
         return out
 
-    def run_generation(self, task: GenTask, judge: MathJudge) -> tuple[dict[str, float], list[Row]]:
+    def run_generation(
+        self, task: GenTask, records: list[Row], judge: MathJudge
+    ) -> tuple[dict[str, float], list[Row]]:
         o = self.opts
-        records = task.load(o.data_dir)[: o.limit]
         ids = [task.id_of(r, i) for i, r in enumerate(records)]
         chat = bool(o.chat) or task.chat_only
         requests = [task.request(r, i, chat, o.data_dir) for i, r in enumerate(records)]
@@ -168,10 +177,9 @@ class Evaluator:
         return out
 
     # ------------------------------------------------------------------ log-likelihood tasks
-    def run_choice(self, task: ChoiceTask) -> tuple[dict[str, float], list[Row]]:
+    def run_choice(self, task: ChoiceTask, items: list[ChoiceItem]) -> tuple[dict[str, float], list[Row]]:
         if self.model is None:
             raise ValueError(f"{task.name}: log-likelihood tasks need a local model (--model DIR)")
-        items = task.items(self.opts.data_dir)[: self.opts.limit]
         with tqdm(total=len(items), desc=f"{task.name} loglik", unit="item") as bar:
             summary, rows = evaluate_choice_task(
                 task, items, self.model, self.tokenizer, batch_size=self.opts.batch_size, progress=bar.update
@@ -187,19 +195,38 @@ class Evaluator:
         )
 
     # ------------------------------------------------------------------ driver
+    def load(self, task: Task) -> list[Any] | None:
+        """The task's first ``limit`` records (or choice items); None, with the reason kept in
+        :attr:`skipped` and printed to stderr, when its data is not available."""
+        try:
+            data = (
+                task.load(self.opts.data_dir) if isinstance(task, GenTask) else task.items(self.opts.data_dir)
+            )
+        except FileNotFoundError as err:
+            self.skipped[task.name] = str(err)
+            print(f"eval: skipped {task.name}: {err}", file=sys.stderr)
+            self._write_reports()
+            return None
+        return data[: self.opts.limit]
+
     def run(self) -> dict[str, dict[str, float]]:
+        """Evaluate every task in turn; returns the scored tasks' metrics (skipped ones are in
+        :attr:`skipped`)."""
         o = self.opts
         names = expand_tasks(o.tasks)
         with MathJudge(workers=o.workers) as judge:
             for name in names:
                 start = time.perf_counter()
                 task = get_task(name)
+                data = self.load(task)
+                if data is None:
+                    continue
                 if isinstance(task, GenTask) and o.nll:
                     summary, rows = self.run_nll(name), []
                 elif isinstance(task, GenTask):
-                    summary, rows = self.run_generation(task, judge)
+                    summary, rows = self.run_generation(task, data, judge)
                 else:
-                    summary, rows = self.run_choice(task)
+                    summary, rows = self.run_choice(task, data)
                 summary["seconds"] = round(time.perf_counter() - start, 3)
                 atomic_write(o.out_dir / "samples" / f"{name}.jsonl", _jsonl(rows))
                 self.summary[name] = summary
@@ -207,17 +234,24 @@ class Evaluator:
         return self.summary
 
     def _write_reports(self) -> None:
-        atomic_write(self.opts.out_dir / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+        saved: dict[str, Any] = dict(self.summary)
+        if self.skipped:
+            saved["skipped"] = self.skipped
+        atomic_write(self.opts.out_dir / "summary.json", json.dumps(saved, indent=2) + "\n")
         paper = reference.reference_for(self.opts.model_name) if self.opts.model_name else None
-        atomic_write(self.opts.out_dir / "results.md", markdown_table(self.summary, paper))
+        atomic_write(self.opts.out_dir / "results.md", markdown_table(self.summary, paper, self.skipped))
 
 
 HEADLINE = ("pass@1", "acc", "acc_norm", "nll")
 
 
-def markdown_table(summary: dict[str, dict[str, float]], paper: dict[str, float] | None = None) -> str:
+def markdown_table(
+    summary: dict[str, dict[str, float]],
+    paper: dict[str, float] | None = None,
+    skipped: dict[str, str] | None = None,
+) -> str:
     """One row per task: its headline metric (x100, NLL in nats/token) +- SE, pass@n, acc_norm,
-    the paper's value, and the count."""
+    the paper's value, and the count; then one line per skipped task with its reason."""
     lines = [
         "| task | metric | value | ± SE | pass@n | acc_norm | paper | n | seconds |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -235,6 +269,9 @@ def markdown_table(summary: dict[str, dict[str, float]], paper: dict[str, float]
         cells = [task, metric, shown, _pct(se), _pct(pass_n), _pct(m.get("acc_norm")), _pct(ref)]
         cells += ["" if count is None else str(int(count)), f"{m.get('seconds', 0):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", f"Skipped ({len(skipped)}, data not available):"]
+        lines += [f"- {task}: {reason}" for task, reason in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
