@@ -23,14 +23,23 @@ def test_filter_and_dedup(tmp_path, capsys) -> None:
     _write(src, [PROSE, PROSE, PROSE.upper(), "$$$ ### @@@ %%% !!! ***", PROSE.replace("river", "road")])
     out = tmp_path / "clean.jsonl"
     assert main(["curate", "filter", "--in", str(src), "--out", str(out), "--heuristics", "mixed"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout holds only the JSON report; the bar is on stderr
     assert report["read"] == 5 and report["kept"] == 4  # the symbol line is dropped
+    assert "filter: heuristics: 100%" in captured.err and "5/5" in captured.err
     dedup = tmp_path / "dedup.jsonl"
     removed = tmp_path / "removed.jsonl"
     args = ["curate", "dedup", "--in", str(out), "--out", str(dedup), "--minhash", "0.7"]
     assert main([*args, "--rejected", str(removed)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["kept"] == 1 and report["removed"]["exact"] == 2 and report["removed"]["minhash"] == 1
+    for label in (
+        "dedup: read, exact+minhash signatures: 100%",
+        "dedup: minhash LSH: 100%",
+        "dedup: write: 100%",
+    ):
+        assert label in captured.err
     assert len(removed.read_text().splitlines()) == 3
 
 
@@ -43,7 +52,9 @@ def test_rankme_and_errors(tmp_path, capsys) -> None:
     assert (
         main(["curate", "rankme", "--model", str(tmp_path / "m"), "--in", str(src), "--device", "cpu"]) == 0
     )
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["texts"] == 20 and 1.0 <= report["rankme"] <= 20.0
+    assert "rankme: embed: 100%" in captured.err and "20/20" in captured.err
     assert main(["curate", "filter", "--in", str(src), "--out", str(tmp_path / "o.jsonl")]) == 1
     assert "give --heuristics" in capsys.readouterr().err

@@ -92,16 +92,22 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], progress: str | None = None) -> dict:
+    """The command's stdout JSON report; ``progress``: text its stderr progress display must show."""
     assert main(["curate", "influence", *argv]) == 0, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert progress is None or progress in captured.err, captured.err
+    return json.loads(captured.out)
 
 
 def test_flags_equal_score_samples_and_resume(inputs: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli"
-    first = run_cli([*inputs["argv"], "--out", str(out), "--max-chunks", "1"], capsys)
+    first = run_cli(
+        [*inputs["argv"], "--out", str(out), "--max-chunks", "1"], capsys, "probe gradients @t2 (2/2)"
+    )
     assert first["output"] is None and first["computed"] == [0] and first["chunks"] == 3
-    report = run_cli([*inputs["argv"], "--out", str(out)], capsys)
+    shown = "influence: score samples x 2 checkpoints: 100%"  # part 0 exists: 2 chunks x 2 checkpoints left
+    report = run_cli([*inputs["argv"], "--out", str(out)], capsys, progress=shown)
     assert report["skipped"] == [0] and report["computed"] == [1, 2] and report["samples_scored"] == 6
     table = pq.read_table(report["output"])
     assert table.equals(inputs["table"]) and report["rows"] == 10 and report["world_size"] == 1

@@ -125,14 +125,17 @@ def loo_config(tmp_path) -> Path:
     return path
 
 
-def _loo(config: Path, capsys, *extra: str) -> dict:
+def _loo(config: Path, capsys, *extra: str, progress: str | None = None) -> dict:
+    """The command's stdout JSON report; ``progress``: text its stderr progress display must show."""
     assert main(["curate", "loo", "--config", str(config), "--device", "cpu", *extra]) == 0
-    return json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert progress is None or progress in captured.err, captured.err
+    return json.loads(captured.out)
 
 
 def test_cli_end_to_end_resume_and_errors(loo_config, tmp_path, capsys) -> None:
     out = tmp_path / "loo"
-    report = _loo(loo_config, capsys)
+    report = _loo(loo_config, capsys, progress="loo: train without math")
     assert report["runs"] == 4 and report["skipped"] == [] and report["steps"] == 2
     assert report["tokens_per_run"] == 2 * 2 * 16
     table = json.loads((out / "loo.json").read_text())

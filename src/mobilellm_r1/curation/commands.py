@@ -222,14 +222,17 @@ def run_dedup(args: argparse.Namespace) -> dict:
 def run_rankme(args: argparse.Namespace) -> dict:
     from ..data.records import read_records
     from ..eval.rankme import rankme_of_model
+    from .progress import progress_bar
 
-    model, tokenizer = _load(args)
     texts = []
     for record in read_records(args.inputs, text_field=args.text_field):
         texts.append(record.text)
         if len(texts) >= args.limit:
             break
-    return {"rankme": rankme_of_model(model, tokenizer, texts, args.batch_size), "texts": len(texts)}
+    model, tokenizer = _load(args)
+    with progress_bar("rankme: embed", len(texts), unit="text") as bar:
+        value = rankme_of_model(model, tokenizer, texts, args.batch_size, progress=bar.update)
+    return {"rankme": value, "texts": len(texts)}
 
 
 def run_loo(args: argparse.Namespace) -> dict:

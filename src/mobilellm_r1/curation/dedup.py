@@ -36,6 +36,7 @@ from torch import nn
 from ..data.records import JsonlWriter, PathLike, optional_writer, read_records
 from ..eval.rankme import embed_texts
 from .filters import batched
+from .progress import count_records, progress_bar
 
 Embedder = Callable[[list[str]], torch.Tensor]
 
@@ -141,8 +142,13 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def minhash_clusters(signatures: Sequence[Any], cfg: MinHashConfig | None = None) -> UnionFind:
-    """Union-find over documents joined by LSH candidate pairs (confirmed when ``cfg.verify``)."""
+def minhash_clusters(
+    signatures: Sequence[Any],
+    cfg: MinHashConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> UnionFind:
+    """Union-find over documents joined by LSH candidate pairs (confirmed when ``cfg.verify``);
+    ``progress(1)`` after each document."""
     from datasketch import MinHashLSH
 
     cfg = cfg or MinHashConfig()
@@ -153,6 +159,8 @@ def minhash_clusters(signatures: Sequence[Any], cfg: MinHashConfig | None = None
             if not cfg.verify or sig.jaccard(signatures[j]) >= cfg.threshold:
                 sets.union(i, j)
         lsh.insert(i, sig, check_duplication=False)
+        if progress is not None:
+            progress(1)
     return sets
 
 
@@ -293,30 +301,36 @@ def _exact_and_minhash(
     text_field: str,
     exact: str | None,
     minhash: MinHashConfig | None,
+    total: int,
 ) -> tuple[list[tuple[str, int] | None], list[str]]:
-    """Pass 1: (stage, duplicate_of) or None per row, and the row locations."""
+    """Pass 1: (stage, duplicate_of) or None per row, and the row locations (``total``: the row
+    count, for the progress bar)."""
     verdicts: list[tuple[str, int] | None] = []
     locations: list[str] = []
     first: dict[str, int] = {}
     signatures, sig_rows = [], []
-    for chunk in batched(read_records(inputs, text_field), 1024):
-        survivors = []
-        for rec in chunk:
-            i = len(verdicts)
-            locations.append(rec.location)
-            h = text_hash(rec.text, exact) if exact else None
-            if h is not None and h in first:
-                verdicts.append(("exact", first[h]))
-                continue
-            if h is not None:
-                first[h] = i
-            verdicts.append(None)
-            survivors.append((i, rec.text))
-        if minhash is not None and survivors:
-            signatures += minhash_signatures([t for _, t in survivors], minhash)
-            sig_rows += [i for i, _ in survivors]
+    stages = "+".join(s for s, on in (("exact", exact), ("minhash signatures", minhash)) if on is not None)
+    with progress_bar(f"dedup: read, {stages or 'no stage'}", total) as bar:
+        for chunk in batched(read_records(inputs, text_field), 1024):
+            survivors = []
+            for rec in chunk:
+                i = len(verdicts)
+                locations.append(rec.location)
+                h = text_hash(rec.text, exact) if exact else None
+                if h is not None and h in first:
+                    verdicts.append(("exact", first[h]))
+                    continue
+                if h is not None:
+                    first[h] = i
+                verdicts.append(None)
+                survivors.append((i, rec.text))
+            if minhash is not None and survivors:
+                signatures += minhash_signatures([t for _, t in survivors], minhash)
+                sig_rows += [i for i, _ in survivors]
+            bar.update(len(chunk))
     if minhash is not None and signatures:
-        sets = minhash_clusters(signatures, minhash)
+        with progress_bar("dedup: minhash LSH", len(signatures)) as lsh_bar:
+            sets = minhash_clusters(signatures, minhash, progress=lsh_bar.update)
         for pos, row in enumerate(sig_rows):
             root = sets.find(pos)
             if root != pos:
@@ -336,9 +350,12 @@ def _semantic(
     survivors = (
         (i, rec.text) for i, rec in enumerate(read_records(inputs, text_field)) if verdicts[i] is None
     )
-    for chunk in batched(survivors, 1024):
-        rows += [i for i, _ in chunk]
-        parts.append(embed([t for _, t in chunk]).float().cpu())
+    todo = sum(v is None for v in verdicts)
+    with progress_bar("dedup: semantic embed", todo) as bar:
+        for chunk in batched(survivors, 1024):
+            rows += [i for i, _ in chunk]
+            parts.append(embed([t for _, t in chunk]).float().cpu())
+            bar.update(len(chunk))
     if not rows:
         return
     for pos, dup in enumerate(semantic_duplicates(torch.cat(parts), cfg)):
@@ -368,12 +385,18 @@ def run_dedup(
     """
     if semantic is not None and embed is None:
         raise ValueError("semantic deduplication needs an embed function (e.g. model_embedder(model, tok))")
-    verdicts, locations = _exact_and_minhash(inputs, text_field, exact, minhash)
+    total = count_records(inputs, text_field)
+    verdicts, locations = _exact_and_minhash(inputs, text_field, exact, minhash, total)
     if semantic is not None and embed is not None:
         _semantic(inputs, text_field, verdicts, embed, semantic)
     removed = {"exact": 0, "minhash": 0, "semantic": 0}
-    with JsonlWriter(output) as kept_out, optional_writer(removed_output) as removed_out:
+    with (
+        JsonlWriter(output) as kept_out,
+        optional_writer(removed_output) as removed_out,
+        progress_bar("dedup: write", total) as bar,
+    ):
         for i, rec in enumerate(read_records(inputs, text_field)):
+            bar.update(1)
             verdict = verdicts[i]
             if verdict is None:
                 kept_out.write(rec.row)

@@ -31,6 +31,7 @@ import torch
 
 from ..data.records import JsonlWriter, PathLike, optional_writer, read_records
 from ..model.model import module_device
+from .progress import count_records, progress_bar
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -402,7 +403,15 @@ def run_filter(
     failing it (a doc can fail several)}, "classifier": {"scored", "threshold", "mean_score"}}``.
     """
     report = _FilterReport()
-    with JsonlWriter(output) as kept_out, optional_writer(rejected_output) as rejected_out:
+    total = count_records(inputs, text_field)
+    steps = "+".join(
+        s for s, on in (("heuristics", heuristics), ("classifier", classifier)) if on is not None
+    )
+    with (
+        JsonlWriter(output) as kept_out,
+        optional_writer(rejected_output) as rejected_out,
+        progress_bar(f"filter: {steps}", total) as bar,
+    ):
         for chunk in batched(read_records(inputs, text_field), chunk_size):
             report.read += len(chunk)
             survivors = []
@@ -427,5 +436,6 @@ def run_filter(
                     report.rejected_classifier += 1
                     if rejected_out is not None:
                         rejected_out.write({**row, "rejected_by": ["classifier"]})
+            bar.update(len(chunk))
         report.kept = kept_out.count
     return report.as_dict(threshold if classifier is not None else None)

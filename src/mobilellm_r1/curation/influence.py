@@ -44,7 +44,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -184,10 +184,16 @@ def probe_loss(
 
 
 def probe_gradient(
-    model: nn.Module, probe_rows: Rows, params: Mapping[str, nn.Parameter], *, batch_size: int = 8
+    model: nn.Module,
+    probe_rows: Rows,
+    params: Mapping[str, nn.Parameter],
+    *,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
 ) -> Query:
     """grad L_P w.r.t. ``params`` (one tensor per parameter): L_P is the mean next-token loss over all
-    target tokens of ``probe_rows`` (token-id lists, batched here right-padded with labels -100)."""
+    target tokens of ``probe_rows`` (token-id lists, batched here right-padded with labels -100).
+    ``progress(k)`` is called after each batch of ``k`` rows."""
     names = list(params)
     n_tokens = sum(max(len(r) - 1, 0) for r in probe_rows)
     if n_tokens == 0:
@@ -200,6 +206,8 @@ def probe_gradient(
         grads = torch.autograd.grad(sums.sum() / n_tokens, [live[n] for n in names])
         for a, g in zip(acc, grads, strict=True):
             a.add_(g)
+        if progress is not None:
+            progress(len(rows))
     return acc
 
 
@@ -422,12 +430,13 @@ def influence_scores(
     autocast_dtype: torch.dtype | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
     vmap_queries: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Scores u^T grad L(x) of token-id ``rows`` (positive: training on x lowers the probe loss).
 
     ``queries``: one query (-> scores [N]) or a sequence of K queries (-> [K, N]).  Rows are batched by
-    length (right padded); results come back in input order, float64 on the CPU.  See
-    :func:`jvp_scores` for the other arguments."""
+    length (right padded); results come back in input order, float64 on the CPU; ``progress(k)`` is
+    called after each batch of ``k`` rows.  See :func:`jvp_scores` for the other arguments."""
     single = bool(queries) and isinstance(queries[0], Tensor)
     qs: list[Query] = [list(queries)] if single else [list(q) for q in queries]  # type: ignore[arg-type]
     out = torch.zeros(len(qs), len(rows), dtype=torch.float64)
@@ -444,6 +453,8 @@ def influence_scores(
             vmap_queries=vmap_queries,
         )
         out[:, idx] = s.double().cpu()
+        if progress is not None:
+            progress(len(idx))
     return out[0] if single else out
 
 

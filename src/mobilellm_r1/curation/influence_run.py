@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..data.records import PathLike, read_records
@@ -53,6 +54,7 @@ from .influence import (
     probe_gradient,
     select_params,
 )
+from .progress import count_records, progress_bar
 
 PreconditionerKind = Literal["identity", "adam", "datainf"]
 RESULT_FILE = "influence.parquet"
@@ -214,11 +216,14 @@ class InfluenceScorer:
                     break
         return [self._encode(t) for t in texts[: self.cfg.datainf_samples]]
 
-    def _compute_queries(self, ck: Checkpoint, train: list[list[int]]) -> dict[str, Query]:
+    def _compute_queries(self, ck: Checkpoint, train: list[list[int]], bar: tqdm) -> dict[str, Query]:
+        """Eq. 2's preconditioned probe gradient per capability at ``ck`` (``bar`` counts probe rows)."""
         model = self._model(ck)
         params = select_params(model, self.cfg.subset)
         grads = [
-            probe_gradient(model, self.probe_rows[c], params, batch_size=self.cfg.probe_batch_size)
+            probe_gradient(
+                model, self.probe_rows[c], params, batch_size=self.cfg.probe_batch_size, progress=bar.update
+            )
             for c in self.capabilities
         ]
         queries = self._preconditioner(ck, model, params, train).apply(grads)
@@ -274,7 +279,7 @@ class InfluenceScorer:
             return
         atomic_write(path, text)
 
-    def _score_chunk(self, out: Path, records: list[Any]) -> pa.Table:
+    def _score_chunk(self, out: Path, records: list[Any], bar: tqdm) -> pa.Table:
         rows = [self._encode(r.text) for r in records]
         columns: dict[str, Tensor] = {}
         autocast = torch.bfloat16 if self.cfg.bf16 else None
@@ -290,6 +295,7 @@ class InfluenceScorer:
                 batch_size=self.cfg.batch_size,
                 autocast_dtype=autocast,
                 vmap_queries=self.cfg.vmap_queries,
+                progress=bar.update,
             )
             for c, s in zip(self.capabilities, scores, strict=True):
                 columns[f"{c}@{ck.name}"] = s
@@ -316,30 +322,31 @@ class InfluenceScorer:
         rank, world = _rank_world()
         self._check_meta(out, self.fingerprint(samples))
         train = self._train_rows(samples)
-        for j, ck in enumerate(self.checkpoints):
-            path = self._query_path(out, ck)
-            if j % world == rank and not path.exists():
-                queries = {
-                    c: [u.detach().cpu() for u in q] for c, q in self._compute_queries(ck, train).items()
-                }
-                atomic_write(path, _torch_bytes(queries))
+        self._write_queries(out, train, rank, world)
         _barrier()
         parts = out / "parts"
         computed, skipped, scored, n_chunks, start = [], [], 0, 0, time.perf_counter()
-        for i, records in enumerate(batched(read_records(samples), self.cfg.chunk_size)):
-            n_chunks = i + 1
-            part = parts / f"part-{i:05d}.parquet"
-            if i % world != rank:
-                continue
-            if part.exists():
-                skipped.append(i)
-                continue
-            if max_chunks is not None and len(computed) >= max_chunks:
-                continue
-            table = self._score_chunk(out, records)
-            atomic_write(part, _parquet_bytes(table))
-            computed.append(i)
-            scored += len(records)
+        n_ck = len(self.checkpoints)
+        total = self._own_samples(count_records(samples), rank, world) * n_ck
+        label = "influence: score samples" + (f" x {n_ck} checkpoints" if n_ck > 1 else "")
+        unit = "sample" if n_ck == 1 else "sample-ckpt"
+        with progress_bar(label, total, unit, disable=rank != 0) as bar:  # rank 0 speaks for all
+            for i, records in enumerate(batched(read_records(samples), self.cfg.chunk_size)):
+                n_chunks = i + 1
+                part = parts / f"part-{i:05d}.parquet"
+                if i % world != rank:
+                    continue
+                done = part.exists()
+                if done:
+                    skipped.append(i)
+                if done or (max_chunks is not None and len(computed) >= max_chunks):
+                    bar.total -= len(records) * n_ck  # not scored now: the time left excludes it
+                    bar.refresh()
+                    continue
+                table = self._score_chunk(out, records, bar)
+                atomic_write(part, _parquet_bytes(table))
+                computed.append(i)
+                scored += len(records)
         seconds = time.perf_counter() - start
         result = self._merge(out, n_chunks)
         return {
@@ -351,6 +358,25 @@ class InfluenceScorer:
             "seconds": seconds,
             "samples_per_s": scored / seconds if seconds > 0 else 0.0,
         }
+
+    def _write_queries(self, out: Path, train: list[list[int]], rank: int, world: int) -> None:
+        """Compute and save the queries of this rank's checkpoints that are not on disk yet."""
+        n_rows = sum(len(self.probe_rows[c]) for c in self.capabilities)
+        for j, ck in enumerate(self.checkpoints):
+            path = self._query_path(out, ck)
+            if j % world != rank or path.exists():
+                continue
+            label = f"influence: probe gradients @{ck.name} ({j + 1}/{len(self.checkpoints)})"
+            with progress_bar(label, n_rows, "probe row", disable=rank != 0) as bar:
+                queries = {
+                    c: [u.detach().cpu() for u in q] for c, q in self._compute_queries(ck, train, bar).items()
+                }
+            atomic_write(path, _torch_bytes(queries))
+
+    def _own_samples(self, n: int, rank: int, world: int) -> int:
+        """How many of ``n`` samples fall in this rank's chunks (chunk ``i`` belongs to rank ``i % world``)."""
+        size = self.cfg.chunk_size
+        return sum(min(size, n - start) for i, start in enumerate(range(0, n, size)) if i % world == rank)
 
     def _merge(self, out: Path, n_chunks: int) -> Path | None:
         """Concatenate the parts into ``influence.parquet`` when all exist (else None)."""

@@ -44,8 +44,11 @@ from ..typed_config import bounded, load_config, to_dict
 from .figures import agg_figure, png_bytes
 from .influence import Rows, probe_loss
 from .mixing import write_recipe
+from .progress import progress_bar
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from ..train.config import TrainConfig
 
 REFERENCE = "all"
@@ -251,8 +254,9 @@ class _Context:
     device: str
 
 
-def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], bool]:
-    """Train (or resume) one run and score its probing sets; returns (result, skipped)."""
+def _run_one(ctx: _Context, run: LOORun, out: Path, bar: tqdm) -> tuple[dict[str, Any], bool]:
+    """Train (or resume) one run and score its probing sets; returns (result, skipped). ``bar``
+    (the runs' bar) is relabelled with the phase: the trainer draws its own step bar below it."""
     import torch
 
     from ..model.hf import load_pretrained
@@ -284,6 +288,7 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
     write_recipe(recipe, folder / "mixture.yaml")
     trained = _cached(folder / "train.json", settings)
     if trained is None:
+        bar.set_description(f"loo: train {_what(run)}")
         prepare_data(train, ctx.device)
         trainer = Trainer(train, resume=True, device=ctx.device)
         trained = {"settings": settings, "summary": trainer.fit()}
@@ -291,6 +296,7 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
         model = trainer.model  # the weights just exported to final/
     else:  # trained before, scoring was interrupted
         model, _ = load_pretrained(folder / "final", device=ctx.device, dtype=torch.float32)
+    bar.set_description(f"loo: probe NLL {_what(run)}")
     nll = probe_nll(model, ctx.rows, ctx.cfg.probe_batch_size)
     result = {
         "run": run.name,
@@ -302,6 +308,11 @@ def _run_one(ctx: _Context, run: LOORun, out: Path) -> tuple[dict[str, Any], boo
     }
     _write_json(folder / "result.json", result)
     return result, False
+
+
+def _what(run: LOORun) -> str:
+    """A run's label in the progress display: ``without synth_math`` or ``reference (all sources)``."""
+    return "reference (all sources)" if run.excluded is None else f"without {run.excluded}"
 
 
 def _setup(cfg: LOOConfig, device: str) -> tuple[_Context, list[LOORun], dict[str, Any]]:
@@ -356,10 +367,12 @@ def run_loo(cfg: LOOConfig, device: str = "cpu") -> dict[str, Any]:
     out = Path(cfg.out)
     ctx, runs, settings = _setup(cfg, device)
     results, skipped = {}, []
-    for run in runs:
-        results[run.name], was_skipped = _run_one(ctx, run, out)
-        if was_skipped:
-            skipped.append(run.name)
+    with progress_bar("loo: runs", len(runs), unit="run") as bar:
+        for run in runs:
+            results[run.name], was_skipped = _run_one(ctx, run, out, bar)
+            if was_skipped:
+                skipped.append(run.name)
+            bar.update(1)
     reference = results[REFERENCE]["nll"]
     delta = group_impact(reference, {r.excluded: results[r.name]["nll"] for r in runs if r.excluded})
     table = {

@@ -40,6 +40,7 @@ from ..data.recipes import SynthSection, recipe_path
 from ..data.records import JsonlWriter
 from ..data.sources import DataError, RowFormatter, SourceSpec, source_rows
 from ..typed_config import bounded, load_config, to_dict
+from .progress import progress_bar
 
 # The paper's domain assignment: the sources each capability-probing set is drawn from.
 PAPER_DOMAINS: dict[str, tuple[str, ...]] = {
@@ -261,17 +262,20 @@ class _Drawn:
     stats: dict[str, int]
 
 
-def _draw(source: ProbeSource, cfg: ProbeSetsConfig, probe_quota: int) -> _Drawn:
+def _draw(source: ProbeSource, cfg: ProbeSetsConfig, probe_quota: int, label: str) -> _Drawn:
     """One streaming pass: the representative subset and enough probe candidates to fill
-    ``probe_quota`` after removing the (at most ``representative_size``) representative ones."""
+    ``probe_quota`` after removing the (at most ``representative_size``) representative ones.
+    A bar labelled ``label`` counts the documents read (out of ``max_rows`` when set)."""
     stats = {"rows": 0, "empty": 0, "eligible": 0}
     reps = BottomK(cfg.representative_size)
     probes = BottomK(probe_quota + cfg.representative_size if probe_quota else 0)
-    for doc in _documents(source, cfg, stats):
-        reps.offer(sample_key(cfg.seed, "representative", source.name, doc.digest), doc)
-        if probe_quota and (cfg.score_threshold is None or doc.score > cfg.score_threshold):
-            stats["eligible"] += 1
-            probes.offer(sample_key(cfg.seed, "probe", source.name, doc.digest), doc)
+    with progress_bar(label, source.max_rows, unit="doc", leave=False) as bar:
+        for doc in _documents(source, cfg, stats):
+            bar.update(1)
+            reps.offer(sample_key(cfg.seed, "representative", source.name, doc.digest), doc)
+            if probe_quota and (cfg.score_threshold is None or doc.score > cfg.score_threshold):
+                stats["eligible"] += 1
+                probes.offer(sample_key(cfg.seed, "probe", source.name, doc.digest), doc)
     chosen = reps.docs()
     taken = {d.digest for d in chosen}
     return _Drawn(chosen, [d for d in probes.docs() if d.digest not in taken], stats)
@@ -335,7 +339,12 @@ def build_probe_sets(cfg: ProbeSetsConfig, out_dir: str | os.PathLike) -> dict[s
 
         generate(SynthConfig(seed=cfg.synth.seed).scaled(cfg.synth.scale), Path(cfg.synth.out))
     out, quotas = Path(out_dir), cfg.quotas()
-    drawn = {s.name: _draw(s, cfg, sum(q.get(s.name, 0) for q in quotas.values())) for s in cfg.sources}
+    drawn: dict[str, _Drawn] = {}
+    with progress_bar("probe-sets: sources", len(cfg.sources), unit="source") as bar:
+        for i, s in enumerate(cfg.sources, 1):
+            label = f"probe-sets: read {s.name} ({i}/{len(cfg.sources)})"
+            drawn[s.name] = _draw(s, cfg, sum(q.get(s.name, 0) for q in quotas.values()), label)
+            bar.update(1)
     probes = _assign(drawn, quotas)
     files: dict[str, int] = {}
     if cfg.representative_size:

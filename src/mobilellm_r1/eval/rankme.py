@@ -13,7 +13,7 @@ tokens (the BOS position left out, whose state is the same for every document).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -50,14 +50,21 @@ def _pooled_batch(
 
 
 def embed_texts(
-    model: nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16, max_tokens: int = 512
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_tokens: int = 512,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Mean-pooled final hidden states [N, d] (float32, on the model's device) of texts.
 
     ``model``: our Transformer (any module with ``forward(ids, return_hidden=True) -> [B, T, d]``);
     ``tokenizer``: our tokenizer (``encode(text, bos=True)``, ``pad_id``).  Texts get BOS and are cut
     to ``max_tokens`` tokens; they are batched by length, right padded.  The model is run in eval mode
-    and put back in its previous mode.
+    and put back in its previous mode.  ``progress(k)`` is called after each batch of ``k`` texts
+    (e.g. a tqdm bar's ``update``).
     """
     if not texts:
         return torch.zeros(0, model.config.hidden_size, device=module_device(model))
@@ -66,10 +73,12 @@ def embed_texts(
     was_training = model.training
     model.eval()
     try:
-        parts = [
-            _pooled_batch(model, [rows[i] for i in order[s : s + batch_size]], tokenizer.pad_id, True)
-            for s in range(0, len(order), batch_size)
-        ]
+        parts = []
+        for s in range(0, len(order), batch_size):
+            batch = [rows[i] for i in order[s : s + batch_size]]
+            parts.append(_pooled_batch(model, batch, tokenizer.pad_id, True))
+            if progress is not None:
+                progress(len(batch))
     finally:
         model.train(was_training)
     pooled = torch.cat(parts)
@@ -86,6 +95,10 @@ def rankme_of_model(
     *,
     max_tokens: int = 512,
     eps: float = 1e-7,
+    progress: Callable[[int], None] | None = None,
 ) -> float:
     """RankMe of the model's mean-pooled final hidden states over ``texts`` (see :func:`embed_texts`)."""
-    return rankme(embed_texts(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens), eps)
+    pooled = embed_texts(
+        model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+    )
+    return rankme(pooled, eps)
