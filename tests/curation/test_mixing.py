@@ -64,10 +64,22 @@ def test_epoch_cap_redistributes_iteratively() -> None:
     # in proportion (b 0.675, c 0.225); round 2 caps b and gives the rest to c.
     weights, capped = cap_epochs({"a": 0.6, "b": 0.3, "c": 0.1}, {"a": 100, "b": 150, "c": 1000}, 1000, 1.0)
     assert weights == pytest.approx({"a": 0.1, "b": 0.15, "c": 0.75}) and capped == ["a", "b"]
-    with pytest.raises(ValueError, match="needs more than 1 epochs"):
+    # too small: the message names the largest budget and the smallest epoch count that work, and both do
+    with pytest.raises(
+        ValueError, match=r"give 250 tokens.*--token-budget 250 or less.*--max-epochs 4 or more"
+    ):
         cap_epochs({"a": 0.5, "b": 0.5}, {"a": 100, "b": 150}, 1000, 1.0)
-    with pytest.raises(ValueError, match="zero weight"):  # the excess has nowhere to go
+    assert cap_epochs({"a": 0.5, "b": 0.5}, {"a": 100, "b": 150}, 250, 1.0)[0] == pytest.approx(
+        {"a": 0.4, "b": 0.6}
+    )
+    assert sum(
+        cap_epochs({"a": 0.5, "b": 0.5}, {"a": 100, "b": 150}, 1000, 4.0)[0].values()
+    ) == pytest.approx(1)
+    # a zero-weight source takes none of the excess: only a's 100 tokens count, and a floor is suggested
+    zero = r"weight > 0 \(a\).*--token-budget 100 or less.*--max-epochs 10 or more.*--floor > 0 so that b"
+    with pytest.raises(ValueError, match=zero):
         cap_epochs({"a": 1.0, "b": 0.0}, {"a": 100, "b": 1000}, 1000, 1.0)
+    assert cap_epochs({"a": 1.0, "b": 0.0}, {"a": 100, "b": 1000}, 1000, 10.0)[0] == {"a": 1.0, "b": 0.0}
     # Through Eq. 5 with the scored tokens: caps a 0.6, b 0.28, c 3.2; a (0.72) is capped.
     mix = source_weights(scores_table(), floor=0.1, max_epochs=2, token_budget=100)
     rest = 0.4 / 13.5

@@ -21,6 +21,7 @@ no source exceeds its cap (an error when the caps cannot add up to 1).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -159,12 +160,9 @@ def cap_epochs(
     if missing:
         raise ValueError(f"no token count for source(s) {missing}")
     caps = {g: max_epochs * source_tokens[g] / token_budget for g in weights}
-    if sum(caps.values()) < 1 - 1e-12:
-        total = sum(source_tokens[g] for g in weights)
-        raise ValueError(
-            f"a budget of {token_budget:g} tokens needs more than {max_epochs:g} epochs of the "
-            f"{total:g} tokens available; raise max_epochs or add data"
-        )
+    positive = [g for g, w in weights.items() if w > 0]  # the others never receive mass
+    if sum(caps[g] for g in positive) < 1 - 1e-12:
+        raise ValueError(_budget_advice(weights, source_tokens, token_budget, max_epochs))
     out, fixed = dict(weights), set()
     while over := [g for g in out if g not in fixed and out[g] > caps[g] * (1 + 1e-12)]:
         fixed.update(over)
@@ -173,14 +171,28 @@ def cap_epochs(
         free = [g for g in out if g not in fixed]
         mass = sum(out[g] for g in free)
         rest = 1.0 - sum(out[g] for g in fixed)
-        if mass <= 0:
-            raise ValueError(
-                f"the epoch cap leaves {rest:.3g} of the mixture for sources with zero weight "
-                f"({free}); use a floor > 0 or a larger max_epochs"
-            )
-        for g in free:
+        for g in free:  # mass > 0: the check above keeps some room among the sources with weight
             out[g] *= rest / mass
     return out, sorted(fixed)
+
+
+def _budget_advice(
+    weights: Mapping[str, float], source_tokens: Mapping[str, float], token_budget: float, max_epochs: float
+) -> str:
+    """Why the epoch cap cannot be met, and the largest budget / smallest epoch count that would work."""
+    positive = [g for g, w in weights.items() if w > 0]
+    zero = [g for g in weights if g not in positive]
+    room = sum(source_tokens[g] for g in positive)
+    text = (
+        f"the epoch cap cannot be met: {max_epochs:g} epoch(s) of the {room:,.0f} tokens of the sources "
+        f"with weight > 0 ({', '.join(positive)}) give {max_epochs * room:,.0f} tokens, less than the "
+        f"token budget of {token_budget:,.0f}. Use --token-budget {math.floor(max_epochs * room):.0f} or less "
+        f"(at --max-epochs {max_epochs:g}), or --max-epochs {math.ceil(100 * token_budget / room) / 100:g} "
+        f"or more (at --token-budget {token_budget:g})"
+    )
+    if zero:
+        text += f", or a --floor > 0 so that {', '.join(zero)} get a share"
+    return text
 
 
 def eq5_weights(
