@@ -1,5 +1,5 @@
 """On-device CPU speed, the paper's Table 10 on this machine: 140M / 360M / 950M through
-ExecuTorch (.pte, 8da4w), llama.cpp (GGUF q4_0 and q4_k_m, via llama-cpp-python) and our
+ExecuTorch (.pte, 8da4w, with a float32 or an int8 KV cache), llama.cpp (GGUF q4_0 and q4_k_m, via llama-cpp-python) and our
 PyTorch engine (bf16), batch 1, all threads of this machine (or --threads).
 
 For each size the long-context (32k) preset is initialised randomly (speed does not depend on
@@ -39,10 +39,11 @@ import torch
 
 from provenance import dated_result, result_header, write_result
 
-ROUTES = {  # name -> (format, quant); None: our PyTorch engine in bf16
-    "pte-8da4w": ("pte", "8da4w"),
-    "gguf-q4_0": ("gguf", "q4_0"),
-    "gguf-q4_k_m": ("gguf", "q4_k_m"),
+ROUTES = {  # name -> (format, quant, pte KV cache); None: our PyTorch engine in bf16
+    "pte-8da4w": ("pte", "8da4w", "fp32"),
+    "pte-8da4w-kv8": ("pte", "8da4w", "int8"),
+    "gguf-q4_0": ("gguf", "q4_0", "fp32"),
+    "gguf-q4_k_m": ("gguf", "q4_k_m", "fp32"),
     "torch-bf16": None,
 }
 CONTEXTS = {
@@ -162,11 +163,13 @@ def checkpoint(size: str, work: Path) -> Path:
 
 def export(size: str, route: str, model_dir: Path, work: Path, max_context: int) -> tuple[Path, float | None]:
     """The route's exported file (cached under `work`) and the export's seconds (None: cached)."""
-    fmt, quant = ROUTES[route]
-    out = work / f"{size}-{quant}-ctx{max_context}.{fmt}"
+    fmt, quant, kv_cache = ROUTES[route]
+    kv = "" if kv_cache == "fp32" else f"-kv{kv_cache}"
+    out = work / f"{size}-{quant}{kv}-ctx{max_context}.{fmt}"
     if out.exists():
         return out, None
     cmd = ["mobilellm-r1", "export", "--model", str(model_dir), "--out", str(out), "--quant", quant]
+    cmd += ["--kv-cache", kv_cache] if kv else []
     start = time.perf_counter()
     subprocess.run([*cmd, "--max-context", str(max_context)], check=True)
     return out, time.perf_counter() - start

@@ -1,11 +1,13 @@
 """ExecuTorch `.pte` export (deploy/formats/pte.py): float parity with our model and with
 transformers, 8da4w parity with the same torchao quantization run eagerly, what the lowered
-program holds (4-bit embedding, linears in XNNPACK), metadata and tokenizer round-trip, and
-one clear error (and no file left) for each bad input."""
+program holds (4-bit embedding, linears in XNNPACK), metadata and tokenizer round-trip, the
+int8 KV cache (`--kv-cache int8`) against the same program run eagerly and against our model,
+and one clear error (and no file left) for each bad input."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -27,8 +29,10 @@ from mobilellm_r1.deploy.export import export_checkpoint, export_metadata
 from mobilellm_r1.deploy.file_runtime import FileGenerator, top1_agreement
 from mobilellm_r1.deploy.formats import FORMATS, pte
 from mobilellm_r1.deploy.formats.contract import ExportError, ExportOptions
-from mobilellm_r1.model import ModelConfig
-from mobilellm_r1.model.hf import load_checked, load_pretrained, to_hf_config
+from mobilellm_r1.deploy.formats.pte_program import PteProgram
+from mobilellm_r1.model import ModelConfig, Transformer, build_model, preset
+from mobilellm_r1.model.hf import load_checked, load_pretrained, save_pretrained, to_hf_config
+from mobilellm_r1.tokenizer import load_tokenizer
 
 CONTEXT = 512
 PROMPT_TOKENS = 150  # more than one call's chunk (128): the prompt runs in two calls
@@ -45,6 +49,14 @@ Q_TOL = 0.05
 # predicts nearly the same token everywhere, so it meets this easily; on a random-weight model
 # (std 0.1) the file and eager torchao both agree with float at only ~22% (flat logits).
 MIN_TOP1_AGREEMENT = 0.9
+# int8 KV cache file vs the float model on a random-weight tiny model (std 0.1: logits up to ~7,
+# 128k-way argmax with small gaps): q, k and v rounded to int8 per row. Measured: max |logit diff|
+# 0.128, top-1 agreement 0.967 over 151 teacher-forced positions; vs the same int8 program run
+# eagerly (the same llama:: ops in PyTorch) 4.9e-3, where float rounding in the linears moves a
+# value across an int8 step.
+KV8_TOL = 0.25
+KV8_MIN_TOP1 = 0.9
+KV8_EAGER_TOL = 0.02
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -97,6 +109,40 @@ def file_greedy(runtime, prompt: list[int], steps: int) -> tuple[list[int], list
         tokens.append(int(logits.argmax()))
         logits = runtime.forward([tokens[-1]], len(prompt) + i)
     return tokens, out
+
+
+@pytest.fixture(scope="module")
+def kv8(tmp_path_factory) -> tuple[Transformer, Path]:
+    """A random-weight tiny model (std 0.1, so its greedy argmax varies, unlike trained_tiny's)
+    and its float export with an int8 KV cache."""
+    root = tmp_path_factory.mktemp("pte_kv8")
+    cfg = dataclasses.replace(preset("tiny"), initializer_range=0.1)
+    model = build_model(cfg, seed=0, dtype=torch.float32).eval()
+    save_pretrained(model, load_tokenizer(), root / "random")
+    options = ExportOptions("none", max_context=CONTEXT, kv_cache="int8")
+    return model, export_checkpoint(root / "random", "pte", root / "tiny-kv8.pte", options)
+
+
+class EagerProgram:
+    """A `PteProgram` run in PyTorch (the same llama:: ops) with `PteRuntime.forward`'s calls."""
+
+    def __init__(self, model: Transformer, kv_cache: str) -> None:
+        self.program = PteProgram(model, CONTEXT, kv_cache).eval()
+
+    @torch.no_grad()
+    def forward(self, ids: list[int], start: int) -> torch.Tensor:
+        for i in range(0, len(ids), pte.PREFILL_CHUNK):
+            chunk = torch.tensor([ids[i : i + pte.PREFILL_CHUNK]])
+            logits = self.program(chunk, torch.tensor([start + i]))
+        return logits[0]
+
+
+def teacher_forced(runtime, ids: list[int]) -> torch.Tensor:
+    """Logits [len(ids) - PROMPT_TOKENS + 1, vocab]: after the prompt (one call), then after each
+    later token fed one at a time."""
+    out = [runtime.forward(ids[:PROMPT_TOKENS], 0)]
+    out += [runtime.forward([ids[i]], i) for i in range(PROMPT_TOKENS, len(ids))]
+    return torch.stack(out)
 
 
 # ------------------------------------------------------------------------------ float parity
@@ -217,13 +263,66 @@ def test_transformers_checkpoint_exports_the_same_way(tmp_path) -> None:
     assert len(set(tokens)) > STEPS // 4
 
 
+# ------------------------------------------------------------------------------ int8 KV cache
+@torch.no_grad()
+def test_int8_kv_cache_file_matches_eager_program_and_model(kv8) -> None:
+    """Teacher-forced over HELD_OUT_TOKENS positions (a chunked prompt, then one token per call):
+    the file computes what the same int8-cache program computes eagerly, and stays within
+    KV8_TOL of the float model with the same top-1 token nearly everywhere."""
+    model, path = kv8
+    ids = torch.randint(1000, 100_000, (HELD_OUT_TOKENS,), generator=torch.Generator().manual_seed(2))
+    ids = ids.tolist()
+    runtime = pte.open_runtime(path)
+    got = teacher_forced(runtime, ids)
+    eager = teacher_forced(EagerProgram(model, "int8"), ids)
+    ref = model(torch.tensor([ids]))[0, PROMPT_TOKENS - 1 :]  # [positions, vocab]
+    eager_diff = (got - eager).abs().max().item()
+    diff = (got - ref).abs().max().item()
+    top1 = (got.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    print(
+        f"int8-KV .pte over {len(ref)} positions: vs eager program max |diff| {eager_diff:.1e}; "
+        f"vs float model max |diff| {diff:.4f} (logits up to {ref.abs().max():.2f}), top-1 {top1:.3f}"
+    )
+    assert eager_diff <= KV8_EAGER_TOL
+    assert diff <= KV8_TOL and top1 >= KV8_MIN_TOP1
+    assert ref.abs().max() > 1.0  # not a degenerate comparison
+
+
+@torch.no_grad()
+def test_int8_kv_cache_greedy_tokens(kv8) -> None:
+    """Greedy decoding through the file is the eager int8-cache program's, token for token; at
+    nearly every step the float model, fed the same prefix, picks the same token (random
+    weights: the argmax varies, so near-ties make the two continuations part early)."""
+    model, path = kv8
+    prompt = torch.randint(1000, 100_000, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(3))
+    prompt = prompt.tolist()
+    tokens, _ = file_greedy(pte.open_runtime(path), prompt, STEPS)
+    assert file_greedy(EagerProgram(model, "int8"), prompt, STEPS)[0] == tokens
+    ref = model(torch.tensor([prompt + tokens]))[0, PROMPT_TOKENS - 1 : -1].argmax(-1).tolist()
+    same = sum(a == b for a, b in zip(ref, tokens, strict=True))
+    print(f"int8-KV .pte greedy: the float model picks the file's token at {same}/{STEPS} steps")
+    assert len(set(tokens)) > STEPS // 4
+    assert same >= KV8_MIN_TOP1 * STEPS
+
+
+def test_int8_kv_cache_program_and_metadata(kv8, none_file) -> None:
+    """The int8 file attends with the quantized SDPA only and records its cache kind."""
+    _, path = kv8
+    ops = pte.file_ops(path)
+    assert ops["llama::custom_quantized_sdpa"] == preset("tiny").num_hidden_layers
+    assert "llama::custom_sdpa" not in ops
+    assert pte.file_ops(none_file)["llama::custom_sdpa"] == preset("tiny").num_hidden_layers
+    assert pte.open_runtime(path).metadata["kv_cache"] == "int8"
+
+
 # ------------------------------------------------------------------------------ metadata
 def test_metadata_and_tokenizer_round_trip(trained_tiny, tiny, none_file) -> None:
     model, tokenizer = tiny
     options = ExportOptions("none", max_context=CONTEXT)
     expected = export_metadata(model.config, tokenizer, options, FORMATS["pte"], str(trained_tiny))
     runtime = pte.open_runtime(none_file)
-    assert set(runtime.metadata) == {key.removeprefix("mobilellm_r1.") for key in expected}
+    assert set(runtime.metadata) == {key.removeprefix("mobilellm_r1.") for key in expected} | {"kv_cache"}
+    assert runtime.metadata["kv_cache"] == "fp32"
     for key, value in expected.items():
         name = key.removeprefix("mobilellm_r1.")
         if name != "exported_at":
@@ -294,6 +393,18 @@ def test_bad_export_inputs_leave_no_file(trained_tiny, tmp_path) -> None:
     assert_refused(
         ExportError, "--quant 'q4_0': pte takes none, 8da4w", trained_tiny, out, ExportOptions("q4_0")
     )
+    assert_refused(
+        ExportError,
+        "--kv-cache 'int4': pte takes fp32, int8",
+        trained_tiny,
+        out,
+        ExportOptions("none", kv_cache="int4"),
+    )
+    with pytest.raises(ExportError, match="--kv-cache 'int8': only a pte file holds its KV cache"):
+        export_checkpoint(
+            trained_tiny, "gguf", out.with_suffix(".gguf"), ExportOptions("f16", kv_cache="int8")
+        )
+    assert list(out.parent.iterdir()) == []
 
 
 def test_unsupported_architecture_is_refused(trained_tiny, tmp_path) -> None:

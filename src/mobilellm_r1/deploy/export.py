@@ -39,6 +39,15 @@ def check_context(cfg: ModelConfig, options: ExportOptions) -> None:
         )
 
 
+def check_kv_cache(fmt: FileFormat, options: ExportOptions) -> None:
+    """Only a pte file holds its KV cache (the other formats' runtimes choose theirs)."""
+    if options.kv_cache != "fp32" and fmt.name != "pte":
+        raise ExportError(
+            f"--kv-cache {options.kv_cache!r}: only a pte file holds its KV cache; "
+            f"{fmt.name} takes the default (fp32)"
+        )
+
+
 def export_metadata(
     cfg: ModelConfig, tokenizer: Tokenizer, options: ExportOptions, fmt: FileFormat, source: str
 ) -> dict[str, str]:
@@ -73,6 +82,7 @@ def export_checkpoint(model_dir: str | Path, fmt_name: str, out: str | Path, opt
         raise ExportError(f"--out {out}: a {fmt.name} file must end in {fmt.suffix}")
     if options.quant not in fmt.quants:
         raise ExportError(f"--quant {options.quant!r}: {fmt.name} takes {', '.join(fmt.quants)}")
+    check_kv_cache(fmt, options)
     module = fmt.load()
     model, tokenizer = load_checked(model_dir, device="cpu", dtype="float32")
     check_context(model.config, options)

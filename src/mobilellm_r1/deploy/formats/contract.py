@@ -27,12 +27,14 @@ class ExportError(ValueError):
 class ExportOptions:
     """What to write. `quant` is one of the format's `quants`; `max_context` None means the
     model's `max_position_embeddings`; `group_size` None means the paper's choice
-    (`default_group_size`); `embedding_group_size` is the 4-bit embedding's group."""
+    (`default_group_size`); `embedding_group_size` is the 4-bit embedding's group; `kv_cache` is
+    how a format that holds its KV cache in the file stores it (pte: fp32 or int8)."""
 
     quant: str
     max_context: int | None = None
     group_size: int | None = None
     embedding_group_size: int = 32
+    kv_cache: str = "fp32"
 
     def context(self, cfg: ModelConfig) -> int:
         return self.max_context or cfg.max_position_embeddings

@@ -14,6 +14,12 @@ included, and an int4 embedding in groups of `--embedding-group-size`, which Exe
 fusion turns into `quantized_decomposed::embedding_4bit` over a packed table. Linear layers run
 in XNNPACK (`write` refuses a program where one does not).
 
+`--kv-cache int8` (`pte_program.KV_CACHES`) stores the KV cache as int8 rows with a scale and
+zero point each and attends with `llama::custom_quantized_sdpa`; fp32 (the default) is
+`llama::custom_sdpa` over float32. The metadata records the kind (`kv_cache`). On this x86 CPU
+the fp32 cache is the faster one: ExecuTorch's int8 q@k and p@v run torchao's portable scalar
+kernels here (its NEON kernels are for ARM), the fp32 ones MKL's gemv.
+
 Besides `forward`, the file has constant methods: the export metadata as UTF-8 JSON
 (`METADATA_METHOD`) and the tokenizer.json text, zlib-deflated (`TOKENIZER_METHOD`; 7.2 MB ->
 2.3 MB for Llama-3's), both as uint8 tensors, so the file is self-contained; and the keys
@@ -39,8 +45,15 @@ from ...model.config import ModelConfig
 from ...model.model import Transformer
 from ...tokenizer import Tokenizer, parse_hf_tokenizer_json
 from ..file_runtime import FileRuntime, check_forward_input
-from .contract import ExportError, ExportOptions, check_group_size, default_group_size, read_metadata
-from .pte_program import PteProgram, load_custom_ops
+from .contract import (
+    METADATA_PREFIX,
+    ExportError,
+    ExportOptions,
+    check_group_size,
+    default_group_size,
+    read_metadata,
+)
+from .pte_program import KV_CACHES, PteProgram, load_custom_ops
 
 if TYPE_CHECKING:
     from executorch.exir import ExecutorchProgramManager
@@ -64,7 +77,10 @@ def chunk_tokens(cfg: ModelConfig, options: ExportOptions) -> int:
 
 
 def check(cfg: ModelConfig, options: ExportOptions) -> None:
-    """ExportError for 4-bit groups that do not divide a width (8da4w only)."""
+    """ExportError for an unknown KV cache kind, and for 4-bit groups that do not divide a
+    width (8da4w only)."""
+    if options.kv_cache not in KV_CACHES:
+        raise ExportError(f"--kv-cache {options.kv_cache!r}: pte takes {', '.join(KV_CACHES)}")
     if options.quant != "8da4w":
         return
     group, embedding_group = weight_groups(cfg, options)
@@ -188,7 +204,8 @@ def write(
     load_custom_ops()
     cfg, max_context = model.config, options.context(model.config)
     chunk = chunk_tokens(cfg, options)
-    program = PteProgram(prepared_model(model, options), max_context).eval()
+    program = PteProgram(prepared_model(model, options), max_context, options.kv_cache).eval()
+    metadata = {**metadata, METADATA_PREFIX + "kv_cache": options.kv_cache}
     methods = constant_methods(cfg, tokenizer, metadata, max_context, chunk)
     lowered = lower(export_program(program, chunk), methods, quantized=options.quant == "8da4w")
     undelegated = {op: n for op, n in plan_ops(lowered.executorch_program).items() if op in LINEAR_OPS}
