@@ -603,3 +603,38 @@ def test_cli_resume_from_corrupt_checkpoints_is_one_line(tmp_path, monkeypatch, 
     assert main([*args, "--resume"]) == 1
     err = capsys.readouterr().err
     assert "unreadable extra.json" in err.splitlines()[-1] and "Traceback" not in err
+
+
+def test_cli_ends_with_a_summary_naming_the_final_model(run_in_tmp: Path, capsys) -> None:
+    from mobilellm_r1.cli import main
+
+    assert main(_train_args(2)) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["step"] == 2 and summary["steps_run"] == 2
+    assert summary["tokens"] == 2 * 2 * 32 and summary["elapsed_s"] > 0
+    assert Path(summary["final_model"]) == Path("run/final") and (run_in_tmp / "final").is_dir()
+    assert Path(summary["metrics"]) == Path("run/metrics.jsonl")
+    lines = err.splitlines()[-3:]
+    assert lines[0].startswith("tiny_cpu: done at step 2 (2 steps, 128 tokens, 0m")
+    assert f"final loss {summary['loss']:.4f}" in lines[0]
+    assert lines[1].split() == ["final", "model:", "run/final"]
+    assert lines[2].split() == ["metrics:", "run/metrics.jsonl"]
+
+
+def test_checkpoint_stores_each_tensor_once(run_in_tmp: Path) -> None:
+    """Weights (the tied LM head once, as the embedding) and AdamW's two moments: nothing else
+    of any size, no final-model copy in the checkpoint."""
+    from mobilellm_r1.cli import main
+
+    assert main(_train_args(1)) == 0
+    path = run_in_tmp / "checkpoints" / "step_00000001"
+    stored = load_file(str(next((path / "tensors").glob("*.safetensors"))))
+    params = {k.removeprefix("model.model."): v for k, v in stored.items() if k.startswith("model.")}
+    assert "lm_head.weight" not in params and "embed_tokens.weight" in params
+    weights = sum(v.numel() for v in params.values())
+    moments = [v for k, v in stored.items() if k.endswith((".exp_avg", ".exp_avg_sq"))]
+    assert len(moments) == 2 * len(params) and sum(v.numel() for v in moments) == 2 * weights
+    assert sum(v.numel() for v in stored.values()) - 3 * weights <= len(params)  # Adam step counters
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 3 * weights * 4 + 256 * 1024

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,8 +77,23 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     if is_main:
+        print(format_summary(cfg.name, summary), file=sys.stderr)
         print(json.dumps({"run": cfg.name, "out_dir": cfg.out_dir, **summary}))
     return 0
+
+
+def format_summary(name: str, summary: dict) -> str:
+    """The end-of-run lines a person reads (stderr; the JSON line on stdout carries the same
+    values for scripts): steps, tokens, wall time, final loss, and where the model and the
+    metrics are."""
+    minutes, seconds = divmod(round(summary["elapsed_s"]), 60)
+    loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
+    return (
+        f"{name}: done at step {summary['step']} ({summary['steps_run']} steps, "
+        f"{summary['tokens']:,} tokens, {minutes}m{seconds:02d}s); final loss {loss}\n"
+        f"  final model: {summary['final_model']}\n"
+        f"  metrics:     {summary['metrics']}"
+    )
 
 
 def _dump_topk(cfg: TrainConfig, args: argparse.Namespace) -> int:

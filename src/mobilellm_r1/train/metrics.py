@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write
 
 METRICS = "metrics.jsonl"
+# what the progress bar shows, when the step logged it (reward and kl: GRPO)
+BAR_KEYS = ("loss", "reward", "kl", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 
 def measure_peak_flops(device: torch.device, size: int | None = None, reps: int = 5) -> float:
@@ -99,7 +101,7 @@ class MetricsLogger:
                     self._tb.add_scalar(f"train/{key}", value, step)
         self._bar.update(1)
         if force:
-            shown = {k: record[k] for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu") if k in record}
+            shown = {k: record[k] for k in BAR_KEYS if k in record}
             self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
 
     def log_eval(self, step: int, values: dict[str, float]) -> None:

@@ -260,20 +260,24 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to `cfg.steps`; checkpoint on schedule and at the end; export the final model.
-        The objective is closed at the end, also when training fails."""
+        Returns the run's summary: the last step, the steps and trained tokens of this call,
+        its wall time (s, export included), the last step's loss, and the paths of the final
+        HF model directory and of `metrics.jsonl`. The objective is closed at the end, also
+        when training fails."""
         try:
             return self._fit()
         finally:
             self.objective.close()
 
     def _fit(self) -> dict:
-        cfg, last = self.cfg, None
+        cfg, last, tokens, started = self.cfg, None, 0, time.perf_counter()
+        first = self.step
         self.objective.train()
         while self.step < cfg.steps:
             start = time.perf_counter()
             result = self.train_step()
             self.step += 1
-            last = result
+            last, tokens = result, tokens + result.tokens
             self._after_step(result, time.perf_counter() - start)
             if cfg.eval_every and (cfg.eval_files or cfg.eval_tasks) and self.step % cfg.eval_every == 0:
                 self.logger.log_eval(self.step, self.evaluate())
@@ -283,7 +287,15 @@ class Trainer:
             self._checkpoint()
         self.export(self.out / "final")
         self.logger.close()
-        return {"step": self.step, "loss": last.loss if last else None}
+        return {
+            "step": self.step,
+            "steps_run": self.step - first,
+            "tokens": tokens,
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "loss": last.loss if last else None,
+            "final_model": str(self.out / "final"),
+            "metrics": str(self.out / METRICS),
+        }
 
     def export(self, directory: Path) -> None:
         """The trained model as an HF directory (rank 0 writes; FSDP gathers the full weights)."""
