@@ -125,3 +125,14 @@ def test_grpo_raises_reward(tmp_path) -> None:
     assert first < 0.3 and last > first + 0.3, rewards
     assert {"kl", "clip_frac", "completion_len", "groups_with_signal"} <= set(log[-1])
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_progress_bar_shows_reward_and_kl(tmp_path, capsys) -> None:
+    from mobilellm_r1.train.metrics import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, enabled=True, total_steps=2)
+    logger.log_step(1, {"loss": 0.5, "reward": 0.375, "kl": 0.0123, "lr": 1e-3}, force=True)
+    logger.close()
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert "loss=0.5" in bar and "reward=0.375" in bar and "kl=0.0123" in bar
+    assert bar.index("reward=") < bar.index("lr=")  # the reward before the optimizer's numbers
