@@ -16,9 +16,17 @@ in XNNPACK (`write` refuses a program where one does not).
 
 `--kv-cache int8` (`pte_program.KV_CACHES`) stores the KV cache as int8 rows with a scale and
 zero point each and attends with `llama::custom_quantized_sdpa`; fp32 (the default) is
-`llama::custom_sdpa` over float32. The metadata records the kind (`kv_cache`). On this x86 CPU
-the fp32 cache is the faster one: ExecuTorch's int8 q@k and p@v run torchao's portable scalar
-kernels here (its NEON kernels are for ARM), the fp32 ones MKL's gemv.
+`llama::custom_sdpa` over float32. The metadata records the kind (`kv_cache`).
+
+Where long-context decode time goes (140M, 2-core AMD EPYC, read from ExecuTorch's op_sdpa
+source and measured with perf): the SDPA reads only the filled prefix (start_pos + T keys), but
+it runs one task per query head (9 on 2 threads), so with GQA each kv head's keys and values are
+read once per query head (3x), in 512-key blocks of two BLAS calls each. With the fp32 cache
+those calls are MKL's sgemv, which on this non-Intel CPU takes its generic code path
+(`mkl_blas_def_xsgemv`, 62% of decode time at 3k context); 3x reads of a float32 cache bound
+32k decode to ~13 tok/s even at full bandwidth. The int8 cache reads a quarter of the bytes, but
+on x86 ExecuTorch's int8 q@k and p@v are torchao's scalar fallback loops (its NEON kernels are
+for ARM), so here it is no faster: fp32 stays the default (see benchmarks/ondevice_cpu.py).
 
 Besides `forward`, the file has constant methods: the export metadata as UTF-8 JSON
 (`METADATA_METHOD`) and the tokenizer.json text, zlib-deflated (`TOKENIZER_METHOD`; 7.2 MB ->
