@@ -1,8 +1,8 @@
 """The `mobilellm-r1` command line: registers each stage's subcommands and runs one.
 
 The subcommands live with their stage: `info` and `init` in `model/commands.py`, `generate` in
-`deploy/commands.py`, and the `data`, `train`, `eval` and `curate` groups in those packages'
-`commands.py`. A new subcommand is a `Command` (name, help, description, `add_arguments`, `run`)
+`deploy/commands.py`, the `data`, `train`, `eval` and `curate` groups in those packages'
+`commands.py`, and `run` (the whole recipe, stage by stage) in `pipeline/commands.py`. A new subcommand is a `Command` (name, help, description, `add_arguments`, `run`)
 in its stage's `commands.py` plus one line here. Heavy modules (torch, the model, the tokenizer)
 are imported inside the `run` functions only.
 
@@ -24,6 +24,7 @@ from .data import commands as data_commands
 from .deploy import commands as deploy_commands
 from .eval import commands as eval_commands
 from .model import commands as model_commands
+from .pipeline import commands as pipeline_commands
 from .train import commands as train_commands
 
 PROG = "mobilellm-r1"
@@ -49,7 +50,7 @@ def group_command(module: ModuleType) -> Command:
 for _command in (
     *model_commands.COMMANDS,
     *deploy_commands.COMMANDS,
-    *map(group_command, (data_commands, train_commands, eval_commands, curate_commands)),
+    *map(group_command, (data_commands, train_commands, eval_commands, curate_commands, pipeline_commands)),
 ):
     register(_command)
 

@@ -8,6 +8,7 @@ model) are imported inside `run_generate` only.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -232,6 +233,11 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="how a pte file stores its KV cache: fp32 (default; the faster on x86 CPUs) or int8 "
         "(a quarter of the bytes; ExecuTorch's quantized SDPA)",
     )
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="then run the file: prefill 128 tokens and decode 64, report tok/s (in the JSON line)",
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -255,6 +261,17 @@ def run_export(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     size = out.stat().st_size / 2**20
     print(f"{out}: {fmt.name} {options.quant}, {size:,.1f} MiB in {seconds:.1f} s", file=sys.stderr)
+    report = {"out": str(out), "format": fmt.name, "quant": options.quant, "mib": size, "seconds": seconds}
+    if args.bench:
+        from .file_runtime import measure_speed
+
+        report["speed"] = measure_speed(fmt.load().open_runtime(out))
+        speed = report["speed"]
+        print(
+            f"{out}: prefill {speed['prefill_tok_s']:.1f} tok/s, decode {speed['decode_tok_s']:.1f} tok/s",
+            file=sys.stderr,
+        )
+    print(json.dumps(report))
     return 0
 
 

@@ -132,3 +132,31 @@ def top1_agreement(runtime: FileRuntime, model: torch.nn.Module, ids: Sequence[i
     ref = model(torch.tensor([ids], device=next(model.parameters()).device))[0].argmax(-1).tolist()
     same = sum(int(runtime.forward([tok], i).argmax()) == ref[i] for i, tok in enumerate(ids))
     return same / len(ids)
+
+
+def measure_speed(runtime: FileRuntime, prompt_tokens: int = 128, new_tokens: int = 64) -> dict[str, float]:
+    """Prefill and greedy-decode rates of a loaded file: `prompt_tokens` token ids (the tokenizer's
+    encoding of a fixed text, repeated) prefilled at once, then `new_tokens` decoded one by one.
+    Returns {prompt_tokens, new_tokens, prefill_tok_s, decode_tok_s}."""
+    import time
+
+    text = "The quick brown fox jumps over the lazy dog while a student adds 17 and 25. "
+    ids = runtime.tokenizer.encode(text * (prompt_tokens // 8 + 1), bos=True)[:prompt_tokens]
+    new_tokens = min(new_tokens, runtime.max_context - len(ids))
+    if new_tokens < 1:
+        raise ValueError(f"{runtime.path}: a context of {runtime.max_context} leaves no room to decode")
+    start = time.perf_counter()
+    logits = runtime.forward(ids, 0)
+    prefill_s = time.perf_counter() - start
+    position = len(ids)
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        logits = runtime.forward([int(logits.argmax())], position)
+        position += 1
+    decode_s = time.perf_counter() - start
+    return {
+        "prompt_tokens": len(ids),
+        "new_tokens": new_tokens,
+        "prefill_tok_s": len(ids) / prefill_s,
+        "decode_tok_s": new_tokens / decode_s,
+    }

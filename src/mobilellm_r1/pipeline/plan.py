@@ -1,0 +1,157 @@
+"""What a run must do: each stage's content key, and whether it is done, to resume, or to (re)run.
+
+A stage's key is a hash of everything its result depends on: its command line, the package
+version, the content of the recipe/config files it names (`--recipe`, `--config`) and of every
+shipped recipe (recipes name other recipes), and its inputs. An input that an earlier stage
+produces contributes that stage's key (so a changed setting re-runs the stage and all after it);
+any other input contributes its files' xxh3 digests. A stage is skipped when its marker says
+`done` under the same key and its outputs exist; it resumes when the marker says `running` under
+the same key (a killed run); otherwise it runs from scratch after its old outputs are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from .. import __version__
+from ..data.recipes import RECIPE_PACKAGE, recipe_path
+from ..train.manifest import file_digest
+from .config import PipelineConfig, StageSpec, fill, stage_argv
+from .markers import Marker, read_marker
+
+Action = Literal["skip", "resume", "run", "rerun", "forced"]
+RECIPE_FLAGS = ("--recipe", "--config")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a plan: its command line, content key and what will happen to it."""
+
+    stage: StageSpec
+    argv: list[str]
+    key: str
+    action: Action
+    marker: Marker | None
+
+    @property
+    def will_run(self) -> bool:
+        return self.action != "skip"
+
+
+def content_digest(path: Path) -> str:
+    """xxh3 digests of a file, or of every file under a directory (relative names included)."""
+    if path.is_file():
+        return str(file_digest(path)["xxh3_128"])
+    if not path.is_dir():
+        raise FileNotFoundError(f"input not found: {path}")
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path)}\0{file_digest(p)['xxh3_128']}\n".encode())
+    return h.hexdigest()
+
+
+def shipped_recipes_digest() -> str:
+    """One hash over the text of every shipped recipe (they refer to each other by name)."""
+    h = hashlib.sha256()
+    root = resources.files(RECIPE_PACKAGE)
+    stack = [root]
+    files = []
+    while stack:
+        for entry in stack.pop().iterdir():
+            if entry.is_dir():
+                stack.append(entry)
+            elif entry.name.endswith(".yaml"):
+                files.append(entry)
+    for entry in sorted(files, key=lambda e: str(e)):
+        h.update(str(entry).removeprefix(str(root)).encode() + b"\0" + entry.read_bytes())
+    return h.hexdigest()
+
+
+def named_recipes(argv: list[str], run_dir: Path) -> list[str]:
+    """The recipe/config files a command line names, resolved from the run directory."""
+    found = []
+    for flag, value in itertools.pairwise(argv):
+        if flag in RECIPE_FLAGS:
+            local = run_dir / value
+            found.append(str(local if local.exists() else recipe_path(value)))
+    return found
+
+
+def producer(path: str, earlier: dict[str, StagePlan]) -> StagePlan | None:
+    """The earlier stage whose outputs hold `path` (None: an input from outside the run)."""
+    parts = Path(path).parts
+    for plan in earlier.values():
+        for out in plan.stage.outputs:
+            if parts[: len(Path(out).parts)] == Path(out).parts:
+                return plan
+    return None
+
+
+def stage_key(
+    stage: StageSpec, argv: list[str], run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
+) -> str:
+    """The content key of `stage` (see the module docstring)."""
+    parts: dict[str, object] = {"argv": argv, "version": __version__, "recipes": shipped_recipes_digest()}
+    for flag_value in named_recipes(argv, run_dir):
+        parts[f"file:{Path(flag_value).name}"] = content_digest(Path(flag_value))
+    for raw in stage.inputs:
+        path = fill(raw, root, name)
+        source = producer(path, earlier)
+        if source is not None:
+            parts[f"input:{path}"] = f"stage:{source.stage.name}:{source.key}"
+        else:
+            parts[f"input:{path}"] = content_digest(run_dir / path)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(
+    cfg: PipelineConfig, root: Path, *, start: str | None = None, only: str | None = None
+) -> list[StagePlan]:
+    """Every stage with its key and action. `start` forces that stage and the later ones to run;
+    `only` runs that stage alone (forced), whose inputs must then exist."""
+    run_dir = root / cfg.run_dir
+    first_forced = cfg.names.index(cfg.stage(start).name) if start else len(cfg.stages)
+    if only:
+        missing = [p for p in cfg.stage(only).inputs if not (run_dir / fill(p, root, cfg.name)).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"--only {only}: its inputs are missing in {run_dir}: {', '.join(missing)}"
+            )
+    plans: dict[str, StagePlan] = {}
+    for index, stage in enumerate(cfg.stages):
+        argv = stage_argv(stage, root, cfg.name)
+        marker = read_marker(run_dir, stage.name)
+        if only and stage.name != only:
+            key = _key_if_known(stage, argv, run_dir, root, cfg.name, plans)
+            plans[stage.name] = StagePlan(stage, argv, key, "skip", marker)
+            continue
+        key = stage_key(stage, argv, run_dir, root, cfg.name, plans)
+        forced = index >= first_forced or stage.name == only
+        plans[stage.name] = StagePlan(stage, argv, key, _action(stage, key, marker, run_dir, forced), marker)
+    return list(plans.values())
+
+
+def _key_if_known(
+    stage: StageSpec, argv: list[str], run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
+) -> str:
+    """A stage's key, or "" when an input it hashes is absent (a stage `--only` does not run)."""
+    try:
+        return stage_key(stage, argv, run_dir, root, name, earlier)
+    except FileNotFoundError:
+        return ""
+
+
+def _action(stage: StageSpec, key: str, marker: Marker | None, run_dir: Path, forced: bool) -> Action:
+    if forced:
+        return "forced"
+    if marker is None or marker.key != key:
+        return "run" if marker is None else "rerun"
+    if marker.state == "done" and all((run_dir / out).exists() for out in stage.outputs):
+        return "skip"
+    return "resume"

@@ -1,0 +1,206 @@
+"""Run a plan: each stage is its own `mobilellm-r1` process, started in the run directory.
+
+A child process gets the stage's command line; its stdout goes to `RUN/.stages/NAME.log` (the
+last JSON document in it is the stage's report) and, up to that report, to the terminal; its
+stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator (PR_SET_PDEATHSIG), so a killed run
+leaves no stage running. Before a stage starts, its marker says `running` under its key; after it
+exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
+this loop: `ranks: all` stages (training, influence) start on every rank, the others on rank 0
+while the other ranks wait for its marker (the run directory must be on a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from ..procs import die_with_parent
+from .config import PipelineConfig
+from .markers import Marker, last_json, marker_path, read_marker, write_marker
+from .plan import StagePlan
+
+# Commands that continue their own partial output: a resumed stage passes these flags. Every
+# other command starts over after a kill (its old outputs are deleted first).
+RESUME_FLAGS: dict[tuple[str, ...], list[str]] = {
+    ("train",): ["--resume"],
+    ("data", "tokenize"): [],
+    ("curate", "coevolve"): [],
+}
+WAIT_POLL_S = 2.0
+
+
+class StageFailed(RuntimeError):
+    """A stage's command exited non-zero (the message names the stage, code and log)."""
+
+
+def command_of(argv: list[str]) -> tuple[str, ...]:
+    """The (sub)command words of a stage's command line: ('train',), ('curate', 'mix'), ..."""
+    words = []
+    for word in argv:
+        if word.startswith("-"):
+            break
+        words.append(word)
+    return tuple(words[:2])
+
+
+def resume_flags(argv: list[str]) -> list[str] | None:
+    """Flags that make the command continue its partial output, or None when it cannot."""
+    cmd = command_of(argv)
+    return RESUME_FLAGS.get(cmd[:1]) if cmd[:1] == ("train",) else RESUME_FLAGS.get(cmd)
+
+
+def rank_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment ((0, 1) outside torchrun)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def format_s(seconds: float) -> str:
+    seconds = round(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+class Runner:
+    """Executes a plan in order (module docstring); `log` gets the orchestrator's own lines."""
+
+    def __init__(self, cfg: PipelineConfig, root: Path, log: TextIO | None = None) -> None:
+        self.cfg, self.root, self.log = cfg, root, log or sys.stderr
+        self.run_dir = root / cfg.run_dir
+        self.rank, self.world = rank_info()
+
+    def execute(self, plan: list[StagePlan]) -> None:
+        """Run every stage that the plan does not skip; StageFailed stops at the first failure."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        begun = time.time()
+        todo = [p for p in plan if p.will_run]
+        for index, item in enumerate(plan, 1):
+            if not item.will_run:
+                self._say(f"[{index}/{len(plan)}] {item.stage.name}: up to date, skipped")
+                continue
+            left = sum(self._estimate(p) or 0.0 for p in todo[todo.index(item) :])
+            estimate = self._estimate(item)
+            self._say(
+                f"[{index}/{len(plan)}] {item.stage.name} ({item.action}): {item.stage.heading}  "
+                f"| {format_s(time.time() - begun)} elapsed"
+                + (f" | stage ~{format_s(estimate)}, run ~{format_s(left)} left" if estimate else "")
+            )
+            self._say(f"    $ mobilellm-r1 {' '.join(item.argv)}")
+            self._run_stage(item)
+
+    def _estimate(self, item: StagePlan) -> float | None:
+        if item.marker is not None and item.marker.wall_s:
+            return item.marker.wall_s
+        return item.stage.expected_s
+
+    def _run_stage(self, item: StagePlan) -> None:
+        argv = list(item.argv)
+        attempts = 1
+        if item.action == "resume" and (flags := resume_flags(argv)) is not None:
+            argv += flags
+            attempts = (item.marker.attempts if item.marker else 0) + 1
+        else:
+            self._clean(item)
+        runs_here = item.stage.ranks == "all" or self.rank == 0
+        if self.rank == 0:
+            write_marker(self.run_dir, item.stage.name, Marker(item.key, "running", argv, attempts=attempts))
+        if not runs_here:
+            self._wait_for(item)
+            return
+        start = time.time()
+        code, out = self._spawn(argv, item.stage.name)
+        if code != 0:
+            log = marker_path(self.run_dir, item.stage.name).with_suffix(".log")
+            if self.rank == 0:
+                write_marker(
+                    self.run_dir, item.stage.name, Marker(item.key, "failed", argv, attempts=attempts)
+                )
+            raise StageFailed(
+                f"stage {item.stage.name!r} failed (exit {code}); its output is in {log}. Fix the "
+                f"cause and run the same command again: finished stages are kept"
+            )
+        if self.rank == 0:
+            marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
+            marker.wall_s, marker.device, marker.result = time.time() - start, _device(), last_json(out)
+            write_marker(self.run_dir, item.stage.name, marker)
+        else:
+            self._wait_for(item)
+
+    def _clean(self, item: StagePlan) -> None:
+        """Delete the stage's old outputs (they belong to other settings or to a killed attempt)."""
+        if self.rank != 0:
+            return
+        for out in item.stage.outputs:
+            path = self.run_dir / out
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+    def _spawn(self, argv: list[str], name: str) -> tuple[int, str]:
+        """Run `python -m mobilellm_r1.cli ARGV` in the run directory; (exit code, its stdout)."""
+        log_path = marker_path(self.run_dir, name).with_suffix(".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        parent = os.getpid()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        chunks: list[str] = []
+        with (
+            open(log_path, "a") as log,
+            subprocess.Popen(
+                [sys.executable, "-m", "mobilellm_r1.cli", *argv],
+                cwd=self.run_dir,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                preexec_fn=lambda: die_with_parent(parent),
+            ) as child,
+        ):
+            assert child.stdout is not None
+            in_report = False
+            for line in child.stdout:
+                chunks.append(line)
+                log.write(line)
+                in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
+                if self.rank == 0 and not in_report:
+                    self.log.write("    " + line)
+        return child.returncode, "".join(chunks)
+
+    def _wait_for(self, item: StagePlan) -> None:
+        """Block until rank 0 marks the stage done under this key (ranks other than 0)."""
+        while True:
+            marker = read_marker(self.run_dir, item.stage.name)
+            if marker is not None and marker.key == item.key and marker.state == "done":
+                return
+            if marker is not None and marker.key == item.key and marker.state == "failed":
+                raise StageFailed(f"stage {item.stage.name!r} failed on rank 0")
+            time.sleep(WAIT_POLL_S)
+
+    def _say(self, line: str) -> None:
+        if self.rank == 0:
+            print(line, file=self.log, flush=True)
+
+
+def _device() -> str:
+    """The machine a stage ran on, in words: the GPUs `nvidia-smi` lists, else the CPU cores.
+    (Asked without torch, so the orchestrator holds no CUDA context.)"""
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.split("\n")
+        gpus = [n.strip() for n in names if n.strip()]
+        if gpus:
+            return f"{len(gpus)}x {gpus[0]}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"CPU, {os.cpu_count()} cores"
