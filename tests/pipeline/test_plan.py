@@ -95,3 +95,19 @@ def test_only_runs_one_stage_whose_inputs_exist(root: Path) -> None:
 def test_unknown_stage_names_are_errors(root: Path) -> None:
     with pytest.raises(ValueError, match="no stage 'x'"):
         _plan(root, start="x")
+
+
+def test_recipe_files_a_stage_names_are_part_of_its_key(tmp_path: Path) -> None:
+    """Editing a run-local recipe the stage names (here through --set) re-runs that stage only."""
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nout_dir: run\nstages:\n"
+        "  - {name: a, run: info --preset tiny, outputs: [a]}\n"
+        "  - {name: b, run: train --recipe train/tiny_cpu, set: [data.recipe=mix.yaml], outputs: [b]}\n"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "mix.yaml").write_text("name: m\n")
+    plan = _plan(tmp_path)
+    _finish(tmp_path, plan, "a", "b")
+    (tmp_path / "run" / "mix.yaml").write_text("name: m2\n")
+    changed = _plan(tmp_path)
+    assert [changed[n].action for n in "ab"] == ["skip", "rerun"]

@@ -1,8 +1,8 @@
 """What a run must do: each stage's content key, and whether it is done, to resume, or to (re)run.
 
 A stage's key is a hash of everything its result depends on: its command line, the package
-version, the content of the recipe/config files it names (`--recipe`, `--config`) and of every
-shipped recipe (recipes name other recipes), and its inputs. An input that an earlier stage
+version, the content of the recipe files it names and of the shipped recipes those name in turn
+(`referenced_recipes`), and its inputs. An input that an earlier stage
 produces contributes that stage's key (so a changed setting re-runs the stage and all after it);
 any other input contributes its files' xxh3 digests. A stage is skipped when its marker says
 `done` under the same key and its outputs exist; it resumes when the marker says `running` under
@@ -12,21 +12,20 @@ the same key (a killed run); otherwise it runs from scratch after its old output
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from .. import __version__
-from ..data.recipes import RECIPE_PACKAGE, recipe_path
+from ..data.recipes import RECIPE_PACKAGE
 from ..train.manifest import file_digest
 from .config import PipelineConfig, StageSpec, fill, stage_argv
 from .markers import Marker, read_marker
 
 Action = Literal["skip", "resume", "run", "rerun", "forced"]
-RECIPE_FLAGS = ("--recipe", "--config")
 
 
 @dataclass(frozen=True)
@@ -56,31 +55,32 @@ def content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def shipped_recipes_digest() -> str:
-    """One hash over the text of every shipped recipe (they refer to each other by name)."""
-    h = hashlib.sha256()
-    root = resources.files(RECIPE_PACKAGE)
-    stack = [root]
-    files = []
-    while stack:
-        for entry in stack.pop().iterdir():
-            if entry.is_dir():
-                stack.append(entry)
-            elif entry.name.endswith(".yaml"):
-                files.append(entry)
-    for entry in sorted(files, key=lambda e: str(e)):
-        h.update(str(entry).removeprefix(str(root)).encode() + b"\0" + entry.read_bytes())
-    return h.hexdigest()
+RECIPE_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 
 
-def named_recipes(argv: list[str], run_dir: Path) -> list[str]:
-    """The recipe/config files a command line names, resolved from the run directory."""
-    found = []
-    for flag, value in itertools.pairwise(argv):
-        if flag in RECIPE_FLAGS:
-            local = run_dir / value
-            found.append(str(local if local.exists() else recipe_path(value)))
-    return found
+def _shipped(name: str) -> Path | None:
+    """The shipped recipe called `name` (`train/tiny_cpu`), or None."""
+    if "/" not in name or name.startswith("/") or ".." in name:
+        return None
+    entry = resources.files(RECIPE_PACKAGE) / f"{name.removesuffix('.yaml')}.yaml"
+    return Path(str(entry)) if entry.is_file() else None
+
+
+def referenced_recipes(argv: list[str], run_dir: Path) -> list[Path]:
+    """The recipe files a command line depends on: those it names (`--recipe`, `--config`, or in a
+    `--set` value such as `data.recipe=mix/phase1.yaml`), and, transitively, the shipped recipes
+    those name (a train recipe names its data recipe)."""
+    found: dict[Path, None] = {}
+    todo = [w for arg in argv for w in RECIPE_NAME.findall(arg)]
+    while todo:
+        word = todo.pop()
+        local = run_dir / word
+        path = local if word.endswith(".yaml") and local.is_file() else _shipped(word)
+        if path is None or path in found:
+            continue
+        found[path] = None
+        todo += RECIPE_NAME.findall(path.read_text())
+    return sorted(found)
 
 
 def producer(path: str, earlier: dict[str, StagePlan]) -> StagePlan | None:
@@ -97,9 +97,9 @@ def stage_key(
     stage: StageSpec, argv: list[str], run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
 ) -> str:
     """The content key of `stage` (see the module docstring)."""
-    parts: dict[str, object] = {"argv": argv, "version": __version__, "recipes": shipped_recipes_digest()}
-    for flag_value in named_recipes(argv, run_dir):
-        parts[f"file:{Path(flag_value).name}"] = content_digest(Path(flag_value))
+    parts: dict[str, object] = {"argv": argv, "version": __version__}
+    for path in referenced_recipes(argv, run_dir):
+        parts[f"recipe:{path.name}"] = content_digest(path)
     for raw in stage.inputs:
         path = fill(raw, root, name)
         source = producer(path, earlier)

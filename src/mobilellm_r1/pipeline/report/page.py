@@ -16,15 +16,17 @@ SECTIONS = ("stages", "effects", "evaluation", "training", "data", "coevolution"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
+    """A number for a table cell ("-" when there is none)."""
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    return str(value)
+    if isinstance(value, int) or (isinstance(value, str) and value):
+        return str(value)
+    return "-"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
+def _duration(seconds: Any) -> str:
+    """m:ss (or hours) for a table cell ("-" when the stage has no time)."""
+    if not isinstance(seconds, (int, float)):
         return "-"
     seconds = round(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds / 3600:.2f} h"
@@ -186,7 +188,7 @@ GRPO); held-out NLL is the last evaluation of the run on the held-out probing te
 <h2 id="exports">Exported files</h2>
 {% if exports %}<table><tr><th class="l">stage</th><th class="l">file</th><th class="l">format</th><th class="l">quant</th><th>MiB</th><th>decode tok/s</th><th>prefill tok/s</th></tr>
 {% for s in exports %}{% set e = s.section %}<tr><td class="l">{{ s.name }}</td><td class="l">{{ e.file }}</td><td class="l">{{ e.format }}</td><td class="l">{{ e.quant }}</td>
-<td>{{ fmt(e.bytes / 1048576, 3) if e.bytes else "-" }}</td><td>{{ fmt(e.speed.decode_tok_s, 3) if e.speed else "-" }}</td><td>{{ fmt(e.speed.prefill_tok_s, 3) if e.speed else "-" }}</td></tr>{% endfor %}
+<td>{{ fmt(e.bytes / 1048576, 3) if e.bytes else "-" }}</td><td>{{ fmt(e.speed.decode_tok_s) if e.speed else "-" }}</td><td>{{ fmt(e.speed.prefill_tok_s) if e.speed else "-" }}</td></tr>{% endfor %}
 </table>{% else %}<p>No export stage has finished.</p>{% endif %}
 
 <h2 id="reproduce">Reproduce</h2>
