@@ -32,7 +32,13 @@ def _report() -> dict:
         "heldout": [{"step": 4, "nll/math": 5.5, "rankme": 3.25}],
         "final_model": "pretrain/final",
     }
-    grpo = {"kind": "train", "tokens": 100, "steps": 3, "curves": {"reward": [[1, 0.1], [2, 0.2], [3, 0.375]]}, "heldout": []}
+    grpo = {
+        "kind": "train",
+        "tokens": 100,
+        "steps": 3,
+        "curves": {"reward": [[1, 0.1], [2, 0.2], [3, 0.375]]},
+        "heldout": [],
+    }
     return {
         "recipe": "t",
         "description": HOSTILE,
@@ -50,15 +56,47 @@ def _report() -> dict:
                 {
                     "kind": "influence",
                     "bin_edges": [-1.0, 0.0, 1.0],
-                    "sources": {"math": {"samples": 3, "mean": 0.5, "positive_fraction": 0.75, "counts": [1, 2]}},
+                    "sources": {
+                        "math": {"samples": 3, "mean": 0.5, "positive_fraction": 0.75, "counts": [1, 2]}
+                    },
                 },
             ),
             _stage(
                 "midtrain",
-                {"kind": "coevolve", "stages": [{"stage": 1, "kept": {"math": 7}, "weights": {"math": 1.0}, "loss": 4.5, "trained": True}], "curves": []},
+                {
+                    "kind": "coevolve",
+                    "stages": [
+                        {
+                            "stage": 1,
+                            "kept": {"math": 7},
+                            "weights": {"math": 1.0},
+                            "loss": 4.5,
+                            "trained": True,
+                        }
+                    ],
+                    "curves": [],
+                },
             ),
-            _stage("eval_sft", {"kind": "eval", "model": "m", "tasks": {"gsm8k": {"pass@1": 0.4375}}, "skipped": {"aime25": HOSTILE}}),
-            _stage("export", {"kind": "export", "file": "m.gguf", "bytes": 2**21, "format": "gguf", "quant": "q8_0", "speed": {"decode_tok_s": 321.5, "prefill_tok_s": 999.0}}),
+            _stage(
+                "eval_sft",
+                {
+                    "kind": "eval",
+                    "model": "m",
+                    "tasks": {"gsm8k": {"pass@1": 0.4375}},
+                    "skipped": {"aime25": HOSTILE},
+                },
+            ),
+            _stage(
+                "export",
+                {
+                    "kind": "export",
+                    "file": "m.gguf",
+                    "bytes": 2**21,
+                    "format": "gguf",
+                    "quant": "q8_0",
+                    "speed": {"decode_tok_s": 321.5, "prefill_tok_s": 999.0},
+                },
+            ),
             {"name": "later", "title": "Later", "command": "mobilellm-r1 x", "state": "not run"},
         ],
     }
