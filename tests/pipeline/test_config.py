@@ -87,3 +87,22 @@ def test_bad_overrides_name_the_stage_or_the_format(tmp_path: Path) -> None:
         load_pipeline(path, ["b.steps=1"])
     with pytest.raises(ConfigError, match=r"expected STAGE\.KEY=VALUE"):
         load_pipeline(path, ["steps=1"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_training_stages_of_shipped_recipes_build_their_train_config(name: str) -> None:
+    """Every `train` stage's recipe accepts the stage's --set items (field names and types)."""
+    from mobilellm_r1.train.config import load_train_config
+
+    cfg = load_pipeline(name)
+    trained = 0
+    for stage in cfg.stages:
+        argv = stage_argv(stage, Path("/r"), cfg.name)
+        if argv[0] != "train":
+            continue
+        recipe = argv[argv.index("--recipe") + 1]
+        overrides = [argv[i + 1] for i, word in enumerate(argv) if word == "--set"]
+        train = load_train_config(recipe, overrides)
+        assert train.out_dir == stage.outputs[0]
+        trained += 1
+    assert trained >= 4

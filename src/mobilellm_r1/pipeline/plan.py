@@ -4,7 +4,7 @@ A stage's key is a hash of everything its result depends on: its command line, t
 version, the content of the recipe files it names and of the shipped recipes those name in turn
 (`referenced_recipes`), and its inputs. An input that an earlier stage
 produces contributes that stage's key (so a changed setting re-runs the stage and all after it);
-any other input contributes its files' xxh3 digests. A stage is skipped when its marker says
+any other input contributes its files' xxh3 digests (sizes and times past 2 GiB). A stage is skipped when its marker says
 `done` under the same key and its outputs exist; it resumes when the marker says `running` under
 the same key (a killed run); otherwise it runs from scratch after its old outputs are deleted.
 """
@@ -43,15 +43,25 @@ class StagePlan:
         return self.action != "skip"
 
 
+CONTENT_HASH_LIMIT = 2 * 2**30  # bytes of an external input hashed by content; above: size + mtime
+
+
 def content_digest(path: Path) -> str:
-    """xxh3 digests of a file, or of every file under a directory (relative names included)."""
+    """A digest of a file, or of every file under a directory (relative names included): the
+    files' xxh3 digests, or, for inputs larger than CONTENT_HASH_LIMIT in all (pretraining shards
+    of a cluster run), their sizes and modification times."""
     if path.is_file():
-        return str(file_digest(path)["xxh3_128"])
-    if not path.is_dir():
+        files, base = [path], path.parent
+    elif path.is_dir():
+        files, base = sorted(q for q in path.rglob("*") if q.is_file()), path
+    else:
         raise FileNotFoundError(f"input not found: {path}")
+    by_content = sum(f.stat().st_size for f in files) <= CONTENT_HASH_LIMIT
     h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(f"{p.relative_to(path)}\0{file_digest(p)['xxh3_128']}\n".encode())
+    for f in files:
+        stat = f.stat()
+        mark = file_digest(f)["xxh3_128"] if by_content else f"{stat.st_size}:{stat.st_mtime_ns}"
+        h.update(f"{f.relative_to(base)}\0{mark}\n".encode())
     return h.hexdigest()
 
 
