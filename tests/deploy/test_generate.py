@@ -15,6 +15,7 @@ from mobilellm_r1.deploy.sampling import (
     argmax_last,
     exponential_noise,
     mix32,
+    mix32_int32,
     sample_seed,
     sampling_probs,
     select_tokens,
@@ -380,8 +381,13 @@ def test_exponential_noise_is_counter_based() -> None:
     big = exponential_noise(torch.tensor([sample_seed(1, 0, 0)]), torch.tensor([0]), 200_000)[0]
     assert big.min() > 0 and abs(big.mean().item() - 1) < 0.01 and abs(big.var().item() - 1) < 0.03
     # the 32-bit hash is exact in int64 (no overflow): the same values as in 32-bit arithmetic
-    values = [0, 1, 0x12345678, 0xFFFFFFFF]
+    values = [0, 1, 0x12345678, 0x80000000, 0xFFFFFFFF]
     assert mix32(torch.tensor(values)).tolist() == [_mix32_reference(x) for x in values]
+    # ... and so is the int32 form the [B, V] part uses (wrapping products, masked shifts)
+    wrapped = mix32_int32(
+        torch.tensor(values, dtype=torch.int64).sub(2**32 * (torch.tensor(values) >= 2**31)).int()
+    )
+    assert [v & 0xFFFFFFFF for v in wrapped.tolist()] == [_mix32_reference(x) for x in values]
 
 
 def _mix32_reference(x: int) -> int:

@@ -3,6 +3,7 @@ counter-based noise so that a seeded sample does not depend on the batch it runs
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, field
 
@@ -125,15 +126,38 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def mix32_int32(x: torch.Tensor) -> torch.Tensor:
+    """`mix32` on int32 tensors holding the same 32 bits (two's complement): products wrap to the
+    same low 32 bits, and each right shift is masked so it acts as the unsigned (logical) one.
+    Bit-identical to `mix32`, with half the memory traffic over [B, V] tensors."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x45D9F3B
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x45D9F3B
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def _as_int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2^32) -> int32 with the same bits."""
+    return (x - ((x >> 31) << 32)).int()
+
+
+@functools.lru_cache(maxsize=8)
+def token_hashes(vocab: int, device: torch.device) -> torch.Tensor:
+    """The per-token half of the noise hash [V] (int32), the same at every decode step."""
+    return _as_int32(mix32(torch.arange(vocab, device=device) * 0x9E3779B9 & MASK32))
+
+
 def exponential_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
     """Exp(1) draws [B, V] (float32) for the exponential race of `select_tokens`.
 
     Entry (b, v) is a hash of (seeds[b], steps[b], v) turned into a uniform u in (0, 1) and
     then -log(u): counter-based, so a sample's draws depend only on its seed and the index
     of the token being drawn (steps [B]), not on which rows share its batch. Pure tensor ops
-    (int64 holding 32-bit values), so it runs inside compiled steps and CUDA graphs."""
+    (the per-row key in int64 holding 32-bit values, the [B, V] part in int32), so it runs
+    inside compiled steps and CUDA graphs."""
     seeds, steps = seeds.long(), steps.long()
     key = mix32(mix32(mix32(seeds & MASK32) ^ ((seeds >> 32) & MASK32)) ^ (steps & MASK32))  # [B]
-    token = mix32(torch.arange(vocab, device=seeds.device) * 0x9E3779B9 & MASK32)  # [V]
-    bits = mix32(key[:, None] ^ token[None, :]) >> 8  # [B, V], 24 random bits
+    token = token_hashes(vocab, seeds.device)  # [V]
+    bits = (mix32_int32(_as_int32(key)[:, None] ^ token[None, :]) >> 8) & 0xFFFFFF  # [B, V], 24 bits
     return -torch.log((bits.float() + 0.5) * 2.0**-24)
