@@ -68,6 +68,9 @@ def _report() -> dict:
                     "stages": [
                         {
                             "stage": 1,
+                            "pool": {"math": 8},
+                            "positive_fraction": 0.875,
+                            "tokens": 1024,
                             "kept": {"math": 7},
                             "weights": {"math": 1.0},
                             "loss": 4.5,

@@ -84,23 +84,25 @@ def influence_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
 
 
 def coevolve_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
-    """Eq. 6-7: per co-evolution stage, the samples kept per source, the weights, the training."""
-    result = marker.result or {}
+    """Eq. 6-7: per co-evolution stage (its `stage_N/summary.json`), the pool, the fraction of
+    positive influence, the samples kept per source, the Eq. 5 weights and the training loss."""
     table = []
-    for row in result.get("stages", []):
-        mix = row.get("mix") or {}
+    for path in sorted(out.glob("stage_*/summary.json"), key=lambda p: int(p.parent.name.split("_")[1])):
+        row = json.loads(path.read_text())
         train = row.get("train") or {}
         table.append(
             {
                 "stage": row.get("stage"),
+                "pool": row.get("pool", {}),
+                "positive_fraction": row.get("positive_fraction"),
                 "kept": row.get("kept", {}),
-                "weights": mix.get("weights", {}),
+                "weights": (row.get("mix") or {}).get("weights", {}),
                 "loss": train.get("loss"),
+                "tokens": train.get("tokens"),
                 "trained": row.get("trained", False),
             }
         )
-    train_dirs = sorted(out.glob("stage_*/train"))
-    curves = [train_section(stage, d, marker)["curves"] for d in train_dirs]
+    curves = [train_section(stage, d, marker)["curves"] for d in sorted(out.glob("stage_*/train"))]
     return {"kind": "coevolve", "stages": table, "curves": curves}
 
 

@@ -179,11 +179,13 @@ GRPO); held-out NLL is the last evaluation of the run on the held-out probing te
 </table>{% endfor %}
 
 <h2 id="coevolution">Data-model co-evolution</h2>
-{% for s in coevolve %}<table><tr><th>stage</th><th class="l">samples kept per source</th><th class="l">weights</th><th>final loss</th></tr>
+{% for s in coevolve %}<table><tr><th>stage</th><th class="l">pool per source</th><th>influence &gt; 0</th><th class="l">kept per source</th><th class="l">Eq. 5 weights</th><th>tokens</th><th>final loss</th></tr>
 {% for row in s.section.stages %}<tr><td>{{ row.stage }}</td>
+<td class="l">{% for k, v in row.pool.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
+<td>{{ fmt(row.positive_fraction, 3) }}</td>
 <td class="l">{% for k, v in row.kept.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
 <td class="l">{% for k, v in row.weights.items() %}{{ k }} {{ fmt(v, 3) }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
-<td>{{ fmt(row.loss) }}</td></tr>{% endfor %}</table>{% else %}<p>No co-evolution stage has finished.</p>{% endfor %}
+<td>{{ fmt(row.tokens) }}</td><td>{{ fmt(row.loss) }}</td></tr>{% endfor %}</table>{% else %}<p>No co-evolution stage has finished.</p>{% endfor %}
 
 <h2 id="exports">Exported files</h2>
 {% if exports %}<table><tr><th class="l">stage</th><th class="l">file</th><th class="l">format</th><th class="l">quant</th><th>MiB</th><th>decode tok/s</th><th>prefill tok/s</th></tr>
