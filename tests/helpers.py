@@ -13,6 +13,14 @@ from mobilellm_r1.tokenizer import Tokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = 1000
+# The first stages of the small e2e recipes in tests/pipeline: a 5% synthetic corpus and its shards.
+E2E_DATA_STAGES = """  - name: synth
+    run: data synth --out data/synth --seed 0 --scale 0.05
+    outputs: [data/synth]
+  - name: tokenize
+    run: data tokenize --recipe data/synthetic --workers 1
+    inputs: [data/synth]
+    outputs: [data/shards/synthetic]"""
 # `--set` override for train-recipe tests: a 2-layer, 32-wide GQA model (runs in seconds on CPU)
 TINY_MODEL_SET = (
     "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "

@@ -29,7 +29,7 @@ def layer_contract() -> list[list[str]]:
 
 
 LAYERS = layer_contract()
-STAGES = [layer[0] for layer in LAYERS[1:-1]]  # curation, train, eval, deploy, data
+STAGES = [layer[0] for layer in LAYERS[1:-1]]  # pipeline, curation, train, eval, deploy, data
 
 
 def test_the_contract_names_every_top_level_module_once() -> None:

@@ -9,16 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-RECIPE = """name: mn
+from helpers import E2E_DATA_STAGES
+
+RECIPE = (
+    """name: mn
 out_dir: run
 stages:
-  - name: synth
-    run: data synth --out data/synth --seed 0 --scale 0.05
-    outputs: [data/synth]
-  - name: tokenize
-    run: data tokenize --recipe data/synthetic --workers 1
-    inputs: [data/synth]
-    outputs: [data/shards/synthetic]
+"""
+    + E2E_DATA_STAGES
+    + """
   - name: pretrain
     run: train --recipe train/tiny_cpu
     set: [out_dir=pretrain, steps=3, data.micro_batch=2, data.seq_len=64, checkpoint_every=3, eval_every=0, log_every=1]
@@ -26,6 +25,7 @@ stages:
     outputs: [pretrain]
     ranks: all
 """
+)
 
 
 def _losses(run: Path) -> list[float]:

@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from helpers import E2E_DATA_STAGES
 from mobilellm_r1.cli import main
 
 # Real stages at toy size: the corpus, its shards, 6 training steps (checkpoints at 2 and 4), and
 # the held-out NLL of the trained model's reference solutions.
-RECIPE = """name: mini
+RECIPE = (
+    """name: mini
 out_dir: run
 stages:
-  - name: synth
-    run: data synth --out data/synth --seed 0 --scale 0.05
-    outputs: [data/synth]
-  - name: tokenize
-    run: data tokenize --recipe data/synthetic --workers 1
-    inputs: [data/synth]
-    outputs: [data/shards/synthetic]
+"""
+    + E2E_DATA_STAGES
+    + """
   - name: pretrain
     title: Pretraining
     run: train --recipe train/tiny_cpu
@@ -40,6 +38,7 @@ stages:
     inputs: [pretrain]
     outputs: [evals/pretrain]
 """
+)
 
 
 def _numbers(run_dir: Path) -> dict:
@@ -60,6 +59,16 @@ def _numbers(run_dir: Path) -> dict:
             section["report"] = {k: v for k, v in report.items() if "per_s" not in k and "seconds" not in k}
         out[stage["name"]] = (stage["state"], section)
     return out
+
+
+def _run_in(root: Path, *args: str) -> int:
+    """`mobilellm-r1 run recipe.yaml ARGS` in this process, from `root`."""
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        return main(["run", "recipe.yaml", *args])
+    finally:
+        os.chdir(old)
 
 
 def _start(root: Path) -> subprocess.Popen:
@@ -88,12 +97,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run of the recipe."""
     root = tmp_path_factory.mktemp("reference")
     (root / "recipe.yaml").write_text(RECIPE)
-    old = Path.cwd()
-    os.chdir(root)
-    try:
-        assert main(["run", "recipe.yaml"]) == 0
-    finally:
-        os.chdir(old)
+    assert _run_in(root) == 0
     return root
 
 
@@ -112,12 +116,7 @@ def test_uninterrupted_run_writes_both_report_files(reference: Path) -> None:
 
 def test_a_second_run_skips_every_stage(reference: Path, capsys: pytest.CaptureFixture) -> None:
     before = (reference / "run" / ".stages" / "pretrain.json").read_text()
-    old = Path.cwd()
-    os.chdir(reference)
-    try:
-        assert main(["run", "recipe.yaml"]) == 0
-    finally:
-        os.chdir(old)
+    assert _run_in(reference) == 0
     err = capsys.readouterr().err
     assert err.count("up to date, skipped") == 4
     assert (reference / "run" / ".stages" / "pretrain.json").read_text() == before
@@ -150,12 +149,7 @@ def test_killed_inside_training_and_between_stages_finishes_the_same(reference: 
 def test_a_changed_setting_reruns_only_that_stage_and_later_ones(
     reference: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    old = Path.cwd()
-    os.chdir(reference)
-    try:
-        assert main(["run", "recipe.yaml", "--set", "pretrain.steps=5", "--dry-run"]) == 0
-        plan = capsys.readouterr().out.splitlines()
-    finally:
-        os.chdir(old)
+    assert _run_in(reference, "--set", "pretrain.steps=5", "--dry-run") == 0
+    plan = capsys.readouterr().out.splitlines()
     actions = {line.split()[0]: line.split()[1] for line in plan}
     assert actions == {"synth": "skip", "tokenize": "skip", "pretrain": "rerun", "evaluate": "rerun"}
