@@ -140,5 +140,5 @@ def test_the_command_line_registers_every_command_without_importing_torch() -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     names, torch_loaded = json.loads(done.stdout)
-    assert names == ["info", "init", "generate", "export", "serve", "data", "train", "eval", "curate"]
+    assert names == ["info", "init", "generate", "export", "serve", "data", "train", "eval", "curate", "run"]
     assert torch_loaded is False
