@@ -18,6 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import PipelineConfig
+    from .plan import StagePlan
 
 NAME = "run"
 HELP = "run a whole recipe: curate -> pretrain -> mid-train -> SFT -> RL -> evaluate -> export -> report"
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_plan(plan: list) -> None:
+def print_plan(plan: list[StagePlan]) -> None:
     """One line per stage: what will happen, its key, its command line."""
     width = max(len(p.stage.name) for p in plan)
     for p in plan:
@@ -88,7 +93,7 @@ def reproduce_command(args: argparse.Namespace) -> list[str]:
     return words
 
 
-def save_recipe(cfg, root: Path) -> None:
+def save_recipe(cfg: PipelineConfig, root: Path) -> None:
     """The recipe as run (overrides applied) at RUN/recipe.yaml, for the report and for a re-run."""
     import yaml
 

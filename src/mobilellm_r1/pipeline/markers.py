@@ -36,6 +36,11 @@ def marker_path(run_dir: Path, name: str) -> Path:
     return run_dir / MARKERS / f"{name}.json"
 
 
+def log_path(run_dir: Path, name: str) -> Path:
+    """Where the stage's stdout is kept (`RUN/.stages/NAME.log`)."""
+    return marker_path(run_dir, name).with_suffix(".log")
+
+
 def read_marker(run_dir: Path, name: str) -> Marker | None:
     """The stage's marker, or None when there is none (or it cannot be read: the stage re-runs)."""
     path = marker_path(run_dir, name)

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from ..procs import die_with_parent
 from .config import PipelineConfig
-from .markers import Marker, last_json, marker_path, read_marker, write_marker
+from .markers import Marker, last_json, log_path, read_marker, write_marker
 from .plan import StagePlan
 
 # Commands that continue their own partial output: a resumed stage passes these flags. Every
@@ -50,8 +50,7 @@ def command_of(argv: list[str]) -> tuple[str, ...]:
 
 def resume_flags(argv: list[str]) -> list[str] | None:
     """Flags that make the command continue its partial output, or None when it cannot."""
-    cmd = command_of(argv)
-    return RESUME_FLAGS.get(cmd[:1]) if cmd[:1] == ("train",) else RESUME_FLAGS.get(cmd)
+    return RESUME_FLAGS.get(command_of(argv))
 
 
 def rank_info() -> tuple[int, int]:
@@ -60,6 +59,7 @@ def rank_info() -> tuple[int, int]:
 
 
 def format_s(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour on."""
     seconds = round(seconds)
     return (
         f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -74,7 +74,8 @@ class Runner:
     def __init__(self, cfg: PipelineConfig, root: Path, log: TextIO | None = None) -> None:
         self.cfg, self.root, self.log = cfg, root, log or sys.stderr
         self.run_dir = root / cfg.run_dir
-        self.rank, self.world = rank_info()
+        self.rank = rank_info()[0]
+        self.device = _device()  # asked once: every stage of a run runs on this machine
 
     def execute(self, plan: list[StagePlan]) -> None:
         """Run every stage that the plan does not skip; StageFailed stops at the first failure."""
@@ -117,7 +118,7 @@ class Runner:
         start = time.time()
         code, out = self._spawn(argv, item.stage.name)
         if code != 0:
-            log = marker_path(self.run_dir, item.stage.name).with_suffix(".log")
+            log = log_path(self.run_dir, item.stage.name)
             if self.rank == 0:
                 write_marker(
                     self.run_dir, item.stage.name, Marker(item.key, "failed", argv, attempts=attempts)
@@ -128,7 +129,7 @@ class Runner:
             )
         if self.rank == 0:
             marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
-            marker.wall_s, marker.device, marker.result = time.time() - start, _device(), last_json(out)
+            marker.wall_s, marker.device, marker.result = time.time() - start, self.device, last_json(out)
             write_marker(self.run_dir, item.stage.name, marker)
         else:
             self._wait_for(item)
@@ -146,13 +147,13 @@ class Runner:
 
     def _spawn(self, argv: list[str], name: str) -> tuple[int, str]:
         """Run `python -m mobilellm_r1.cli ARGV` in the run directory; (exit code, its stdout)."""
-        log_path = marker_path(self.run_dir, name).with_suffix(".log")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = log_path(self.run_dir, name)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         parent = os.getpid()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         chunks: list[str] = []
         with (
-            open(log_path, "a") as log,
+            open(log_file, "a") as log,
             subprocess.Popen(
                 [sys.executable, "-m", "mobilellm_r1.cli", *argv],
                 cwd=self.run_dir,

@@ -116,7 +116,7 @@ def eval_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
         for name, metrics in summary.items()
         if isinstance(metrics, dict)
     }
-    return {"kind": "eval", "model": _flag(stage, "--model"), "tasks": tasks, "skipped": skipped}
+    return {"kind": "eval", "model": _flag(marker, "--model"), "tasks": tasks, "skipped": skipped}
 
 
 def export_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
@@ -126,8 +126,8 @@ def export_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
         "kind": "export",
         "file": str(out),
         "bytes": out.stat().st_size if out.is_file() else None,
-        "format": _flag(stage, "--format"),
-        "quant": _flag(stage, "--quant"),
+        "format": _flag(marker, "--format"),
+        "quant": _flag(marker, "--quant"),
         "speed": result.get("speed"),
         "report": result,
     }
@@ -148,14 +148,14 @@ COLLECTORS: dict[tuple[str, ...], Callable[[StageSpec, Path, Marker], Section]] 
 }
 
 
-def _flag(stage: StageSpec, flag: str) -> str | None:
-    words = stage.run.split()
+def _flag(marker: Marker, flag: str) -> str | None:
+    """The value given to `flag` on the stage's command line as run, or None."""
+    words = marker.argv
     return words[words.index(flag) + 1] if flag in words[:-1] else None
 
 
 def collector_for(argv: list[str]) -> Callable[[StageSpec, Path, Marker], Section]:
-    cmd = command_of(argv)
-    return COLLECTORS.get(cmd) or COLLECTORS.get(cmd[:1]) or generic_section
+    return COLLECTORS.get(command_of(argv), generic_section)
 
 
 def collect(cfg: PipelineConfig, root: Path, command: list[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from ..runner import format_s
 from . import figures
 
 SECTIONS = ("stages", "effects", "evaluation", "training", "data", "coevolution", "exports", "reproduce")
@@ -25,11 +26,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _duration(seconds: Any) -> str:
-    """m:ss (or hours) for a table cell ("-" when the stage has no time)."""
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    seconds = round(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+    """`runner.format_s` for a table cell ("-" when the stage has no time)."""
+    return format_s(seconds) if isinstance(seconds, (int, float)) else "-"
 
 
 def _sections(report: dict, kind: str) -> list[dict]:
@@ -38,32 +36,22 @@ def _sections(report: dict, kind: str) -> list[dict]:
 
 
 def effect_rows(report: dict) -> list[dict]:
-    """What each training stage did to what it optimises: loss (or reward) at its start and end."""
+    """What each training stage did to what it optimises: loss (or reward) at its start and end,
+    then the held-out NLL of its last evaluation."""
     rows = []
     for stage in _sections(report, "train"):
-        curves = stage["section"]["curves"]
+        curves, evals = stage["section"]["curves"], stage["section"]["heldout"]
         key = "reward" if "reward" in curves else "loss"
         points = [p[1] for p in curves.get(key, [])]
-        if not points:
-            continue
-        k = max(1, len(points) // 5)  # mean of the first and last fifth: steps are noisy
-        first, last = sum(points[:k]) / k, sum(points[-k:]) / k
-        rows.append({"stage": stage["name"], "metric": f"train {key}", "first": first, "last": last, "k": k})
-    for stage in _sections(report, "train"):
-        evals = stage["section"]["heldout"]
-        if evals:
-            last = evals[-1]
-            for key, value in last.items():
-                if key.startswith("nll/"):
-                    rows.append(
-                        {
-                            "stage": stage["name"],
-                            "metric": f"held-out {key}",
-                            "first": None,
-                            "last": value,
-                            "k": 0,
-                        }
-                    )
+        if points:
+            k = max(1, len(points) // 5)  # mean of the first and last fifth: steps are noisy
+            first, last = sum(points[:k]) / k, sum(points[-k:]) / k
+            rows.append({"stage": stage["name"], "metric": f"train {key}", "first": first, "last": last})
+        for name, value in (evals[-1] if evals else {}).items():
+            if name.startswith("nll/"):
+                rows.append(
+                    {"stage": stage["name"], "metric": f"held-out {name}", "first": None, "last": value}
+                )
     return rows
 
 
