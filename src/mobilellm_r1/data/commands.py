@@ -1,6 +1,8 @@
-"""`mobilellm-r1 data ...`: synth (embedded corpus), tokenize (sources -> shards), mix (shares report).
+"""`mobilellm-r1 data ...`: synth (embedded corpus), train-tokenizer (BPE on your corpus), tokenize
+(sources -> shards), mix (shares report).
 
 mobilellm-r1 data synth --out data/synth --seed 0 [--scale 0.1]
+mobilellm-r1 data train-tokenizer --recipe data/synthetic --chats 'data/synth/sft/*.jsonl' --vocab-size 4096 --out data/tokenizer
 mobilellm-r1 data tokenize --recipe data/synthetic --workers 2
 mobilellm-r1 data tokenize --name wiki --files 'raw/wiki/*.jsonl.zst' --out data/shards
 mobilellm-r1 data mix --recipe data/pretrain_phase2 --stand-in --tokens 1000000
@@ -12,8 +14,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .formats import AUTO, FORMATS
+
+if TYPE_CHECKING:
+    from .recipes import MixtureRecipe
+    from .sources import SourceSpec
 
 NAME = "data"
 HELP = "make, tokenize and mix training data"
@@ -31,6 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--scale", type=float, default=1.0, help="multiply every default count")
     synth.set_defaults(data_run=run_synth)
+
+    bpe = actions.add_parser(
+        "train-tokenizer",
+        help="learn a byte-level BPE vocabulary on a corpus (Llama-3 specials, split regex, chat template)",
+        formatter_class=fmt,
+    )
+    bpe.add_argument("--recipe", help="train on the raw files of every source of this mixture recipe")
+    bpe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bpe.add_argument("--files", nargs="+", default=[], help="more raw files/globs/dirs (text documents)")
+    bpe.add_argument("--text-field", default="text", help="text field of --files rows")
+    bpe.add_argument("--chats", nargs="+", default=[], help="chat JSONL files/globs ('messages' rows)")
+    bpe.add_argument("--vocab-size", type=int, required=True, help="ids in all, 256 specials included")
+    bpe.add_argument("--out", required=True, help="tokenizer directory to write")
+    bpe.set_defaults(data_run=run_train_tokenizer)
 
     tok = actions.add_parser("tokenize", help="tokenize sources into uint32 shards", formatter_class=fmt)
     tok.add_argument("--recipe", help="tokenize every source of this mixture recipe that lists raw files")
@@ -78,6 +99,41 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_specs(recipe_name: str, overrides: list[str]) -> tuple[MixtureRecipe, list[SourceSpec]]:
+    """A mixture recipe and its raw-file sources; ValueError if it lists none."""
+    from .recipes import load_mixture, source_spec  # imports torch (the loader)
+
+    recipe = load_mixture(recipe_name, overrides)
+    specs = [source_spec(s, recipe.data_root) for s in recipe.sources if s.files]
+    if not specs:
+        raise ValueError(f"recipe {recipe.name!r} lists no raw files")
+    return recipe, specs
+
+
+def run_train_tokenizer(args: argparse.Namespace) -> int:
+    import itertools
+    import time
+
+    from .sources import SourceSpec
+    from .tokenizer_train import chat_texts, source_texts, train_bpe
+
+    specs = _recipe_specs(args.recipe, args.overrides)[1] if args.recipe else []
+    if args.files:
+        specs.append(SourceSpec(name="files", path=list(args.files), text_field=args.text_field))
+    if not (specs or args.chats):
+        raise ValueError("give --recipe, --files or --chats")
+    start = time.perf_counter()
+    texts = itertools.chain(source_texts(specs), chat_texts(args.chats))
+    tokenizer = train_bpe(texts, args.vocab_size, name=args.out)
+    tokenizer.save(args.out)
+    seconds = time.perf_counter() - start
+    print(
+        f"{args.out}: {tokenizer.vocab_size:,} ids ({tokenizer.vocab_size - 256:,} learned), {seconds:.1f} s"
+    )
+    print(json.dumps({"out": args.out, "vocab_size": tokenizer.vocab_size, "seconds": round(seconds, 2)}))
+    return 0
+
+
 def run_tokenize(args: argparse.Namespace) -> int:
     from ..tokenizer import load_tokenizer
     from .shards import tokenize_source
@@ -85,12 +141,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     tokenizer = load_tokenizer(args.tokenizer)
     if args.recipe:
-        from .recipes import load_mixture, source_spec  # imports torch (the loader)
-
-        recipe = load_mixture(args.recipe, args.overrides)
-        specs = [source_spec(s, recipe.data_root) for s in recipe.sources if s.files]
-        if not specs:
-            raise ValueError(f"recipe {recipe.name!r} lists no raw files to tokenize")
+        recipe, specs = _recipe_specs(args.recipe, args.overrides)
         root = Path(args.out or recipe.shards_root)
     else:
         if not (args.name and args.files):

@@ -121,7 +121,30 @@ def prepare(recipe: MixtureRecipe, tokenizer: Tokenizer, workers: int = 2) -> li
         if source.files and not (recipe.shard_dir(source) / "meta.json").exists():
             spec = source_spec(source, recipe.data_root)
             reports.append(tokenize_source(spec, recipe.shards_root, tokenizer=tokenizer, workers=workers))
+    check_tokenizer(recipe, tokenizer)
     return reports
+
+
+def check_tokenizer(recipe: MixtureRecipe, tokenizer: Tokenizer) -> None:
+    """ValueError naming the first active source whose shards another tokenizer made (their ids
+    would mean other tokens to this model, or fall outside its vocabulary)."""
+    import json
+
+    from .shards import META_FILE, tokenizer_fingerprint
+
+    want = tokenizer_fingerprint(tokenizer)
+    for source in recipe.active:
+        meta = recipe.shard_dir(source) / META_FILE
+        if not meta.is_file():
+            continue
+        made = json.loads(meta.read_text(encoding="utf-8")).get("tokenizer") or {}
+        if made.get("fingerprint", want) != want:
+            raise ValueError(
+                f"{meta}: source {source.name!r} was tokenized with {made.get('name')!r} "
+                f"(fingerprint {str(made.get('fingerprint'))[:12]}), not with this model's tokenizer "
+                f"{tokenizer.name_or_path!r} ({want[:12]}); re-tokenize it with "
+                "`mobilellm-r1 data tokenize --tokenizer MODEL_DIR --overwrite`"
+            )
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:

@@ -167,20 +167,32 @@ def _add_init_arguments(parser: argparse.ArgumentParser) -> None:
         "--long-context", action="store_true", help="the 32k variant (rope_theta x8, 32768 positions)"
     )
     parser.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        default=None,
+        help="tokenizer directory or file (default: Llama-3); sets the vocabulary size and the "
+        "begin/end ids, and is saved with the model",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace DIR even if it is not empty (its files are removed)"
     )
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """`init`: save a randomly initialised model with the default tokenizer."""
+    """`init`: save a randomly initialised model with its tokenizer (default: Llama-3)."""
     from ..tokenizer import load_tokenizer
     from .hf import dtype_from_name, save_pretrained
     from .model import build_model
 
-    cfg = preset(args.preset, long_context=args.long_context)
+    tokenizer = load_tokenizer(args.tokenizer)
+    ids = {}
+    if args.tokenizer is not None:
+        ids = dict(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id)
+        ids["eos_token_id"] = [tokenizer.eos_id, tokenizer.eom_id, tokenizer.eot_id]
+    cfg = preset(args.preset, long_context=args.long_context, **ids)
     _check_output_dir(args.out, args.force)
     model = build_model(cfg, seed=args.seed)
-    path = save_pretrained(model, load_tokenizer(), args.out, dtype=dtype_from_name(args.dtype))
+    path = save_pretrained(model, tokenizer, args.out, dtype=dtype_from_name(args.dtype))
     count = sum(p.numel() for p in model.parameters())
     print(f"{path}")
     print(f"{args.preset.lower()}: {_fmt_int(count)} parameters, {args.dtype}, seed {args.seed}")
