@@ -163,13 +163,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
         hidden_size=1536,
         intermediate_size_mlp=6144,
     ),
+    # 64-wide heads as in every paper size: the parameter-free QK-norm caps a head's attention
+    # logits at sqrt(head_dim), and 32-wide heads (logits <= 5.7) learned to copy numbers from
+    # the question far more slowly (e2e/tiny_cpu SFT exact match 1.6% vs 6.2%, same compute).
     "tiny": dict(
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
         hidden_size=128,
         intermediate_size_mlp=384,
-        head_dim=32,
+        head_dim=64,
     ),
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)

@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,10 @@ class _Run:
     def usage(self) -> dict[str, int]:
         prompt, completion = len(self.request.prompt_ids), sum(len(s.ids) for s in self.samples)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+# One choice of an endpoint's response: (sample index, text or delta, logprob entries, finish reason).
+ChoiceFn = Callable[[int, str, "list[Any] | None", "str | None"], dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------- request -> engine
@@ -252,96 +256,68 @@ class _Api:
             else min(DEFAULT_COMPLETION_TOKENS, self.served.context - len(ids))
         )
         run = self._start(ids, _sampling(body, self.served, len(ids), limit), "completions", "cmpl")
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _event_stream(self._stream_completion(run, include_usage))
-        async for _ in run.events(http):
-            pass
-        if not run.done:
-            return Response(status_code=499)
         tok = self.served.tokenizer
-        choices = [
-            {
-                "index": i,
-                "text": s.text,
-                "logprobs": _completion_logprobs(tok, s.logprobs) if body.logprobs is not None else None,
-                "finish_reason": s.finish_reason,
-            }
-            for i, s in enumerate(run.samples)
-        ]
-        return JSONResponse(self._head(run, "text_completion") | {"choices": choices, "usage": run.usage()})
 
-    async def _stream_completion(self, run: _Run, include_usage: bool) -> AsyncIterator[bytes]:
-        texts = self._text_streams(run)
-        head = self._head(run, "text_completion")
-        async for event in run.events():
-            delta = texts[event.sample_index].push(event.token_ids)
-            if event.finish_reason is not None:
-                delta += texts[event.sample_index].finish(event.text or "")
-            logprobs = None
-            if run.request.params.logprobs is not None and event.logprobs:
-                logprobs = _completion_logprobs(self.served.tokenizer, event.logprobs)
-            if delta or event.finish_reason or logprobs:
-                choice = {
-                    "index": event.sample_index,
-                    "text": delta,
-                    "logprobs": logprobs,
-                    "finish_reason": event.finish_reason,
-                }
-                yield _sse(head | {"choices": [choice]})
-        if include_usage:
-            yield _sse(head | {"choices": [], "usage": run.usage()})
-        yield _sse("[DONE]")
+        def choice(index: int, text: str, logprobs: list[Any] | None, finish: str | None) -> dict[str, Any]:
+            scored = logprobs is not None and body.logprobs is not None
+            return {
+                "index": index,
+                "text": text,
+                "logprobs": _completion_logprobs(tok, logprobs) if scored else None,
+                "finish_reason": finish,
+            }
+
+        return await self._respond(run, body, http, "text_completion", choice)
 
     async def chat(self, body: ChatCompletionRequest, http: Request) -> Response:
         _check_model(body, self.served)
         ids = _chat_ids(body, self.served)
         run = self._start(ids, _sampling(body, self.served, len(ids), body.limit()), "chat", "chatcmpl")
+        tok = self.served.tokenizer
+
+        def choice(index: int, text: str, logprobs: list[Any] | None, finish: str | None) -> dict[str, Any]:
+            content = {"role": "assistant", "content": text}
+            return {
+                "index": index,
+                **({"delta": {"content": text} if text else {}} if body.stream else {"message": content}),
+                "logprobs": _chat_logprobs(tok, logprobs) if logprobs is not None and body.logprobs else None,
+                "finish_reason": finish,
+            }
+
+        return await self._respond(run, body, http, "chat.completion", choice)
+
+    async def _respond(self, run: _Run, body: Any, http: Request, kind: str, choice: ChoiceFn) -> Response:
+        """The whole response (all samples at the end), or server-sent events as tokens arrive;
+        `choice(index, text, logprobs, finish_reason)` shapes one choice of the endpoint."""
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _event_stream(self._stream_chat(run, include_usage))
+            return _event_stream(self._stream(run, kind, choice, include_usage))
         async for _ in run.events(http):
             pass
         if not run.done:
             return Response(status_code=499)
-        tok = self.served.tokenizer
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": s.text},
-                "logprobs": _chat_logprobs(tok, s.logprobs) if body.logprobs else None,
-                "finish_reason": s.finish_reason,
-            }
-            for i, s in enumerate(run.samples)
-        ]
-        return JSONResponse(self._head(run, "chat.completion") | {"choices": choices, "usage": run.usage()})
+        choices = [choice(i, s.text, s.logprobs, s.finish_reason) for i, s in enumerate(run.samples)]
+        return JSONResponse(self._head(run, kind) | {"choices": choices, "usage": run.usage()})
 
-    async def _stream_chat(self, run: _Run, include_usage: bool) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, run: _Run, kind: str, choice: ChoiceFn, include_usage: bool
+    ) -> AsyncIterator[bytes]:
         texts = self._text_streams(run)
-        head = self._head(run, "chat.completion.chunk")
-        for i in range(run.request.params.n):
-            first = {
-                "index": i,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-            yield _sse(head | {"choices": [first]})
+        chat = kind == "chat.completion"
+        head = self._head(run, "chat.completion.chunk" if chat else kind)
+        for i in range(run.request.params.n if chat else 0):  # chat streams open with the role
+            opening = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+            yield _sse(head | {"choices": [opening | {"finish_reason": None}]})
         async for event in run.events():
             delta = texts[event.sample_index].push(event.token_ids)
             if event.finish_reason is not None:
                 delta += texts[event.sample_index].finish(event.text or "")
-            logprobs = None
-            if run.request.params.logprobs is not None and event.logprobs:
-                logprobs = _chat_logprobs(self.served.tokenizer, event.logprobs)
-            if delta or event.finish_reason or logprobs:
-                choice = {
-                    "index": event.sample_index,
-                    "delta": {"content": delta} if delta else {},
-                    "logprobs": logprobs,
-                    "finish_reason": event.finish_reason,
-                }
-                yield _sse(head | {"choices": [choice]})
+            wanted = run.request.params.logprobs is not None and event.logprobs
+            if delta or event.finish_reason or wanted:
+                entries = event.logprobs if wanted else None
+                yield _sse(
+                    head | {"choices": [choice(event.sample_index, delta, entries, event.finish_reason)]}
+                )
         if include_usage:
             yield _sse(head | {"choices": [], "usage": run.usage()})
         yield _sse("[DONE]")
