@@ -20,6 +20,7 @@ die with the process that started them (:func:`~mobilellm_r1.procs.die_with_pare
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import io
 import json
@@ -193,10 +194,12 @@ class _TokenizerRef:
         return tok
 
 
-def _tokenizer_ref(tokenizer: Tokenizer, scratch: Path) -> _TokenizerRef:
-    """Where workers load ``tokenizer`` from: its own path, else a copy saved into ``scratch``."""
+def _tokenizer_ref(tokenizer: Tokenizer, stack: contextlib.ExitStack) -> _TokenizerRef:
+    """Where workers load ``tokenizer`` from: its own path, else a copy saved into a temporary
+    directory that ``stack`` removes (made only then, so a killed run leaves none behind)."""
     path = tokenizer.name_or_path
     if not path or not Path(path).exists():
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="mobilellm-r1-tokenizer-"))
         path = str(tokenizer.save(scratch))
     return _TokenizerRef(path, tokenizer_fingerprint(tokenizer))
 
@@ -249,8 +252,8 @@ def _run_pool(
     ctx = mp.get_context("spawn")
     progress_queue = None if bar.bar.disable else ctx.Queue()
     records: dict[int, dict[str, Any]] = {}
-    scratch = tempfile.TemporaryDirectory(prefix="mobilellm-r1-tokenizer-")
-    initargs = (_tokenizer_ref(tokenizer, Path(scratch.name)), os.getpid(), progress_queue)
+    stack = contextlib.ExitStack()
+    initargs = (_tokenizer_ref(tokenizer, stack), os.getpid(), progress_queue)
     pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=initargs)
     try:
         pending = {pool.submit(_worker_job, job) for job in jobs}
@@ -262,7 +265,7 @@ def _run_pool(
                 bar.shard_done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        scratch.cleanup()
+        stack.close()
     _drain(progress_queue, bar)
     return records
 
