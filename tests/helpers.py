@@ -63,3 +63,9 @@ class TorchRuntime:
         pos = torch.arange(start, start + len(ids))
         logits = self.model(torch.tensor([ids]), cache=self.cache, cache_pos=pos)
         return logits[0, -1].float()
+
+
+def prompts_of(lengths: list[int] | tuple[int, ...], seed: int = 0) -> list[list[int]]:
+    """Random prompts of the given lengths over ids 3..VOCAB-1 (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]

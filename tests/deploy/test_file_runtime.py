@@ -27,12 +27,6 @@ from mobilellm_r1.deploy.formats.contract import (
 from mobilellm_r1.deploy.load import load_for_generation
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import Transformer
-from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from helpers import VOCAB, small_config
+from helpers import prompts_of, small_config
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy.sampling import (
     argmax_last,
@@ -21,30 +21,6 @@ from mobilellm_r1.deploy.sampling import (
     select_tokens,
 )
 from mobilellm_r1.model import build_model
-from mobilellm_r1.tokenizer import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return build_model(small_config(), seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def big_vocab_model(tokenizer) -> torch.nn.Module:
-    """A tiny model over the real Llama-3 vocabulary, for text prompts and stop strings."""
-    cfg = small_config(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id, eos_token_id=[])
-    return build_model(cfg, seed=1).eval()
-
-
-def prompts_of(lengths, seed: int = 0) -> list[list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
-
 
 GREEDY = SamplingParams(max_new_tokens=24, stop_token_ids=())
 

@@ -23,15 +23,9 @@ from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy.serve import Server, build_server
 from mobilellm_r1.model import build_model
 from mobilellm_r1.model.hf import save_pretrained
-from mobilellm_r1.tokenizer import load_tokenizer
 
 KEY = "test-key"
 NAME = "tiny"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")
