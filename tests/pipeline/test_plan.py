@@ -111,3 +111,23 @@ def test_recipe_files_a_stage_names_are_part_of_its_key(tmp_path: Path) -> None:
     (tmp_path / "run" / "mix.yaml").write_text("name: m2\n")
     changed = _plan(tmp_path)
     assert [changed[n].action for n in "ab"] == ["skip", "rerun"]
+
+
+def test_a_recipe_file_the_stage_writes_is_not_part_of_its_key(tmp_path: Path) -> None:
+    """`curate mix --out mix/pretrain.yaml` names its own output like a recipe, and the training
+    stage after it names that file: writing it must change neither key (else every re-run would
+    redo both stages and all after them)."""
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nout_dir: run\nstages:\n"
+        "  - {name: m, run: curate mix --scores s.parquet --out mix/p.yaml, outputs: [mix/p.yaml]}\n"
+        "  - {name: t, run: train --recipe train/tiny_cpu, set: [data.recipe=mix/p.yaml], "
+        "inputs: [mix/p.yaml], outputs: [t]}\n"
+    )
+    before = _plan(tmp_path)
+    (tmp_path / "run" / "mix").mkdir(parents=True)
+    (tmp_path / "run" / "mix" / "p.yaml").write_text("name: written by m\n")
+    for name in "mt":
+        write_marker(tmp_path / "run", name, Marker(before[name].key, "done", before[name].argv))
+    (tmp_path / "run" / "t").mkdir()
+    after = _plan(tmp_path)  # the consumer's key counts m's key, not the file m wrote
+    assert {n: (p.key, p.action) for n, p in after.items()} == {n: (before[n].key, "skip") for n in "mt"}

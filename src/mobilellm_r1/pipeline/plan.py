@@ -85,11 +85,14 @@ def referenced_recipes(argv: list[str], run_dir: Path) -> list[Path]:
     while todo:
         word = todo.pop()
         local = run_dir / word
-        path = local if word.endswith(".yaml") and local.is_file() else _shipped(word)
+        shipped = _shipped(word)
+        # a run-local recipe, also one an earlier stage has yet to write (then its producer counts)
+        path = local if word.endswith(".yaml") and (local.is_file() or shipped is None) else shipped
         if path is None or path in found:
             continue
         found[path] = None
-        todo += RECIPE_NAME.findall(path.read_text())
+        if path.is_file():
+            todo += RECIPE_NAME.findall(path.read_text())
     return sorted(found)
 
 
@@ -109,7 +112,8 @@ def stage_key(
     """The content key of `stage` (see the module docstring)."""
     parts: dict[str, object] = {"argv": argv, "version": __version__}
     for path in referenced_recipes(argv, run_dir):
-        parts[f"recipe:{path.name}"] = content_digest(path)
+        if (part := _recipe_part(path, stage, run_dir, root, name, earlier)) is not None:
+            parts[f"recipe:{path.name}"] = part
     for raw in stage.inputs:
         path = fill(raw, root, name)
         source = producer(path, earlier)
@@ -118,6 +122,23 @@ def stage_key(
         else:
             parts[f"input:{path}"] = content_digest(run_dir / path)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recipe_part(
+    path: Path, stage: StageSpec, run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
+) -> str | None:
+    """What a recipe file adds to a key: nothing when the stage writes it itself (`curate mix
+    --out mix/p.yaml`), its producer's key when an earlier stage writes it (the same before and
+    after that stage ran), else its content."""
+    local = path.resolve()
+    if not local.is_relative_to(run_dir.resolve()):
+        return content_digest(path)
+    rel = local.relative_to(run_dir.resolve()).as_posix()
+    own = [Path(fill(out, root, name)).parts for out in stage.outputs]
+    if any(Path(rel).parts[: len(out)] == out for out in own):
+        return None
+    source = producer(rel, earlier)
+    return f"stage:{source.stage.name}:{source.key}" if source is not None else content_digest(path)
 
 
 def make_plan(
