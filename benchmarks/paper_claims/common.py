@@ -10,8 +10,9 @@ Every claim runs in a work directory laid out as
     WORK/shards/<recipe>/...    tokenized shards
     WORK/seed_<k>/...           each seed's models and evaluations
 
-A run whose output already exists with the same settings is reused, so a script cut off part
-way continues where it stopped; a run with other settings is trained again.
+A training run whose output already exists, made with the same settings from the same starting
+weights, is reused, so a script cut off part way continues where it stopped; a run with other
+settings, or whose starting model was re-trained, is trained again. Evaluations always re-run.
 
 The learned vocabulary (`data train-tokenizer`, 4,096 ids) makes the `tiny` preset ~10x cheaper
 per token than the Llama-3 vocabulary, which is what fits three seeds of a claim into minutes
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -150,15 +152,25 @@ def init_model(corpus: Corpus, out: Path, preset: str, seed: int) -> Path:
     return out / "final"
 
 
-def train(recipe: str, out: Path, overrides: Sequence[str], device: str) -> dict:
-    """Train the shipped `recipe` with `overrides` (out_dir set here) in this process, as
-    `mobilellm-r1 train` does; returns Trainer.fit's summary. A finished run in `out` with the
-    same recipe and overrides is reused."""
-    settings = {"recipe": recipe, "overrides": list(overrides)}
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 of a model directory's weights: a run started from it is reused only while the
+    model it started from is the same (a re-trained upstream run re-trains what follows)."""
+    digest = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def train(recipe: str, init: Path, out: Path, overrides: Sequence[str], device: str) -> dict:
+    """Train the shipped `recipe` from the model in `init` with `overrides` (model.init_from and
+    out_dir set here) in this process, as `mobilellm-r1 train` does; returns Trainer.fit's
+    summary. A finished run in `out` from the same weights with the same overrides is reused."""
+    settings = {"recipe": recipe, "init": model_fingerprint(init), "overrides": list(overrides)}
     summary = _reuse(out, settings)
     if summary is not None:
         return summary
-    cfg = load_train_config(recipe, [*overrides, f"out_dir={out}"])
+    cfg = load_train_config(recipe, [f"model.init_from={init}", *overrides, f"out_dir={out}"])
     prepare_data(cfg, device)
     summary = Trainer(cfg, device=device, overwrite=True).fit()
     write_result({"settings": settings, "summary": summary}, out / SETTINGS_FILE, quiet=True)
@@ -188,9 +200,8 @@ def heldout_nll(model_dir: Path, corpus: Corpus, device: str, limit: int, max_le
     }
     with torch.inference_mode():
         for cap in CAPABILITIES:
-            examples = [
-                (x, x) for x in text_examples(tokenizer, read_texts(corpus.probe(cap), limit), max_len)
-            ]
+            ids = text_examples(tokenizer, read_texts(corpus.probe(cap), limit), max_len)
+            examples = [(x, x) for x in ids]  # every token scored
             result[cap] = token_mean_nll(examples, model_loss_sums(model), device=device)[0]
     return result
 
@@ -204,13 +215,11 @@ def rankme(model_dir: Path, corpus: Corpus, device: str, per_capability: int, ma
 
 
 def eval_harness(model_dir: Path, corpus: Corpus, out: Path, args: Sequence[str], device: str) -> dict:
-    """`mobilellm-r1 eval --model DIR --data-dir <corpus eval> --out OUT ARGS` (reused when OUT
-    has its summary); returns summary.json."""
-    summary = out / "summary.json"
-    if not summary.exists():
-        cli(["eval", "--model", model_dir, "--data-dir", corpus.eval_dir, "--out", out, "--device", device,
-             *args])  # fmt: skip
-    return json.loads(summary.read_text())
+    """`mobilellm-r1 eval --model DIR --data-dir <corpus eval> --out OUT ARGS`; returns
+    summary.json (always re-run: seconds for these sets, and never stale)."""
+    where = ["--model", model_dir, "--data-dir", corpus.eval_dir, "--out", out, "--device", device]
+    cli(["eval", *where, *args])
+    return json.loads((out / "summary.json").read_text())
 
 
 def exact_match(
@@ -225,9 +234,8 @@ def exact_match(
 
 def mmlu_accuracy(model_dir: Path, corpus: Corpus, out: Path, limit: int, device: str) -> float:
     """Accuracy on the held-out synthetic MMLU-format questions (log-likelihood of A-D, base protocol)."""
-    return eval_harness(model_dir, corpus, out, ["--tasks", "mmlu", "--limit", str(limit)], device)["mmlu"][
-        "acc"
-    ]
+    summary = eval_harness(model_dir, corpus, out, ["--tasks", "mmlu", "--limit", str(limit)], device)
+    return summary["mmlu"]["acc"]
 
 
 # ------------------------------------------------------------------ statistics
@@ -245,19 +253,32 @@ def verdict(a: Sequence[float], b: Sequence[float], expected_sign: int) -> dict[
     """Compare per-seed values `a` (the arm the paper favours) with `b`: the paper's effect is
     that mean(a) - mean(b) has `expected_sign` (+1 or -1; -1 for losses). The effect counts
     when |difference| > 2 x the pooled standard error sqrt(s_a^2/n_a + s_b^2/n_b):
-    then "holds" (the paper's sign) or "does not hold" (the other sign); else "within noise"."""
+    then "holds" (the paper's sign) or "does not hold" (the other sign); else "within noise"
+    ("not measurable" when a value is not finite)."""
+    sa, sb = mean_std(a), mean_std(b)
+    se = math.sqrt(sa["std"] ** 2 / sa["n"] + sb["std"] ** 2 / sb["n"])
+    return _decide(sa["mean"] - sb["mean"], se, expected_sign)
+
+
+def paired_verdict(a: Sequence[float], b: Sequence[float], expected_sign: int) -> dict[str, Any]:
+    """`verdict`'s rule on the per-seed differences a_i - b_i, for arms that share each seed's
+    starting model and data order: standard error std(d) / sqrt(n) (seed-to-seed spread that
+    moves both arms alike cancels)."""
+    d = mean_std([x - y for x, y in zip(a, b, strict=True)])
+    return _decide(d["mean"], d["std"] / math.sqrt(d["n"]), expected_sign)
+
+
+def _decide(diff: float, se: float, expected_sign: int) -> dict[str, Any]:
+    """The verdict words for a difference and its standard error (see `verdict`)."""
     if expected_sign not in (1, -1):
         raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign}")
-    sa, sb = mean_std(a), mean_std(b)
-    diff = sa["mean"] - sb["mean"]
-    se = math.sqrt(sa["std"] ** 2 / sa["n"] + sb["std"] ** 2 / sb["n"])
     if not math.isfinite(diff) or not math.isfinite(se):
         word = "not measurable"  # e.g. a correlation with a constant sequence
     elif abs(diff) <= 2 * se or diff == 0:
         word = "within noise"
     else:
         word = "holds" if diff * expected_sign > 0 else "does not hold"
-    return {"difference": diff, "pooled_se": se, "expected_sign": expected_sign, "verdict": word}
+    return {"difference": diff, "se": se, "expected_sign": expected_sign, "verdict": word}
 
 
 def ranks(values: Sequence[float]) -> list[float]:
@@ -289,7 +310,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 # ------------------------------------------------------------------ script plumbing
 def add_common_arguments(parser: argparse.ArgumentParser, claim: str) -> None:
-    """--out --work --seeds --device --preset --vocab --vocab-size --scale."""
+    """--out --work --seeds --device --preset --vocab --vocab-size --scale --threads."""
     parser.add_argument(
         "--out", default=None, help=f"result JSON (default: {CLAIM_RESULTS}/{claim}_<date>.json)"
     )
@@ -302,6 +323,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, claim: str) -> None:
     )
     parser.add_argument("--vocab-size", type=int, default=4096, help="ids of the learned BPE vocabulary")
     parser.add_argument("--scale", type=float, default=2.0, help="synthetic corpus size (1: ~0.55M tokens)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default, one per core); on cores shared with another "
+        "training process 1 is several times faster (no OpenMP spinning against it)",
+    )
+
+
+def setup_run(args: argparse.Namespace) -> Corpus:
+    """Apply --threads and prepare the corpus of --work (see prepare_corpus)."""
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return prepare_corpus(Path(args.work), args.scale, args.vocab, args.vocab_size)
 
 
 def default_out(claim: str) -> Path:

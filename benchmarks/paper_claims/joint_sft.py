@@ -45,8 +45,9 @@ from common import (
     init_model,
     mean_std,
     mmlu_accuracy,
-    prepare_corpus,
+    paired_verdict,
     pyplot,
+    setup_run,
     train,
     verdict,
     write_outputs,
@@ -76,12 +77,9 @@ def sft_sources(corpus: Corpus, epochs: dict[str, float]) -> str:
     return "sft.sources=" + json.dumps(rows)
 
 
-def sft_overrides(
-    model: Path, corpus: Corpus, epochs: dict[str, float], seed: int, args: argparse.Namespace
-) -> list[str]:
+def sft_overrides(corpus: Corpus, epochs: dict[str, float], seed: int, args: argparse.Namespace) -> list[str]:
     """train/sft_tiny_cpu overrides of one SFT run (steps added by the caller)."""
     return [
-        f"model.init_from={model}",
         sft_sources(corpus, epochs),
         f"sft.seed={seed}",
         f"seed={seed}",
@@ -96,8 +94,8 @@ def sft_overrides(
 
 def epoch_steps(overrides: list[str], tokenizer_dir: Path) -> int:
     """Optimizer steps that take one loader epoch of these SFT sources (packed rows / micro-batch,
-    rounded up), read from the same packing the trainer uses."""
-    cfg = load_train_config("train/sft_tiny_cpu", overrides)
+    rounded up), read from the same packing the trainer uses with the tokenizer of `tokenizer_dir`."""
+    cfg = load_train_config("train/sft_tiny_cpu", [f"model.init_from={tokenizer_dir}", *overrides])
     loader = build_sft_loader(
         cfg.sft, load_tokenizer(tokenizer_dir), seq_len=cfg.data.seq_len, batch_size=cfg.data.micro_batch
     )
@@ -120,75 +118,82 @@ def evaluate(model: Path, corpus: Corpus, out: Path, args: argparse.Namespace) -
     }
 
 
+def pretrain_overrides(corpus: Corpus, seed: int, args: argparse.Namespace) -> list[str]:
+    """train/tiny_cpu overrides of the pretraining run (clean sources, linear decay)."""
+    return [
+        f"data.recipe={corpus.recipe('clean')}",
+        f"data.overrides=[seed={seed}]",
+        f"data.micro_batch={args.micro_batch}",
+        f"seed={seed}",
+        f"steps={args.pretrain_steps}",
+        f"optim.lr={args.pretrain_lr}",
+        f"optim.warmup_steps={max(1, args.pretrain_steps // 20)}",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "keep_last=1",
+    ]
+
+
 def run_seed(corpus: Corpus, seed: int, args: argparse.Namespace) -> dict:
-    """Pretrain once, then both arms; their trained tokens, steps and held-out metrics."""
+    """Pretrain once, then both arms; their trained tokens, steps, training wall seconds (when
+    each run was made) and held-out metrics."""
     root = corpus.work / f"seed_{seed}"
     init = init_model(corpus, root / "init", args.preset, seed)
-    train(
-        "train/tiny_cpu",
-        root / "pretrain",
-        [
-            f"model.init_from={init}",
-            f"data.recipe={corpus.recipe('clean')}",
-            f"data.overrides=[seed={seed}]",
-            f"data.micro_batch={args.micro_batch}",
-            f"seed={seed}",
-            f"steps={args.pretrain_steps}",
-            f"optim.lr={args.pretrain_lr}",
-            f"optim.warmup_steps={max(1, args.pretrain_steps // 20)}",
-            "eval_every=0",
-            "checkpoint_every=0",
-            "keep_last=1",
-        ],
-        args.device,
+    pre = train(
+        "train/tiny_cpu", init, root / "pretrain", pretrain_overrides(corpus, seed, args), args.device
     )
+    seconds = {"pretrain": pre["elapsed_s"], "sequential": 0.0}
     pretrained = root / "pretrain" / "final"
-    tokenizer_dir = pretrained
     epochs = {"general": args.general_epochs, "reasoning": args.reasoning_epochs}
     stage_steps, stage_tokens, model = {}, 0, pretrained
     for name in epochs:  # (a) sequential: general, then reasoning from its result
-        overrides = sft_overrides(model, corpus, {name: epochs[name]}, seed, args)
-        stage_steps[name] = epoch_steps(overrides, tokenizer_dir)
+        overrides = sft_overrides(corpus, {name: epochs[name]}, seed, args)
+        stage_steps[name] = epoch_steps(overrides, pretrained)
+        out = root / f"sequential_{name}"
         summary = train(
-            "train/sft_tiny_cpu",
-            root / f"sequential_{name}",
-            [*overrides, f"steps={stage_steps[name]}"],
-            args.device,
+            "train/sft_tiny_cpu", model, out, [*overrides, f"steps={stage_steps[name]}"], args.device
         )
-        stage_tokens, model = stage_tokens + summary["tokens"], root / f"sequential_{name}" / "final"
+        stage_tokens, model = stage_tokens + summary["tokens"], out / "final"
+        seconds["sequential"] += summary["elapsed_s"]
     joint_steps = sum(stage_steps.values())  # (b) joint: both sources, the same steps
-    overrides = [*sft_overrides(pretrained, corpus, epochs, seed, args), f"steps={joint_steps}"]
-    joint = train("train/sft_tiny_cpu", root / "joint", overrides, args.device)
+    overrides = [*sft_overrides(corpus, epochs, seed, args), f"steps={joint_steps}"]
+    joint = train("train/sft_tiny_cpu", pretrained, root / "joint", overrides, args.device)
     models = {"sequential": model, "joint": root / "joint" / "final"}
     return {
         "seed": seed,
         "steps": {"sequential": stage_steps, "joint": joint_steps},
         "trained_tokens": {"sequential": stage_tokens, "joint": joint["tokens"]},
+        "train_seconds": {**seconds, "joint": joint["elapsed_s"]},
         "pretrained": heldout_nll(pretrained, corpus, args.device, args.eval_limit, args.seq_len),
         **{arm: evaluate(path, corpus, root / "evals" / arm, args) for arm, path in models.items()},
     }
 
 
 def summarize(seeds: list[dict]) -> tuple[dict, dict]:
-    """Mean/std per arm and metric, and a verdict per metric (sequential vs joint)."""
+    """Mean/std per arm and metric, and per metric the verdict (sequential vs joint, pooled
+    standard error) and the paired verdict (per-seed differences: both arms share the seed's
+    pretrained model)."""
     stats = {arm: {m: mean_std([s[arm][m] for s in seeds]) for m in METRICS} for arm in ARMS}
-    verdicts = {
-        m: verdict([s["sequential"][m] for s in seeds], [s["joint"][m] for s in seeds], sign)
-        for m, (_, sign) in METRICS.items()
-    }
+    verdicts = {}
+    for m, (_, sign) in METRICS.items():
+        a, b = [s["sequential"][m] for s in seeds], [s["joint"][m] for s in seeds]
+        verdicts[m] = {**verdict(a, b, sign), "paired": paired_verdict(a, b, sign)}
     return stats, verdicts
 
 
 def plot(result: dict):
-    """One panel per metric: per-seed values of both arms, mean +- std bars."""
+    """One panel per metric: each seed's two arms joined by a line (the arms share a pretrained
+    model), and each arm's mean +- std beside its points."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.4))
     for ax, (metric, (label, _)) in zip(axes, METRICS.items(), strict=True):
+        for seed in result["seeds"]:
+            ax.plot(range(len(ARMS)), [seed[arm][metric] for arm in ARMS], "o-", color="0.6", ms=4)
         for i, arm in enumerate(ARMS):
             s = result["stats"][arm][metric]
-            ax.bar(i, s["mean"], yerr=s["std"], color=f"C{i}", alpha=0.6, capsize=4)
-            ax.scatter([i] * len(result["seeds"]), [x[arm][metric] for x in result["seeds"]], color="k", s=10)
+            ax.errorbar(i + 0.12, s["mean"], yerr=s["std"], fmt="s", color=f"C{i}", capsize=4)
         ax.set_xticks(range(len(ARMS)), ARMS)
+        ax.set_xlim(-0.4, len(ARMS) - 0.6)
         ax.set_title(f"{label}\n{result['verdicts'][metric]['verdict']}", fontsize=8)
     fig.suptitle(f"Table 2 joint ablation, {result['settings']['preset']}, {len(result['seeds'])} seeds")
     fig.tight_layout()
@@ -196,27 +201,28 @@ def plot(result: dict):
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{'metric':<42}{'sequential':>18}{'joint':>18}{'seq - joint':>13}  verdict")
+    print(f"\n{'metric':<42}{'sequential':>18}{'joint':>18}{'seq - joint':>13}  verdict (paired)")
     for metric, (label, _) in METRICS.items():
         cells = [
             f"{result['stats'][a][metric]['mean']:.4f} ± {result['stats'][a][metric]['std']:.4f}"
             for a in ARMS
         ]
         v = result["verdicts"][metric]
-        print(f"{label:<42}{cells[0]:>18}{cells[1]:>18}{v['difference']:>+13.4f}  {v['verdict']}")
+        paired = v["paired"]["verdict"]
+        print(f"{label:<42}{cells[0]:>18}{cells[1]:>18}{v['difference']:>+13.4f}  {v['verdict']} ({paired})")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p, "joint_sft")
-    p.add_argument("--pretrain-steps", type=int, default=300)
+    p.add_argument("--pretrain-steps", type=int, default=400)
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
     p.add_argument("--general-epochs", type=float, default=1.0, help="passes over the general chats")
-    p.add_argument("--reasoning-epochs", type=float, default=2.0, help="passes over the reasoning chats")
+    p.add_argument("--reasoning-epochs", type=float, default=3.0, help="passes over the reasoning chats")
     p.add_argument("--sft-lr", type=float, default=1e-3)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256, help="packed SFT row length")
-    p.add_argument("--eval-limit", type=int, default=100, help="held-out problems / questions / texts")
+    p.add_argument("--eval-limit", type=int, default=200, help="held-out problems / questions / texts")
     p.add_argument("--max-new-tokens", type=int, default=96)
     return p.parse_args(argv)
 
@@ -224,7 +230,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    corpus = prepare_corpus(Path(args.work), args.scale, args.vocab, args.vocab_size)
+    corpus = setup_run(args)
     seeds = [run_seed(corpus, seed, args) for seed in range(args.seeds)]
     stats, verdicts = summarize(seeds)
     result = {

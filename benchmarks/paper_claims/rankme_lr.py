@@ -11,8 +11,9 @@ Per seed (seeds change the initialisation and the data order; one initial model 
      10% of steps);
   3. the same mid-training of each (continued training on the clean math / code / knowledge
      sources, one learning rate, linear decay to zero);
-  4. the post-mid-training held-out metric: NLL of the GSM8K-format reference solutions given
-     their problem (a format no training source contains), and of the MATH-format ones.
+  4. the post-mid-training held-out metric: NLL of the held-out MATH-format reference solutions
+     given their problem (the primary metric), and of the GSM8K-format ones (calculator
+     annotations no training source contains).
 
 Then per seed, Spearman rank correlations over the learning rates between the post-mid-training
 metric (negated NLL: higher is better) and (a) RankMe, (b) the negated pretraining loss; and the
@@ -43,9 +44,10 @@ from common import (
     heldout_nll,
     init_model,
     mean_std,
-    prepare_corpus,
+    paired_verdict,
     pyplot,
     rankme,
+    setup_run,
     spearman,
     train,
     verdict,
@@ -53,20 +55,21 @@ from common import (
 )
 
 POST_METRICS = {"gsm8k_ref": "GSM8K-format reference NLL", "math500_ref": "MATH-format reference NLL"}
-PRIMARY = "gsm8k_ref"
+PRIMARY = "math500_ref"  # the corpus's solution style on held-out problems; GSM8K's format is unseen
 PREDICTORS = {
     "rankme": "RankMe (Eq. 8)",
     "pretrain_nll": "held-out pretraining NLL",
     "train_loss": "train loss",
+    "lr": "peak LR (reference)",
 }
+# orientation: +1 when a higher value should mean a better model after mid-training; the LR
+# itself has no expected direction (its rho shows how much of an ordering the LR alone explains)
+ORIENTATION = {"rankme": 1, "pretrain_nll": -1, "train_loss": -1, "lr": 1}
 
 
-def lm_overrides(
-    model: Path, recipe: Path, seed: int, steps: int, lr: float, args: argparse.Namespace
-) -> list[str]:
+def lm_overrides(recipe: Path, seed: int, steps: int, lr: float, args: argparse.Namespace) -> list[str]:
     """train/tiny_cpu overrides shared by pretraining and mid-training."""
     return [
-        f"model.init_from={model}",
         f"data.recipe={recipe}",
         f"data.overrides=[seed={seed}]",
         f"data.micro_batch={args.micro_batch}",
@@ -89,26 +92,16 @@ def final_train_loss(run: Path) -> float:
 
 
 def run_lr(corpus: Corpus, init: Path, root: Path, seed: int, lr: float, args: argparse.Namespace) -> dict:
-    """Pretrain at peak `lr`, measure, mid-train, measure."""
+    """Pretrain at peak `lr`, measure, mid-train, measure (and the runs' training wall seconds,
+    from when each was made)."""
+    pre, mid = root / f"pretrain_lr{lr:g}", root / f"midtrain_lr{lr:g}"
+    pre_overrides = lm_overrides(corpus.recipe("noisy"), seed, args.pretrain_steps, lr, args)
     warmup = f"optim.warmup_steps={max(1, args.pretrain_steps // 20)}"
-    pre = root / f"pretrain_lr{lr:g}"
-    train(
-        "train/tiny_cpu",
-        pre,
-        [*lm_overrides(init, corpus.recipe("noisy"), seed, args.pretrain_steps, lr, args), warmup],
-        args.device,
-    )
+    pre_run = train("train/tiny_cpu", init, pre, [*pre_overrides, warmup], args.device)
     pre_nll = heldout_nll(pre / "final", corpus, args.device, args.eval_limit)
-    mid = root / f"midtrain_lr{lr:g}"
-    mid_overrides = lm_overrides(
-        pre / "final", corpus.recipe("clean"), seed, args.midtrain_steps, args.midtrain_lr, args
-    )
-    train(
-        "train/tiny_cpu",
-        mid,
-        [*mid_overrides, "optim.warmup_steps=0", "optim.final_lr_ratio=0.0"],
-        args.device,
-    )
+    mid_overrides = lm_overrides(corpus.recipe("clean"), seed, args.midtrain_steps, args.midtrain_lr, args)
+    decay = ["optim.warmup_steps=0", "optim.final_lr_ratio=0.0"]
+    mid_run = train("train/tiny_cpu", pre / "final", mid, [*mid_overrides, *decay], args.device)
     post = heldout_nll(mid / "final", corpus, args.device, args.eval_limit)
     return {
         "lr": lr,
@@ -117,16 +110,16 @@ def run_lr(corpus: Corpus, init: Path, root: Path, seed: int, lr: float, args: a
         "train_loss": final_train_loss(pre),
         "pretrained": pre_nll,
         "post_midtrain": post,
+        "train_seconds": {"pretrain": pre_run["elapsed_s"], "midtrain": mid_run["elapsed_s"]},
     }
 
 
 def correlations(points: list[dict]) -> dict[str, dict[str, float]]:
-    """Spearman rho between each predictor (oriented so that higher should mean better: RankMe,
-    -loss) and each post-mid-training metric (-NLL)."""
-    sign = {"rankme": 1, "pretrain_nll": -1, "train_loss": -1}
+    """Spearman rho between each predictor (oriented by ORIENTATION: RankMe, -loss, the LR) and
+    each post-mid-training metric (-NLL)."""
     return {
         p: {
-            m: spearman([sign[p] * x[p] for x in points], [-x["post_midtrain"][m] for x in points])
+            m: spearman([ORIENTATION[p] * x[p] for x in points], [-x["post_midtrain"][m] for x in points])
             for m in POST_METRICS
         }
         for p in PREDICTORS
@@ -149,7 +142,10 @@ def summarize(seeds: list[dict]) -> dict:
         "spearman_stats": {p: {m: mean_std(v) for m, v in ms.items()} for p, ms in per_seed.items()},
         "spearman_pooled": pooled,
         "verdicts": {
-            f"rankme_vs_{loss}/{m}": verdict(per_seed["rankme"][m], per_seed[loss][m], 1)
+            f"rankme_vs_{loss}/{m}": {
+                **verdict(per_seed["rankme"][m], per_seed[loss][m], 1),
+                "paired": paired_verdict(per_seed["rankme"][m], per_seed[loss][m], 1),
+            }
             for loss in ("pretrain_nll", "train_loss")
             for m in POST_METRICS
         },
@@ -170,7 +166,11 @@ def plot(result: dict):
                 ax.annotate(f"{point['lr']:g}", (x, y), fontsize=7)
         rho = result["spearman_stats"][p][PRIMARY]
         ax.set_title(f"{label}: rho {rho['mean']:+.2f} ± {rho['std']:.2f}", fontsize=9)
-        ax.set_xlabel(f"{label} of the pretrained model")
+        if p == "lr":
+            ax.set_xscale("log")
+            ax.set_xlabel("peak pretraining learning rate")
+        else:
+            ax.set_xlabel(f"{label} of the pretrained model")
         ax.set_ylabel(f"after mid-training: {POST_METRICS[PRIMARY]}")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Table 11: pretraining peak LR {result['settings']['lrs']}, {result['settings']['preset']}")
@@ -202,15 +202,21 @@ def print_table(result: dict) -> None:
         print(f"{label:<30}{cells}")
     print()
     for name, v in result["verdicts"].items():
-        print(f"{name:<36} difference {v['difference']:+.3f} (2 SE {2 * v['pooled_se']:.3f}): {v['verdict']}")
+        paired = v["paired"]
+        print(
+            f"{name:<36} rho difference {v['difference']:+.3f} (2 SE {2 * v['se']:.3f}): {v['verdict']}; "
+            f"paired (2 SE {2 * paired['se']:.3f}): {paired['verdict']}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p, "rankme_lr")
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2], help="peak pretraining LRs")
-    p.add_argument("--pretrain-steps", type=int, default=200)
-    p.add_argument("--midtrain-steps", type=int, default=100)
+    p.add_argument(
+        "--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2], help="peak pretraining LRs"
+    )
+    p.add_argument("--pretrain-steps", type=int, default=150)
+    p.add_argument("--midtrain-steps", type=int, default=75)
     p.add_argument("--midtrain-lr", type=float, default=1e-3)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--eval-limit", type=int, default=100, help="held-out reference solutions / probing texts")
@@ -224,7 +230,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    corpus = prepare_corpus(Path(args.work), args.scale, args.vocab, args.vocab_size)
+    corpus = setup_run(args)
     seeds = [run_seed(corpus, seed, args) for seed in range(args.seeds)]
     result = {
         **header("rankme_lr", args.device, argv),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "paper_claims"))
 import common
@@ -16,7 +17,8 @@ import joint_sft
 import rankme_lr
 
 VERDICTS = {"holds", "does not hold", "within noise", "not measurable"}
-TOY = ["--scale", "0.05", "--seeds", "2", "--device", "cpu", "--micro-batch", "2", "--eval-limit", "3"]
+TOY = ["--scale", "0.05", "--seeds", "2", "--device", "cpu", "--micro-batch", "2", "--eval-limit", "3",
+       "--threads", "1"]  # fmt: skip
 
 
 # ------------------------------------------------------------------ statistics
@@ -46,12 +48,23 @@ def test_verdict_on_known_cases(a, b, sign, expected):
 def test_verdict_threshold_is_two_pooled_standard_errors():
     # each arm: 2 values 2 apart -> sample variance 2; pooled SE = sqrt(2/2 + 2/2) = sqrt(2)
     v = common.verdict([0.0, 2.0], [-1.0, 1.0], 1)
-    assert v["difference"] == pytest.approx(1.0) and v["pooled_se"] == pytest.approx(math.sqrt(2))
+    assert v["difference"] == pytest.approx(1.0) and v["se"] == pytest.approx(math.sqrt(2))
     assert v["verdict"] == "within noise"
     assert common.verdict([1.5, 3.5], [-1.0, 1.0], 1)["verdict"] == "within noise"  # 2.5 < 2.83
     assert common.verdict([2.0, 4.0], [-1.0, 1.0], 1)["verdict"] == "holds"  # 3.0 > 2.83
     with pytest.raises(ValueError, match="expected_sign"):
         common.verdict([1.0], [0.0], 0)
+
+
+def test_paired_verdict_cancels_what_moves_both_arms_alike():
+    a, b = [1.0, 2.0, 3.0], [0.9, 1.9, 2.9]  # seeds spread both arms; each pair differs by 0.1
+    assert common.verdict(a, b, 1)["verdict"] == "within noise"
+    paired = common.paired_verdict(a, b, 1)
+    assert paired["difference"] == pytest.approx(0.1) and paired["verdict"] == "holds"
+    assert common.paired_verdict(b, a, 1)["verdict"] == "does not hold"
+    assert common.paired_verdict([1.0, 2.0], [0.0, 2.5], 1)["verdict"] == "within noise"
+    with pytest.raises(ValueError):
+        common.paired_verdict([1.0, 2.0], [1.0], 1)
 
 
 def test_ranks_and_spearman():
@@ -66,6 +79,14 @@ def test_ranks_and_spearman():
 
 
 # ------------------------------------------------------------------ the scripts
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The scripts' --threads sets torch's thread count for the process: restore it after."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """One work directory for both scripts (same corpus settings: the corpus is made once)."""
@@ -92,7 +113,8 @@ def test_work_dir_of_other_corpus_settings_is_refused(work):
 
 def test_joint_sft_end_to_end(work):
     out = work / "joint_sft.json"
-    argv = [*TOY, "--work", str(work), "--out", str(out), "--pretrain-steps", "2", "--max-new-tokens", "4"]
+    argv = [*TOY, "--work", str(work), "--out", str(out), "--pretrain-steps", "2", "--max-new-tokens", "4",
+            "--general-epochs", "0.25", "--reasoning-epochs", "0.25"]  # fmt: skip
     joint_sft.main(argv)
     result = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
@@ -110,6 +132,7 @@ def test_joint_sft_end_to_end(work):
         assert all(result["stats"][arm][m]["n"] == 2 for m in joint_sft.METRICS)
     assert set(result["verdicts"]) == set(joint_sft.METRICS)
     assert {v["verdict"] for v in result["verdicts"].values()} <= VERDICTS - {"not measurable"}
+    assert {v["paired"]["verdict"] for v in result["verdicts"].values()} <= VERDICTS
     finite_numbers(result)
 
 
@@ -130,4 +153,5 @@ def test_rankme_lr_end_to_end(work):
             assert all(-1.0 <= r <= 1.0 for r in rhos.values())
     assert len(result["verdicts"]) == 2 * len(rankme_lr.POST_METRICS)
     assert {v["verdict"] for v in result["verdicts"].values()} <= VERDICTS
+    assert {v["paired"]["verdict"] for v in result["verdicts"].values()} <= VERDICTS
     finite_numbers(result)
