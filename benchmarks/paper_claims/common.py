@@ -377,3 +377,21 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def finish_claim(
+    claim: str,
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    seconds: float,
+    body: dict,
+    plot: Any,
+    print_table: Any,
+) -> dict:
+    """The result JSON (header, the claim's `body`, the settings, wall seconds), written with its
+    figure (`plot(result)`), then the table printed last (`print_table(result)`)."""
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    result = {**header(claim, args.device, argv), **body, "settings": settings, "seconds": round(seconds, 1)}
+    write_outputs(result, Path(args.out or default_out(claim)), plot(result))
+    print_table(result)
+    return result

@@ -38,9 +38,8 @@ from pathlib import Path
 from common import (
     Corpus,
     add_common_arguments,
-    default_out,
     exact_match,
-    header,
+    finish_claim,
     heldout_nll,
     init_model,
     mean_std,
@@ -50,7 +49,6 @@ from common import (
     setup_run,
     train,
     verdict,
-    write_outputs,
 )
 
 from mobilellm_r1.data.packing import build_sft_loader
@@ -233,20 +231,15 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = setup_run(args)
     seeds = [run_seed(corpus, seed, args) for seed in range(args.seeds)]
     stats, verdicts = summarize(seeds)
-    result = {
-        **header("joint_sft", args.device, argv),
+    body = {
         "claim": "Table 2: general SFT then reasoning SFT beats one joint SFT on the union",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "primary_metric": PRIMARY,
         "metrics": {m: label for m, (label, _) in METRICS.items()},
         "seeds": seeds,
         "stats": stats,
         "verdicts": verdicts,
-        "seconds": round(time.perf_counter() - start, 1),
     }
-    write_outputs(result, Path(args.out or default_out("joint_sft")), plot(result))
-    print_table(result)
-    return result
+    return finish_claim("joint_sft", args, argv, time.perf_counter() - start, body, plot, print_table)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ from common import (
     CAPABILITIES,
     Corpus,
     add_common_arguments,
-    default_out,
-    header,
+    finish_claim,
     heldout_nll,
     init_model,
     mean_std,
@@ -51,7 +50,6 @@ from common import (
     spearman,
     train,
     verdict,
-    write_outputs,
 )
 
 POST_METRICS = {"gsm8k_ref": "GSM8K-format reference NLL", "math500_ref": "MATH-format reference NLL"}
@@ -232,21 +230,16 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     corpus = setup_run(args)
     seeds = [run_seed(corpus, seed, args) for seed in range(args.seeds)]
-    result = {
-        **header("rankme_lr", args.device, argv),
+    body = {
         "claim": "Table 11: RankMe of the pretrained model orders post-mid-training results across "
         "pretraining learning rates where the pretraining loss does not",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "primary_metric": PRIMARY,
         "post_metrics": POST_METRICS,
         "predictors": PREDICTORS,
         "seeds": seeds,
         **summarize(seeds),
-        "seconds": round(time.perf_counter() - start, 1),
     }
-    write_outputs(result, Path(args.out or default_out("rankme_lr")), plot(result))
-    print_table(result)
-    return result
+    return finish_claim("rankme_lr", args, argv, time.perf_counter() - start, body, plot, print_table)
 
 
 if __name__ == "__main__":
