@@ -9,6 +9,7 @@ tokenized shards live (`<shards_root>/<name>` unless `path` is set). `data token
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -128,8 +129,6 @@ def prepare(recipe: MixtureRecipe, tokenizer: Tokenizer, workers: int = 2) -> li
 def check_tokenizer(recipe: MixtureRecipe, tokenizer: Tokenizer) -> None:
     """ValueError naming the first active source whose shards another tokenizer made (their ids
     would mean other tokens to this model, or fall outside its vocabulary)."""
-    import json
-
     from .shards import META_FILE, tokenizer_fingerprint
 
     want = tokenizer_fingerprint(tokenizer)

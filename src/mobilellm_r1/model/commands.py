@@ -188,7 +188,7 @@ def run_init(args: argparse.Namespace) -> int:
     ids = {}
     if args.tokenizer is not None:
         ids = dict(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id)
-        ids["eos_token_id"] = [tokenizer.eos_id, tokenizer.eom_id, tokenizer.eot_id]
+        ids["eos_token_id"] = list(tokenizer.stop_ids)
     cfg = preset(args.preset, long_context=args.long_context, **ids)
     _check_output_dir(args.out, args.force)
     model = build_model(cfg, seed=args.seed)
