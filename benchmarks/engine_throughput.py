@@ -6,8 +6,9 @@ Two workloads on a randomly initialised model (bf16; stop tokens disabled so len
     sample with its own max_new_tokens; the static Generator, like an eval batch today, decodes
     all of them to the longest. Throughput = useful output tokens (the drawn lengths) / wall time.
   * decode: `--batch` samples of one prompt, all `--decode-new` tokens long: raw decode speed
-    at a large batch (static: prefill subtracted as in decode_throughput.py; continuous: the
-    same subtraction with a 1-token run).
+    at a large batch (static: prefill subtracted as in decode_throughput.py; continuous: one
+    request with n = batch, whose first step prefills the prompt once and draws every sample's
+    first token; the steps after it are timed).
   * agree: greedy tokens of both engines on 8 prompts of mixed lengths (a correctness check).
 Each timed run follows an untimed warm-up (compilation, CUDA graphs; for the eval workload the
 warm-up's lengths are 1..samples, so the running batch passes through every size once).
@@ -70,7 +71,9 @@ def time_continuous(
 ) -> list[float]:
     """Seconds of each run (a list of per-request lengths) on one engine, after a warm-up run;
     the engine (and its KV pool) is freed on return."""
-    engine = BatchingEngine(model, max_batch=max_batch, compile=not args.no_compile)
+    engine = BatchingEngine(
+        model, max_batch=max_batch, compile=not args.no_compile, decode_steps=args.decode_steps
+    )
     run_continuous(engine, prompt, warmup)
     return [
         _timed(lambda lengths=lengths: run_continuous(engine, prompt, lengths), args.device)
@@ -103,17 +106,32 @@ def eval_workload(model, args: argparse.Namespace) -> dict:
     }
 
 
+def continuous_decode_seconds(model, args, prompt: list[int], rows: int, new: int) -> float:
+    """Seconds of the decode steps of one `rows`-sample request after its first step (the
+    prefill and the first tokens), on a warmed-up engine."""
+    engine = BatchingEngine(
+        model, max_batch=rows, compile=not args.no_compile, decode_steps=args.decode_steps
+    )
+    seconds = []
+    for _ in range(2):  # warm-up, then timed
+        engine.add(EngineRequest(str(len(seconds)), prompt, _params(new, n=rows)))
+        engine.step()
+        assert engine.stats.running == rows, "the batch did not fit at once"
+        seconds.append(_timed(lambda: [engine.step() for _ in iter(engine.has_work, False)], args.device))
+    return seconds[-1]
+
+
 def decode_workload(model, args: argparse.Namespace) -> dict:
     prompt, b, new = _prompt(args.prompt_len, 2), args.batch, args.decode_new
-    cont_one, cont = time_continuous(model, args, prompt, b, [new] * b, [[1] * b, [new] * b])
+    cont = continuous_decode_seconds(model, args, prompt, b, new)
     static_one, static = time_static(model, args, prompt, b, [1, new])
-    rate = lambda total, one: b * (new - 1) / max(total - one, 1e-9)  # noqa: E731
+    rate = b * (new - 1)
     return {
         "batch": b,
         "prompt_len": args.prompt_len,
         "new_tokens": new,
-        "continuous_decode_tok_s": rate(cont, cont_one),
-        "static_decode_tok_s": rate(static, static_one),
+        "continuous_decode_tok_s": rate / cont,
+        "static_decode_tok_s": rate / max(static - static_one, 1e-9),
     }
 
 
@@ -144,6 +162,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--decode-new", type=int, default=256)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--decode-steps", type=int, default=None, help="engine decode steps per host sync")
     p.add_argument("--workloads", default="agree,eval,decode")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -151,7 +170,11 @@ def main() -> None:
     model = build_model(
         preset(args.preset, long_context=True), device=args.device, dtype=dtype, seed=0
     ).eval()
-    result = result_header("engine_throughput", args.device) | {"preset": args.preset, "dtype": args.dtype}
+    result = result_header("engine_throughput", args.device) | {
+        "preset": args.preset,
+        "dtype": args.dtype,
+        "args": vars(args) | {"out": None},
+    }
     out = args.out or dated_result(f"engine_{args.device}")
     for name in args.workloads.split(","):
         result[name] = {"eval": eval_workload, "decode": decode_workload, "agree": agree_workload}[name](

@@ -9,7 +9,11 @@ C clients send requests back to back until `--requests-per-level` (default 4 x C
 have finished or `--seconds` have passed. Reported per level:
   * output_tok_s: generated tokens / wall time of the level;
   * ttft_s p50/p99: request sent -> first text chunk;
-  * itl_s p50/p99: time between a request's consecutive chunks (per-token latency);
+  * tpot_s p50/p99: per request, (last chunk - first chunk) / (tokens - 1): the per-token
+    latency a reader sees on average;
+  * itl_s p50/p99: time between a request's consecutive chunks; the engine queues
+    `--decode-steps` decode steps per host sync (default 8 on a GPU), so a chunk holds up to
+    that many tokens and this is the burst gap, not a per-token figure;
   * memory: peak GPU memory allocated (CUDA) and this process's peak RSS.
 
     python benchmarks/serve_load.py --device cuda --preset 950m
@@ -30,6 +34,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -58,7 +63,8 @@ def percentile(values: list[float], q: float) -> float | None:
 class Stats:
     def __init__(self) -> None:
         self.ttft: list[float] = []
-        self.itl: list[float] = []
+        self.itl: list[float] = []  # between streamed chunks (a chunk holds 1..decode_steps tokens)
+        self.tpot: list[float] = []  # per request: (last chunk - first chunk) / (tokens - 1)
         self.tokens = 0
         self.done = 0
         self.errors: list[str] = []
@@ -70,26 +76,43 @@ async def one_request(
     body = {"model": NAME, "prompt": prompt, "max_tokens": max_tokens, "stream": True, "temperature": 0.0}
     body |= {"ignore_eos": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
-    last = None
+    first = last = None
+    tokens = 0
     async with client.stream("POST", url, json=body) as reply:
         if reply.status_code != 200:
             stats.errors.append(f"HTTP {reply.status_code}: {(await reply.aread())[:200]!r}")
             return
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for data in sse_data(reply.aiter_text()):
+            if data == "[DONE]":
                 continue
-            chunk = json.loads(line[6:])
+            chunk = json.loads(data)
             if chunk.get("usage"):
-                stats.tokens += chunk["usage"]["completion_tokens"]
+                tokens = chunk["usage"]["completion_tokens"]
             if not chunk["choices"]:
                 continue
             now = time.perf_counter()
             if last is None:
                 stats.ttft.append(now - sent)
+                first = now
             else:
                 stats.itl.append(now - last)
             last = now
+    stats.tokens += tokens
+    if tokens > 1 and first is not None:
+        stats.tpot.append((last - first) / (tokens - 1))
     stats.done += 1
+
+
+async def sse_data(text: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data:` payloads of a server-sent event stream. Lines end at CR/LF only (a JSON
+    payload may hold U+2028 or other characters that str.splitlines would split at)."""
+    pending = ""
+    async for piece in text:
+        pending += piece
+        *lines, pending = pending.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        for line in lines:
+            if line.startswith("data: "):
+                yield line[6:]
 
 
 async def level(url: str, concurrency: int, total: int, seconds: float, args: argparse.Namespace) -> dict:
@@ -121,6 +144,7 @@ async def level(url: str, concurrency: int, total: int, seconds: float, args: ar
         "ttft_s": {"p50": percentile(stats.ttft, 0.5), "p99": percentile(stats.ttft, 0.99)},
         "itl_s": {"p50": percentile(stats.itl, 0.5), "p99": percentile(stats.itl, 0.99),
                   "mean": statistics.fmean(stats.itl) if stats.itl else None},
+        "tpot_s": {"p50": percentile(stats.tpot, 0.5), "p99": percentile(stats.tpot, 0.99)},
     }  # fmt: skip
 
 
@@ -129,7 +153,7 @@ def start_server(args: argparse.Namespace) -> tuple[str, uvicorn.Server, object]
     model = build_model(
         preset(args.preset, long_context=True), device=args.device, dtype=dtype, seed=0
     ).eval()
-    options = {"max_batch": args.max_batch, "compile": args.compile}
+    options = {"max_batch": args.max_batch, "compile": args.compile, "decode_steps": args.decode_steps}
     built = build_server(model, load_tokenizer(), name=NAME, engine_options=options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -155,6 +179,7 @@ def main() -> None:
     p.add_argument("--max-output", type=int, default=1024)
     p.add_argument("--max-batch", type=int, default=256)
     p.add_argument("--compile", action="store_true", help="compiled decode step (CUDA graphs)")
+    p.add_argument("--decode-steps", type=int, default=None, help="engine decode steps per host sync")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     url, http, built = start_server(args)
@@ -180,14 +205,16 @@ def main() -> None:
         built.worker.stop()
     write_result(result, out)
     print(
-        "concurrency | requests | output tok/s | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) | GPU GiB | RSS GiB"
+        "concurrency | requests | output tok/s | TTFT p50 / p99 (s) | TPOT p50 / p99 (ms) | "
+        "chunk gap p50 / p99 (ms) | GPU GiB | RSS GiB"
     )
     for r in result["levels"]:
-        t, i = r["ttft_s"], r["itl_s"]
+        t, i, o = r["ttft_s"], r["itl_s"], r["tpot_s"]
         fmt = lambda v, k=1.0: f"{v * k:.3f}" if v is not None else "-"  # noqa: E731
         print(
             f"{r['concurrency']} | {r['requests']} | {r['output_tok_s']:.0f} | {fmt(t['p50'])} / {fmt(t['p99'])} | "
-            f"{fmt(i['p50'], 1e3)} / {fmt(i['p99'], 1e3)} | {r.get('gpu_peak_gib', 0):.1f} | {r['rss_peak_gib']:.1f}"
+            f"{fmt(o['p50'], 1e3)} / {fmt(o['p99'], 1e3)} | {fmt(i['p50'], 1e3)} / {fmt(i['p99'], 1e3)} | "
+            f"{r.get('gpu_peak_gib', 0):.1f} | {r['rss_peak_gib']:.1f}"
         )
 
 

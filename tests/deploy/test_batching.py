@@ -19,6 +19,8 @@ GREEDY = SamplingParams(max_new_tokens=20, stop_token_ids=())
 SAMPLED = SamplingParams(
     max_new_tokens=20, temperature=0.9, top_p=0.9, top_k=50, n=3, seed=11, stop_token_ids=()
 )
+# one decode step per host sync (the CPU default), and windows of 3 queued steps (as on a GPU)
+WINDOWS = pytest.mark.parametrize("steps", [1, 3], ids=["step1", "window3"])
 
 
 def run(engine: BatchingEngine, arrivals: dict[int, list[EngineRequest]], observe=None):
@@ -47,14 +49,15 @@ def static_ids(model, prompts, params, tokenizer=None) -> list[list[list[int]]]:
 
 
 # ------------------------------------------------------------------ equality with the static Generator
+@WINDOWS
 @pytest.mark.parametrize("params", [dataclasses.replace(GREEDY, n=2), SAMPLED], ids=["greedy", "seeded"])
-def test_staggered_arrivals_match_the_static_generator(model, params) -> None:
+def test_staggered_arrivals_match_the_static_generator(model, params, steps) -> None:
     """Requests added at different steps, a 70-token prompt prefilled in 16-token chunks while
     others decode: every sample's tokens equal the static Generator's for the same prompts."""
     prompts = prompts_of([5, 70, 13, 3, 41], seed=2)
     want = static_ids(model, prompts, params)
     requests = [EngineRequest(f"r{i}", p, params, prompt_index=i) for i, p in enumerate(prompts)]
-    engine = BatchingEngine(model, block_size=8, prefill_chunk=16)
+    engine = BatchingEngine(model, block_size=8, prefill_chunk=16, decode_steps=steps)
     chunked_while_decoding = []
 
     def observe(engine, events):
@@ -93,12 +96,13 @@ def test_seeds_give_independent_samples(model) -> None:
 
 
 # ------------------------------------------------------------------ stopping and streaming
-def test_stop_ids_and_max_tokens(model) -> None:
+@WINDOWS
+def test_stop_ids_and_max_tokens(model, steps) -> None:
     prompts = prompts_of([5, 8], seed=5)
     ref = static_ids(model, prompts, GREEDY)
     stop = ref[0][0][3]
     params = dataclasses.replace(GREEDY, stop_token_ids=(stop,), n=2)
-    engine = BatchingEngine(model, block_size=4)
+    engine = BatchingEngine(model, block_size=4, decode_steps=steps)
     events = run(engine, {0: [EngineRequest(f"r{i}", p, params) for i, p in enumerate(prompts)]})
     for i in range(2):
         for j in range(2):
@@ -109,16 +113,17 @@ def test_stop_ids_and_max_tokens(model) -> None:
             assert [e.finish_reason for e in evs] == [None] * (len(evs) - 1) + [
                 "stop" if stop in full else "length"
             ]
-            assert all(len(e.token_ids) == 1 and e.text is None and e.logprobs is None for e in evs)
+            assert all(1 <= len(e.token_ids) <= steps and e.text is None and e.logprobs is None for e in evs)
 
 
-def test_stop_strings_and_text_follow_make_completion(big_vocab_model, tokenizer) -> None:
+@WINDOWS
+def test_stop_strings_and_text_follow_make_completion(big_vocab_model, tokenizer, steps) -> None:
     prompt = tokenizer.encode("The capital of France is", bos=True)
     free = Generator(big_vocab_model, tokenizer).generate([prompt], SamplingParams(max_new_tokens=24))[0][0]
     stop = tokenizer.decode(free.token_ids[4:6])
     params = SamplingParams(max_new_tokens=24, stop_strings=("@@never@@", stop), n=2)
     want = Generator(big_vocab_model, tokenizer, sync_every=1).generate([prompt], params)[0]
-    engine = BatchingEngine(big_vocab_model, tokenizer, block_size=4)
+    engine = BatchingEngine(big_vocab_model, tokenizer, block_size=4, decode_steps=steps)
     streamed: dict[tuple[int, int], list[int]] = {}
     got = engine.generate(
         [prompt], params, stream=lambda i, j, new: streamed.setdefault((i, j), []).extend(new)
@@ -182,10 +187,11 @@ def test_prefix_sharing(model) -> None:
     assert engine.stats.blocks_used == 0
 
 
-def test_blocks_follow_the_tokens_in_flight(model) -> None:
+@WINDOWS
+def test_blocks_follow_the_tokens_in_flight(model, steps) -> None:
     prompts = prompts_of([3, 10, 17], seed=8)
     lengths = [5, 30, 12]
-    engine = BatchingEngine(model, block_size=4, prefill_chunk=8)
+    engine = BatchingEngine(model, block_size=4, prefill_chunk=8, decode_steps=steps)
     requests = [
         EngineRequest(f"r{i}", p, dataclasses.replace(GREEDY, max_new_tokens=m))
         for i, (p, m) in enumerate(zip(prompts, lengths, strict=True))
@@ -203,13 +209,14 @@ def test_blocks_follow_the_tokens_in_flight(model) -> None:
     assert max(used for used, _ in history) > history[-1][0] == 0
 
 
-def test_pool_exhaustion_preempts(model) -> None:
+@WINDOWS
+def test_pool_exhaustion_preempts(model, steps) -> None:
     """A pool of 8 blocks of 4 tokens: two requests that need 6 blocks each run together until
     the pool runs out, the newer is preempted, recomputed later and still gets its tokens."""
     prompts = prompts_of([10, 7], seed=9)
     params = dataclasses.replace(SAMPLED, n=1, max_new_tokens=14)
     block = PagedKVCache.block_bytes(model.config, 4, torch.float32)
-    engine = BatchingEngine(model, block_size=4, kv_budget_bytes=8 * block)
+    engine = BatchingEngine(model, block_size=4, kv_budget_bytes=8 * block, decode_steps=steps)
     assert engine.num_blocks == 8
     peak = []
     requests = [EngineRequest(f"r{i}", p, params, prompt_index=i) for i, p in enumerate(prompts)]
@@ -266,6 +273,10 @@ def test_bad_engine_settings_and_calls(model) -> None:
         BatchingEngine(model, max_batch=0)
     with pytest.raises(ValueError, match="prefill_chunk must be >= 1"):
         BatchingEngine(model, prefill_chunk=0)
+    with pytest.raises(ValueError, match="decode_steps must be >= 1"):
+        BatchingEngine(model, decode_steps=0)
+    with pytest.raises(ValueError, match=r"decode_steps \(9\) must not exceed block_size \(8\)"):
+        BatchingEngine(model, block_size=8, decode_steps=9)
     with pytest.raises(ValueError, match="kv_budget_bytes=10 holds no block"):
         BatchingEngine(model, kv_budget_bytes=10)
     with pytest.raises(ValueError, match="logprobs must be None or >= 0"):
@@ -281,16 +292,17 @@ def test_bad_engine_settings_and_calls(model) -> None:
 
 
 # ------------------------------------------------------------------ logprobs
+@WINDOWS
 @pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
 @torch.no_grad()
-def test_logprobs_are_the_model_log_softmax(model, params) -> None:
+def test_logprobs_are_the_model_log_softmax(model, params, steps) -> None:
     (prompt,) = prompts_of([7], seed=10)
     params = dataclasses.replace(params, n=1, max_new_tokens=6, logprobs=4)
-    engine = BatchingEngine(model, block_size=4)
+    engine = BatchingEngine(model, block_size=4, decode_steps=steps)
     events = run(engine, {0: [EngineRequest("r", prompt, params)]})["r", 0]
+    assert all(len(e.logprobs) == len(e.token_ids) for e in events)
     seq = list(prompt)
-    for e in events:
-        (tok,), (lp,) = e.token_ids, e.logprobs
+    for tok, lp in ((t, lp) for e in events for t, lp in zip(e.token_ids, e.logprobs, strict=True)):
         want = torch.log_softmax(model(torch.tensor([seq]))[0, -1].float(), dim=-1)
         assert lp.token_id == tok
         assert lp.logprob == pytest.approx(want[tok].item(), abs=1e-4)
@@ -304,10 +316,11 @@ def test_logprobs_are_the_model_log_softmax(model, params) -> None:
 
 # ------------------------------------------------------------------ compiled decode
 def test_compiled_decode_matches_eager() -> None:
-    """torch.compile of the decode forward on CPU: the same tokens (batch and block buckets)."""
+    """torch.compile of the decode step on CPU, windows of 3 steps: the same tokens (batch and
+    block buckets)."""
     cfg = small_config(hidden_size=32, intermediate_size_mlp=64, num_attention_heads=2, num_key_value_heads=1)
     small = build_model(cfg, seed=0).eval()
     prompts = prompts_of([3, 7, 12])
     params = SamplingParams(max_new_tokens=10, stop_token_ids=())
-    compiled = BatchingEngine(small, block_size=8, compile=True).generate(prompts, params)
+    compiled = BatchingEngine(small, block_size=8, compile=True, decode_steps=3).generate(prompts, params)
     assert [[c.token_ids for c in row] for row in compiled] == static_ids(small, prompts, params)

@@ -111,10 +111,10 @@ def record_decode_widths(cache) -> list[int]:
     return widths
 
 
-def engine_run(model, prompts, paged: bool, compile: bool = False):
+def engine_run(model, prompts, paged: bool, compile: bool = False, steps: int = 1):
     """Every sample's (token, logprob, top-3 logprobs) per step, the engine, and the block
     table widths of its decode steps, whose attention takes the paged kernel or not."""
-    engine = BatchingEngine(model, block_size=8, compile=compile)
+    engine = BatchingEngine(model, block_size=8, compile=compile, decode_steps=steps)
     engine.cache.paged_decode = paged  # the kernel path off CUDA: interpreter tensors
     widths = record_decode_widths(engine.cache)
     for i, p in enumerate(prompts):
@@ -164,15 +164,37 @@ def test_engine_decode_through_the_kernel_matches_the_gather_path(model, monkeyp
 
 
 def test_compiled_engine_decode_through_the_kernel() -> None:
-    """torch.compile (fullgraph) of the decode forward with the kernel's custom op inside:
-    the eager engine's samples."""
+    """torch.compile (fullgraph) of the decode step with the kernel's custom op inside, in
+    windows of 4 steps: the eager one-step engine's samples."""
     cfg = small_config(hidden_size=32, intermediate_size_mlp=64, num_attention_heads=2, num_key_value_heads=1)
     small = build_model(cfg, seed=0).eval()
     prompts = [[5, 6, 7], list(range(10, 22))]
     want, _, _ = engine_run(small, prompts, paged=True)
-    got, _, widths = engine_run(small, prompts, paged=True, compile=True)
+    got, _, widths = engine_run(small, prompts, paged=True, compile=True, steps=4)
     assert_same_samples(got, want)
     assert set(widths) == {256 // 8}
+
+
+def test_warmup_builds_every_rows_bucket() -> None:
+    """After `warmup()` a compiled engine with the kernel serves 1..4 rows without compiling
+    again (a server's first requests wait for no compile)."""
+    from torch._dynamo.utils import counters
+
+    cfg = small_config(hidden_size=32, intermediate_size_mlp=64, num_attention_heads=2, num_key_value_heads=1)
+    small = build_model(cfg, seed=0).eval()
+    engine = BatchingEngine(small, block_size=8, compile=True, max_batch=4, decode_steps=2)
+    engine.cache.paged_decode = True
+    before = counters["stats"]["unique_graphs"]
+    engine.warmup()
+    built = counters["stats"]["unique_graphs"]
+    assert built > before
+    params = SamplingParams(max_new_tokens=5, stop_token_ids=())
+    for i, n in enumerate((3, 9, 4, 12)):  # 1, 2, 3 (bucket 4) and 4 rows in flight
+        engine.add(EngineRequest(f"r{i}", list(range(5, 5 + n)), params))
+        engine.step()
+    while engine.has_work():
+        engine.step()
+    assert counters["stats"]["unique_graphs"] == built
 
 
 # ------------------------------------------------------------------ Hopper compilation

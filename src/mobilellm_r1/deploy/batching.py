@@ -55,7 +55,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from ..model.model import Transformer
 from .generate import (
@@ -66,13 +65,23 @@ from .generate import (
     first_stop,
     make_completion,
 )
-from .paged_cache import NULL_BLOCK, BlockAllocator, PagedForward, PagedKVCache, StepRows, blocks_for, pow2
-from .sampling import SamplingParams, exponential_noise, resolve_seed, sample_seed, select_tokens
+from .paged_cache import (
+    NULL_BLOCK,
+    BlockAllocator,
+    PagedForward,
+    PagedKVCache,
+    StepRows,
+    blocks_for,
+    pad_tables,
+    pow2,
+)
+from .sampling import RowSampler, SamplingParams, TopLogprobs, resolve_seed, sample_seed
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 CPU_KV_BUDGET = 4 << 30  # default pool bytes on CPU
+GPU_DECODE_STEPS = 8  # decode steps queued per host sync on a GPU (`decode_steps`)
 GPU_KV_FRACTION = 0.9  # default pool on a GPU: this share of the free device memory
 
 
@@ -168,17 +177,24 @@ class BatchingEngine:
         kv_budget_bytes: int | None = None,
         prefill_chunk: int = 512,
         compile: bool = False,
+        decode_steps: int | None = None,
     ) -> None:
+        first = next(model.parameters())
+        if decode_steps is None:
+            decode_steps = GPU_DECODE_STEPS if first.device.type == "cuda" else 1
         for name, value in (
             ("max_batch", max_batch),
             ("block_size", block_size),
             ("prefill_chunk", prefill_chunk),
+            ("decode_steps", decode_steps),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if decode_steps > block_size:
+            raise ValueError(f"decode_steps ({decode_steps}) must not exceed block_size ({block_size})")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.block_size, self.prefill_chunk = max_batch, block_size, prefill_chunk
-        first = next(model.parameters())
+        self.decode_steps = decode_steps
         self.device, cfg = first.device, model.config
         self.num_blocks = self._pool_blocks(kv_budget_bytes, first.dtype)
         self.cache = PagedKVCache(cfg, self.num_blocks, block_size, device=self.device, dtype=first.dtype)
@@ -186,17 +202,37 @@ class BatchingEngine:
         self.decode_width = blocks_for(cfg.max_position_embeddings, block_size)  # paged-kernel tables
         self.compile = compile
         self._forward = PagedForward(self.model, self.cache)  # prefills (shapes vary: eager)
-        self._decode_forward: nn.Module = self._forward
+        self._decode_step = self._forward.decode
         if compile:  # one graph per power-of-two rows bucket (and blocks bucket on the gather path)
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._decode_forward = torch.compile(
-                self._forward, fullgraph=True, options=DEFAULT_COMPILE_OPTIONS
+            self._decode_step = torch.compile(
+                self._forward.decode, fullgraph=True, options=DEFAULT_COMPILE_OPTIONS
             )
         self.requests: dict[str, _Request] = {}
         self.waiting: deque[_Job] = deque()
         self.running: list[_Sample] = []
         self._admissions = itertools.count(1)
         self._counts = dict(tokens_generated=0, prefill_tokens=0, preemptions=0, steps=0)
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """Compile and capture the decode step for every rows bucket (1, 2, 4, ... up to
+        `max_batch`) now, on padding rows, so that no request waits for a compile later (a
+        server calls this before it answers). Without `compile` there is nothing to build; on
+        the gather path the tables' width varies too, and only the paged kernel's is fixed."""
+        if not (self.compile and self.cache.paged_decode):
+            return
+        rows = 1
+        while True:
+            tokens = torch.zeros(rows, dtype=torch.long, device=self.device)
+            positions = torch.zeros_like(tokens)
+            tables = pad_tables([[]] * rows, True, self.decode_width).to(self.device)
+            for _ in range(3):  # CUDA graph trees: a warm-up run, the capture, a replay
+                torch.compiler.cudagraph_mark_step_begin()
+                self._decode_step(tokens, positions, tables)
+            if rows >= self.max_batch:
+                return
+            rows *= 2
 
     def _pool_blocks(self, budget: int | None, dtype: torch.dtype) -> int:
         """Blocks in the pool: `budget` bytes' worth (default: most of the free GPU memory, or
@@ -310,29 +346,41 @@ class BatchingEngine:
         ]
 
     def _decode(self) -> list[TokenEvent]:
-        self._make_room()
-        rows, bs = list(self.running), self.block_size
-        pos = [s.length - 1 for s in rows]
-        tokens = [[s.generated[-1]] for s in rows]
-        write = [[s.blocks[p // bs]] for s, p in zip(rows, pos, strict=True)]
-        tables = [s.blocks for s in rows]
+        """A window of decode steps for every running sample, queued on the device back to
+        back (each step's tokens feed the next without a host round trip), then one sync."""
+        steps = self._window()
+        self._make_room(steps)
+        rows = list(self.running)
         pad = pow2(len(rows)) - len(rows) if self.compile else 0  # reuse compiled graphs
-        # padding rows: token 0 at position 0, written into the null block, seeing only it
-        pos, tokens = pos + [0] * pad, tokens + [[0]] * pad
-        write, tables = write + [[NULL_BLOCK]] * pad, tables + [[]] * pad
-        columns = [[p] for p in pos]
-        step = StepRows(tokens, columns, write, [[p % bs] for p in pos], tables, columns)
-        logits = self._run(step, decode=True)[: len(rows)]
-        return self._emit(rows, logits)
+        # padding rows: token 0 from position 0 on, written into the null block
+        tokens = torch.tensor([s.generated[-1] for s in rows] + [0] * pad, device=self.device)
+        first = torch.tensor([s.length - 1 for s in rows] + [0] * pad, device=self.device)
+        width = self.decode_width if self.cache.paged_decode else None
+        tables = pad_tables([s.blocks for s in rows] + [[]] * pad, self.compile, width).to(self.device)
+        sampler = self._sampler(rows)
+        picked = []
+        for step in range(steps):
+            if self.compile:
+                torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed
+            logits = self._decode_step(tokens, first + step, tables)[: len(rows)].float()
+            picked.append(sampler(logits, step))
+            tokens = torch.cat([picked[-1], tokens[len(rows) :]]) if pad else picked[-1]
+        return self._emit(rows, torch.stack(picked, dim=1).tolist(), sampler)
 
-    def _make_room(self) -> None:
-        """Give every running sample whose next token opens a block that block, preempting
-        the newest work while the pool is short."""
+    def _window(self) -> int:
+        """Decode steps in this window: `decode_steps`, fewer when a sample reaches its
+        `max_new_tokens` sooner (a window never overshoots a length limit)."""
+        left = min(s.request.request.params.max_new_tokens - len(s.generated) for s in self.running)
+        return max(1, min(self.decode_steps, left))
+
+    def _make_room(self, steps: int) -> None:
+        """Give every running sample the blocks its next `steps` tokens need, preempting the
+        newest work while the pool is short."""
         while True:
-            short = [s for s in self.running if s.length - 1 == len(s.blocks) * self.block_size]
-            if len(short) <= self.allocator.num_free:
-                for s in short:
-                    s.blocks += self.allocator.allocate(1)
+            need = [blocks_for(s.length - 1 + steps, self.block_size) - len(s.blocks) for s in self.running]
+            if sum(need) <= self.allocator.num_free:
+                for s, n in zip(self.running, need, strict=True):
+                    s.blocks += self.allocator.allocate(n) if n > 0 else []
                 return
             started = next((j for j in self.waiting if j.blocks), None)
             if started is not None:  # a prefill in progress: restart it later
@@ -379,7 +427,9 @@ class BatchingEngine:
             if end == len(job.tokens):
                 self.waiting.remove(job)
                 self._fork(job)
-                events += self._emit(job.samples, row.expand(len(job.samples), -1))
+                sampler = self._sampler(job.samples)
+                picked = sampler(row.expand(len(job.samples), -1), 0)
+                events += self._emit(job.samples, [[t] for t in picked.tolist()], sampler)
         return events
 
     def _run_prefill(self, plan: list[tuple[_Job, int]]) -> torch.Tensor:
@@ -396,18 +446,7 @@ class BatchingEngine:
             rows.write_slots.append([0] * pad + [p % bs for p in span])
             rows.tables.append(job.blocks)
             rows.visible.append([0] * pad + list(span))
-        return self._run(rows, decode=False)
-
-    def _run(self, rows: StepRows, decode: bool) -> torch.Tensor:
-        """The forward over `rows` -> logits [B, V] (float32); a decode through the paged
-        kernel pads the block tables to `decode_width`, a compiled one on the gather path to a
-        power of two."""
-        width = self.decode_width if decode and self.cache.paged_decode else None
-        args = rows.tensors(self.block_size, self.device, pow2_blocks=decode and self.compile, width=width)
-        if not (decode and self.compile):
-            return self._forward(*args).float()
-        torch.compiler.cudagraph_mark_step_begin()  # the last replay's outputs are consumed
-        return self._decode_forward(*args).float()
+        return self._forward(*rows.tensors(self.block_size, self.device)).float()
 
     def _fork(self, job: _Job) -> None:
         """The samples of a finished prefill take its blocks: the full ones shared, the
@@ -426,47 +465,37 @@ class BatchingEngine:
             self.running.append(sample)
 
     # ------------------------------------------------------------------ tokens and events
-    def _emit(self, samples: list[_Sample], logits: torch.Tensor) -> list[TokenEvent]:
-        """Pick each sample's next token from its logits row [k, V], record it, finish samples
-        that stopped; their events."""
-        picked = self._select(samples, logits)
-        want = [s.request.request.params.logprobs for s in samples]
-        logprobs = torch.log_softmax(logits, dim=-1) if any(k is not None for k in want) else None
+    def _sampler(self, samples: list[_Sample]) -> RowSampler:
+        params = [s.request.request.params for s in samples]
+        steps = [len(s.generated) for s in samples]
+        return RowSampler(params, [s.seed for s in samples], steps, self.device)
+
+    def _emit(self, samples: list[_Sample], picked: list[list[int]], sampler: RowSampler) -> list[TokenEvent]:
+        """Record each sample's picked tokens (picked[i]: one per step of the window) up to the
+        first that finishes it; one event per sample. Tokens after a finish are dropped."""
+        top = sampler.logprobs()
         events = []
-        for i, (sample, tok) in enumerate(zip(samples, picked, strict=True)):
-            sample.generated.append(tok)
-            self._counts["tokens_generated"] += 1
-            lp = None if want[i] is None else [self._logprob(logprobs[i], tok, want[i])]
-            reason = self._finish_reason(sample, tok)
+        for i, (sample, tokens) in enumerate(zip(samples, picked, strict=True)):
+            new, reason = [], None
+            for tok in tokens:
+                sample.generated.append(tok)
+                new.append(tok)
+                reason = self._finish_reason(sample, tok)
+                if reason is not None:
+                    break
+            self._counts["tokens_generated"] += len(new)
+            k = sample.request.request.params.logprobs
+            lp = None if k is None else [self._logprob(top, i, step, tok, k) for step, tok in enumerate(new)]
             if reason is None:
-                events.append(self._event(sample.request, sample.index, [tok], lp, None, None))
+                events.append(self._event(sample.request, sample.index, new, lp, None, None))
             else:
-                events.append(self._finish(sample, reason, [tok], lp))
+                events.append(self._finish(sample, reason, new, lp))
         return events
 
-    def _select(self, samples: list[_Sample], logits: torch.Tensor) -> list[int]:
-        """Next tokens, rows grouped by sampling settings (`select_tokens` takes one setting)."""
-        groups: dict[tuple, list[int]] = {}
-        for i, s in enumerate(samples):
-            p = s.request.request.params
-            groups.setdefault((p.temperature, p.top_p, p.top_k), []).append(i)
-        out = torch.empty(len(samples), dtype=torch.long, device=logits.device)
-        for rows in groups.values():
-            params = samples[rows[0]].request.request.params
-            idx = torch.tensor(rows, device=logits.device)
-            noise = None
-            if not params.greedy:
-                seeds = torch.tensor([samples[i].seed for i in rows], device=logits.device)
-                steps = torch.tensor([len(samples[i].generated) for i in rows], device=logits.device)
-                noise = exponential_noise(seeds, steps, logits.shape[-1])
-            out[idx] = select_tokens(logits[idx], params, noise)
-        return out.tolist()
-
     @staticmethod
-    def _logprob(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprob:
-        top = torch.topk(logprobs, k) if k else None
-        pairs = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else []
-        return TokenLogprob(token, float(logprobs[token]), pairs)
+    def _logprob(top: TopLogprobs, row: int, step: int, token: int, k: int) -> TokenLogprob:
+        pairs = zip(top.ids[step][row][:k], top.values[step][row][:k], strict=True)
+        return TokenLogprob(token, top.chosen[step][row], list(pairs))
 
     def _finish_reason(self, sample: _Sample, token: int) -> str | None:
         state = sample.request

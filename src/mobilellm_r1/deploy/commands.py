@@ -330,7 +330,19 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_argument(parser)
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="(default: the checkpoint's)")
-    parser.add_argument("--compile", action="store_true", help="compile the decode step (CUDA graphs on GPU)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step (CUDA graphs on GPU), for every batch bucket before serving",
+    )
+    parser.add_argument(
+        "--decode-steps",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="decode steps queued per host sync: tokens stream in bursts of up to K "
+        "(default: 8 on a GPU, 1 on CPU; 1 streams every token as it comes)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -342,7 +354,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    options = {"max_batch": args.max_batch, "compile": args.compile}
+    options = {"max_batch": args.max_batch, "compile": args.compile, "decode_steps": args.decode_steps}
     name = args.served_model_name or args.model
     server = build_server(model, tokenizer, name=name, api_key=api_key, engine_options=options)
     serve(server, args.host, args.port)

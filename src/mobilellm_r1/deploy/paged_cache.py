@@ -195,26 +195,29 @@ class StepRows:
     tables: list[list[int]]
     visible: list[list[int]]
 
-    def tensors(
-        self, block_size: int, device: torch.device, pow2_blocks: bool, width: int | None = None
-    ) -> list[torch.Tensor]:
+    def tensors(self, block_size: int, device: torch.device) -> list[torch.Tensor]:
         """`PagedForward`'s arguments on `device`: the tables padded with the null block to the
-        longest (rounded up to a power of two with `pow2_blocks`; to `width` blocks when given
-        and no table is longer) and the mask built from them."""
-
-        def tensor(rows: list) -> torch.Tensor:
-            return torch.tensor(rows, dtype=torch.long)
-
-        lengths = tensor([len(t) for t in self.tables])
-        n = int(lengths.max())
-        n = max(n, width) if width is not None else pow2(n) if pow2_blocks else n
-        read = torch.full((len(self.tables), n), NULL_BLOCK, dtype=torch.long)
-        read[torch.arange(n)[None, :] < lengths[:, None]] = tensor(list(itertools.chain(*self.tables)))
+        longest, and the mask built from them."""
+        read = pad_tables(self.tables, pow2_blocks=False)
         lists = (self.tokens, self.positions, self.write_blocks, self.write_slots)
-        host = [*(tensor(x) for x in lists), read, tensor(self.visible)]
+        host = [*(torch.tensor(x, dtype=torch.long) for x in lists), read, torch.tensor(self.visible)]
         *args, seen = [t.to(device, non_blocking=True) for t in host]
-        slot_ids = torch.arange(n * block_size, device=device)
+        slot_ids = torch.arange(read.shape[1] * block_size, device=device)
         return [*args, (slot_ids[None, None, :] <= seen[:, :, None])[:, None]]  # mask [B, 1, T, S]
+
+
+def pad_tables(tables: list[list[int]], pow2_blocks: bool, width: int | None = None) -> torch.Tensor:
+    """Block tables as one LongTensor [B, N] padded with the null block: N the longest table,
+    rounded up to a power of two with `pow2_blocks`, or `width` when given and no table is
+    longer."""
+    lengths = torch.tensor([len(t) for t in tables], dtype=torch.long)
+    n = int(lengths.max())
+    n = max(n, width) if width is not None else pow2(n) if pow2_blocks else n
+    read = torch.full((len(tables), n), NULL_BLOCK, dtype=torch.long)
+    read[torch.arange(n)[None, :] < lengths[:, None]] = torch.tensor(
+        list(itertools.chain(*tables)), dtype=torch.long
+    )
+    return read
 
 
 class PagedForward(nn.Module):
@@ -239,3 +242,13 @@ class PagedForward(nn.Module):
             tokens, positions, cache=self.cache, cache_pos=positions[0], attn_mask=mask, last_only=True
         )
         return logits[:, -1]
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """One decode step: row b feeds tokens[b] at positions[b], reading the blocks tables[b]
+        ([B, N], padded with the null block) -> logits [B, V]. Where each row writes and what
+        it sees follow from its position, so a compiled step has three inputs."""
+        bs = self.cache.block_size
+        pos = positions[:, None]  # [B, 1]
+        slots = torch.arange(tables.shape[1] * bs, device=tables.device)
+        mask = (slots[None, :] <= pos)[:, None, None, :]  # [B, 1, 1, N * bs]
+        return self.forward(tokens[:, None], pos, tables.gather(1, pos // bs), pos % bs, tables, mask)

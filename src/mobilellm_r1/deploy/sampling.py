@@ -161,3 +161,74 @@ def exponential_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> t
     token = token_hashes(vocab, seeds.device)  # [V]
     bits = (mix32_int32(_as_int32(key)[:, None] ^ token[None, :]) >> 8) & 0xFFFFFF  # [B, V], 24 bits
     return -torch.log((bits.float() + 0.5) * 2.0**-24)
+
+
+@dataclass
+class TopLogprobs:
+    """Log-probabilities of a window of steps: chosen [S, B] (the picked token's), and the `k`
+    most likely tokens' values and ids [S, B, k], as host lists."""
+
+    chosen: list[list[float]]
+    values: list[list[list[float]]]
+    ids: list[list[list[int]]]
+
+
+class RowSampler:
+    """Next-token selection for a fixed set of rows over several steps, on the device and
+    without a host sync, so a window of decode steps can be queued back to back.
+
+    Rows are grouped by sampling settings once (index tensors built up front); seeded rows draw
+    the counter-based noise of `exponential_noise` from their seed and the index of the token
+    being drawn (`first_steps[b]` at step 0 of the window, then one more per step). With
+    `logprobs` it also records each step's log-softmax of the picked token and the top-k."""
+
+    def __init__(
+        self,
+        params: list[SamplingParams],
+        seeds: list[int],
+        first_steps: list[int],
+        device: torch.device,
+    ) -> None:
+        self.rows = len(params)
+        by_setting: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            by_setting.setdefault((p.temperature, p.top_p, p.top_k), []).append(i)
+        whole = len(by_setting) == 1
+        self.groups = []  # (params, row index tensor or None for all rows, seeds, first steps)
+        for rows in by_setting.values():
+            p = params[rows[0]]
+            idx = None if whole else torch.tensor(rows, device=device)
+            seed_t = steps_t = None
+            if not p.greedy:
+                seed_t = torch.tensor([seeds[i] for i in rows], device=device)
+                steps_t = torch.tensor([first_steps[i] for i in rows], device=device)
+            self.groups.append((p, idx, seed_t, steps_t))
+        wanted = [p.logprobs for p in params if p.logprobs is not None]
+        self.top_k = max(wanted) if wanted else None
+        self._logprobs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Tokens [rows] for window step `step` from logits [rows, V] (float32)."""
+        if len(self.groups) == 1:
+            picked = self._pick(logits, *self.groups[0], step)
+        else:
+            picked = torch.empty(self.rows, dtype=torch.long, device=logits.device)
+            for p, idx, seeds, steps in self.groups:
+                picked[idx] = self._pick(logits[idx], p, idx, seeds, steps, step)
+        if self.top_k is not None:
+            logprobs = torch.log_softmax(logits, dim=-1)
+            top = torch.topk(logprobs, self.top_k, dim=-1)
+            self._logprobs.append((logprobs.gather(1, picked[:, None])[:, 0], top.values, top.indices))
+        return picked
+
+    @staticmethod
+    def _pick(logits, params, idx, seeds, steps, step: int) -> torch.Tensor:
+        noise = None if params.greedy else exponential_noise(seeds, steps + step, logits.shape[-1])
+        return select_tokens(logits, params, noise)
+
+    def logprobs(self) -> TopLogprobs | None:
+        """The recorded steps' log-probabilities (one host sync), or None without `logprobs`."""
+        if self.top_k is None:
+            return None
+        chosen, values, ids = (torch.stack(t) for t in zip(*self._logprobs, strict=True))
+        return TopLogprobs(chosen.tolist(), values.tolist(), ids.tolist())

@@ -32,7 +32,13 @@ def build_server(
     from .worker import EngineWorker
 
     options = engine_options or {}
-    worker = EngineWorker(lambda: BatchingEngine(model, tokenizer, **options))
+
+    def make_engine() -> BatchingEngine:  # compiled steps are built before the first request
+        engine = BatchingEngine(model, tokenizer, **options)
+        engine.warmup()
+        return engine
+
+    worker = EngineWorker(make_engine)
     cfg = model.config
     served = ServedModel(name, tokenizer, cfg.max_position_embeddings, list(cfg.eos_token_id))
     metrics = ServerMetrics(lambda: worker.engine.stats)
