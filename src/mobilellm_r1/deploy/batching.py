@@ -6,8 +6,11 @@ one pool, a block table per sample, so memory follows the tokens in flight.
 What one `step()` runs:
   1. aborts requested since the last step: the request's samples stop ("abort" events) and
      its blocks return to the free list;
-  2. decode: every running sample feeds its last token (one forward over [running, 1]); a
-     sample whose next token opens a new block gets one first. When the pool has too few free
+  2. decode: a window of `decode_steps` steps (fewer when a sample would pass its
+     `max_new_tokens`); each is one forward over [running, 1] whose picked tokens feed the
+     next step on the device, and the host reads the window's tokens once at its end (tokens
+     a sample draws after its stop are dropped). Every sample first gets the blocks the
+     window's tokens open. When the pool has too few free
      blocks, the newest work gives its blocks back until the rest fit: first a prefill in
      progress, then the samples admitted last (preemption). A preempted sample goes back to
      the front of the queue and later recomputes its prompt + generated tokens (one prefill),
@@ -323,8 +326,8 @@ class BatchingEngine:
     # ------------------------------------------------------------------ the step
     @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
-        """One scheduler iteration: aborts, one decode token for every running sample, then
-        one prefill chunk. The events of every sample that advanced or finished."""
+        """One scheduler iteration: aborts, a window of decode steps for every running sample,
+        then one prefill chunk. The events of every sample that advanced or finished."""
         self._counts["steps"] += 1
         events = self._reap_aborts()
         if self.running:
