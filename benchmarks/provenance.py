@@ -4,6 +4,7 @@ and where and how it is written."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,17 @@ import torch
 from mobilellm_r1.atomic import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+
+
+def code_revision() -> str:
+    """A digest of the library's source (sha256 over src/**/*.py, paths and bytes, first 12
+    hex digits): names the code a result was measured with, also on a machine that gets the
+    working tree without its git history."""
+    digest = hashlib.sha256()
+    for path in sorted(SOURCE.rglob("*.py")):
+        digest.update(path.relative_to(SOURCE).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def machine(device: str = "cuda") -> dict:
@@ -40,11 +52,13 @@ def machine(device: str = "cuda") -> dict:
 
 
 def result_header(benchmark: str, device: str = "cuda", launcher: str = "python") -> dict:
-    """The first keys of a result JSON: benchmark, date, command (as typed), machine."""
+    """The first keys of a result JSON: benchmark, date, command (as typed), the source digest
+    (`code_revision`), machine."""
     return {
         "benchmark": benchmark,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([launcher, "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "code": code_revision(),
         "machine": machine(device),
     }
 
