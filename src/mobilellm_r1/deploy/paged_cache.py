@@ -20,9 +20,9 @@ default, take the gather path.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -209,15 +209,13 @@ class StepRows:
 def pad_tables(tables: list[list[int]], pow2_blocks: bool, width: int | None = None) -> torch.Tensor:
     """Block tables as one LongTensor [B, N] padded with the null block: N the longest table,
     rounded up to a power of two with `pow2_blocks`, or `width` when given and no table is
-    longer."""
-    lengths = torch.tensor([len(t) for t in tables], dtype=torch.long)
-    n = int(lengths.max())
+    longer. Filled row by row in numpy (a decode window builds 256 x 2,048 of them)."""
+    n = max(map(len, tables))
     n = max(n, width) if width is not None else pow2(n) if pow2_blocks else n
-    read = torch.full((len(tables), n), NULL_BLOCK, dtype=torch.long)
-    read[torch.arange(n)[None, :] < lengths[:, None]] = torch.tensor(
-        list(itertools.chain(*tables)), dtype=torch.long
-    )
-    return read
+    out = np.full((len(tables), n), NULL_BLOCK, dtype=np.int64)
+    for row, table in zip(out, tables, strict=True):
+        row[: len(table)] = table
+    return torch.from_numpy(out)
 
 
 class PagedForward(nn.Module):
