@@ -30,6 +30,10 @@ LLAMA3_PAT_STR = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# The same regex with every digit its own piece (as Qwen2's tokenizer splits numbers): numbers
+# are then spelled digit by digit, which lets a small model learn arithmetic as an algorithm
+# instead of a table of whole-number tokens. llama.cpp's `qwen2` pre-tokenizer is this regex.
+SINGLE_DIGIT_PAT_STR = LLAMA3_PAT_STR.replace(r"\p{N}{1,3}", r"\p{N}")
 NUM_SPECIAL_TOKENS = 256
 # The first 11 Llama-3.1 special tokens (ids 128000-128010); the rest are reserved_special_token_{2+i}.
 _NAMED_SPECIAL_TOKENS = (

@@ -15,7 +15,7 @@ from mobilellm_r1.data.recipes import load_mixture, prepare
 from mobilellm_r1.data.synth import SynthConfig, generate
 from mobilellm_r1.data.tokenizer_train import MIN_VOCAB, chat_texts, train_bpe
 from mobilellm_r1.model.hf import load_pretrained
-from mobilellm_r1.tokenizer import LLAMA3_PAT_STR, load_tokenizer
+from mobilellm_r1.tokenizer import LLAMA3_PAT_STR, SINGLE_DIGIT_PAT_STR, load_tokenizer
 
 SMALL = SynthConfig(
     seed=3, math_docs=60, code_docs=30, knowledge_docs=40, noise_docs=20, sft_general=20, sft_reasoning=20,
@@ -76,6 +76,27 @@ def test_transformers_reads_the_same_ids(trained: tuple[Path, Path]) -> None:
     assert ours.apply_chat_template(chat, add_generation_prompt=True) == theirs.apply_chat_template(
         chat, add_generation_prompt=True, tokenize=True, return_dict=False
     )
+
+
+def test_single_digits_spell_numbers(tmp_path: Path) -> None:
+    """--single-digits: no learned id holds two digits, however often a number repeats, and the
+    split regex survives a save and load (and transformers reads the same ids)."""
+    texts = ["17 + 3 = 20 and 105 apples, 2024 twice: 2024 2024 1234567"] * 50 + SAMPLES
+    out = tmp_path / "digits"
+    argv = ["data", "train-tokenizer", "--files", str(tmp_path / "t.jsonl"), "--vocab-size", "700"]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert main([*argv, "--single-digits", "--out", str(out)]) == 0
+    tok = load_tokenizer(out)
+    assert tok.pat_str == SINGLE_DIGIT_PAT_STR
+    pieces = [tok.decode([i]) for i in tok.encode("year 2024: 105 + 17")]
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == [*"2024105", "1", "7"]
+    learned = [tok.decode([i]) for i in range(tok.vocab_size - 256)]
+    assert not any(sum(c.isdigit() for c in piece) > 1 for piece in learned)
+    theirs = AutoTokenizer.from_pretrained(out)
+    for text in SAMPLES:
+        assert theirs.encode(text, add_special_tokens=False) == tok.encode(text)
+    default = train_bpe(texts, 700)
+    assert [default.decode([i]) for i in default.encode("105")] == ["105"]  # Llama 3's regex: merged
 
 
 def test_training_is_deterministic(trained: tuple[Path, Path]) -> None:

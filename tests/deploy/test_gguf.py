@@ -8,6 +8,7 @@ BPE vocabulary, whose argmax changes from token to token and whose files export 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 import transformers
 
+from mobilellm_r1.data.tokenizer_train import train_bpe
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy.export import export_checkpoint
 from mobilellm_r1.deploy.file_runtime import FileGenerator, FileRuntime, top1_agreement
@@ -26,7 +28,7 @@ from mobilellm_r1.model import build_model
 from mobilellm_r1.model.config import preset
 from mobilellm_r1.model.hf import load_pretrained, save_pretrained, to_hf_config
 from mobilellm_r1.model.model import Transformer
-from mobilellm_r1.tokenizer import Tokenizer, chat_messages, llama3_special_tokens
+from mobilellm_r1.tokenizer import SINGLE_DIGIT_PAT_STR, Tokenizer, chat_messages, llama3_special_tokens
 
 STEPS = 64
 GREEDY = SamplingParams(max_new_tokens=STEPS, stop_token_ids=())
@@ -223,6 +225,30 @@ def test_llama_cpp_tokenizer_matches_ours(tiny, tiny_gguf) -> None:
     assert runtime.tokenizer.fingerprint() == tok.fingerprint()
     assert runtime.tokenizer.chat_template == tok.chat_template
     assert llm.metadata["tokenizer.chat_template"] == tok.chat_template
+    llm.close()
+    runtime.close()
+
+
+def test_single_digit_tokenizer_exports_as_qwen2_pre(tmp_path) -> None:
+    """A vocabulary trained with single digits goes into the file with llama.cpp's `qwen2`
+    pre-tokenizer (Llama 3's regex with one digit per piece): llama.cpp splits numbers as we
+    do, digit by digit, and the runtime rebuilds the same tokenizer."""
+    texts = [
+        f"{a} + {b} = {a + b}. Tom has {a} apples; 3.14 and 2024-01-31." for a in range(60) for b in (7, 95)
+    ]
+    tok = train_bpe(texts, 600, single_digits=True)
+    model = build_model(dataclasses.replace(small_config(), vocab_size=tok.vocab_size), seed=0)
+    ckpt = save_pretrained(model, tok, tmp_path / "ckpt")
+    path = export_checkpoint(ckpt, "gguf", tmp_path / "digits.gguf", ExportOptions("f32"))
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    assert llm.metadata["tokenizer.ggml.pre"] == "qwen2"
+    runtime = gguf_format.open_runtime(path)
+    for text in ("Tom has 1234 apples: 29 + 76 = 105", "pi 3.14159, year 2024 and 1,000,000 ✓"):
+        ours = tok.encode(text, bos=True)
+        assert all(len(tok.decode([i]).strip()) <= 1 for i in ours if tok.decode([i]).strip().isdigit())
+        assert llm.tokenize(text.encode("utf-8"), add_bos=True, special=True) == ours, text
+        assert runtime.tokenizer.encode(text, bos=True) == ours, text
+    assert runtime.tokenizer.pat_str == SINGLE_DIGIT_PAT_STR
     llm.close()
     runtime.close()
 

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bpe.add_argument("--text-field", default="text", help="text field of --files rows")
     bpe.add_argument("--chats", nargs="+", default=[], help="chat JSONL files/globs ('messages' rows)")
     bpe.add_argument("--vocab-size", type=int, required=True, help="ids in all, 256 specials included")
+    bpe.add_argument(
+        "--single-digits",
+        action="store_true",
+        help="split numbers into single digits before BPE (Qwen2's regex; helps small models do arithmetic)",
+    )
     bpe.add_argument("--out", required=True, help="tokenizer directory to write")
     bpe.set_defaults(data_run=run_train_tokenizer)
 
@@ -124,7 +129,7 @@ def run_train_tokenizer(args: argparse.Namespace) -> int:
         raise ValueError("give --recipe, --files or --chats")
     start = time.perf_counter()
     texts = itertools.chain(source_texts(specs), chat_texts(args.chats))
-    tokenizer = train_bpe(texts, args.vocab_size, name=args.out)
+    tokenizer = train_bpe(texts, args.vocab_size, name=args.out, single_digits=args.single_digits)
     tokenizer.save(args.out)
     seconds = time.perf_counter() - start
     print(

@@ -8,7 +8,9 @@ cores for SFT and GRPO to change what the model does.
 
 The result keeps everything else of Llama 3, so every later stage works unchanged:
   * the same pre-tokenization split regex (llama.cpp's `llama-bpe` pre-tokenizer hard-codes it,
-    so GGUF exports tokenize identically);
+    so GGUF exports tokenize identically), or with `single_digits` the same regex with one digit
+    per piece (Qwen2's; llama.cpp's `qwen2` pre-tokenizer), so numbers never merge into
+    whole-number tokens;
   * the 256 Llama-3 special tokens, placed right after the learned ids, and the same chat
     template;
   * ranks equal ids (merges in the order they were learned), as tiktoken needs.
@@ -30,6 +32,7 @@ from typing import Any
 from ..tokenizer import (
     LLAMA3_PAT_STR,
     NUM_SPECIAL_TOKENS,
+    SINGLE_DIGIT_PAT_STR,
     Tokenizer,
     llama3_special_tokens,
     ranks_from_byte_level_vocab,
@@ -42,11 +45,14 @@ BYTE_TOKENS = 256
 MIN_VOCAB = BYTE_TOKENS + NUM_SPECIAL_TOKENS + 1
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, name: str = "trained") -> Tokenizer:
+def train_bpe(
+    texts: Iterable[str], vocab_size: int, name: str = "trained", single_digits: bool = False
+) -> Tokenizer:
     """Learn `vocab_size - 256` byte-level BPE ids on `texts`, then add the 256 Llama-3 specials.
 
     The vocabulary may come out smaller when the texts hold fewer distinct merges; the returned
-    tokenizer's `vocab_size` is the real count.
+    tokenizer's `vocab_size` is the real count. `single_digits` splits every digit apart before
+    BPE (`SINGLE_DIGIT_PAT_STR`), so no learned id spans two digits.
     """
     from tokenizers import Regex, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
@@ -55,10 +61,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, name: str = "trained") -> T
         raise ValueError(
             f"vocab_size must be >= {MIN_VOCAB} (256 bytes + 256 specials + 1), got {vocab_size}"
         )
+    pat_str = SINGLE_DIGIT_PAT_STR if single_digits else LLAMA3_PAT_STR
     model = HFTokenizer(models.BPE())
     model.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(LLAMA3_PAT_STR), behavior="isolated"),
+            pre_tokenizers.Split(Regex(pat_str), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -71,7 +78,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, name: str = "trained") -> T
     ranks = ranks_from_byte_level_vocab(model.get_vocab(), set())
     if len(ranks) <= BYTE_TOKENS:
         raise ValueError("the texts gave no BPE merge; train on more text")
-    return Tokenizer(ranks, llama3_special_tokens(len(ranks)), name_or_path=name)
+    return Tokenizer(ranks, llama3_special_tokens(len(ranks)), pat_str=pat_str, name_or_path=name)
 
 
 def chat_texts(patterns: Sequence[str]) -> Iterator[str]:

@@ -11,7 +11,8 @@ have zero experts"). `maincoder` (src/models/maincoder.cpp) computes exactly our
 What it cannot compute (NoPE layers) is refused by `check` before anything is written.
 
 The tokenizer is stored the way llama.cpp's converter stores Llama 3 (`gpt2` BPE with the
-`llama-bpe` pre-tokenizer, which hard-codes the Llama-3 split regex): byte-level token strings,
+`llama-bpe` pre-tokenizer, which hard-codes the Llama-3 split regex; a tokenizer trained with
+single digits gets `qwen2`, the same regex with one digit per piece): byte-level token strings,
 merges, token types (control for the special tokens, unused for padding rows) and the chat
 template, so stock llama.cpp tokenizes and templates prompts itself. The export metadata rides
 along as string KVs (`mobilellm_r1.*`).
@@ -38,9 +39,8 @@ import llama_cpp
 import numpy as np
 import torch
 
-from ...tokenizer import LLAMA3_PAT_STR
 from .contract import ExportError
-from .gguf_runtime import GGUFRuntime, llama_cpp_log, log_errors
+from .gguf_runtime import PRE_TOKENIZERS, GGUFRuntime, llama_cpp_log, log_errors
 
 if TYPE_CHECKING:
     from ...model.config import ModelConfig
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .contract import ExportOptions
 
 ARCHITECTURE = "maincoder"
-TOKENIZER_MODEL, TOKENIZER_PRE = "gpt2", "llama-bpe"
+TOKENIZER_MODEL = "gpt2"
 # --quant -> llama.cpp file type (gguf's LlamaFileType mirrors llama.h's llama_ftype)
 FILE_TYPES = {
     "f32": gguf.LlamaFileType.ALL_F32,
@@ -108,11 +108,7 @@ def vocabulary(tokenizer: Tokenizer, vocab_size: int) -> tuple[list[str], list[i
     """(token strings, token types, merges) for `vocab_size` ids, as llama.cpp's converter
     writes a Llama-3 tokenizer: byte-level strings of the ranks (normal), the special tokens
     (control), `[PAD<id>]` (unused) for embedding rows past the tokenizer."""
-    if tokenizer.pat_str != LLAMA3_PAT_STR:
-        raise ExportError(
-            f"tokenizer {tokenizer.name_or_path}: its split regex is not Llama 3's; llama.cpp's "
-            f"'{TOKENIZER_PRE}' pre-tokenizer hard-codes that regex, so its ids would differ"
-        )
+    pre_tokenizer(tokenizer)
     if vocab_size < tokenizer.vocab_size:
         raise ExportError(
             f"vocab_size {vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} ids; "
@@ -134,12 +130,25 @@ def vocabulary(tokenizer: Tokenizer, vocab_size: int) -> tuple[list[str], list[i
     return tokens, types, merges
 
 
+def pre_tokenizer(tokenizer: Tokenizer) -> str:
+    """The name of llama.cpp's pre-tokenizer that splits text as `tokenizer` does; ExportError
+    for a split regex llama.cpp has none for (its ids would differ)."""
+    for name, pat_str in PRE_TOKENIZERS.items():
+        if tokenizer.pat_str == pat_str:
+            return name
+    raise ExportError(
+        f"tokenizer {tokenizer.name_or_path}: its split regex is neither Llama 3's nor Qwen2's "
+        f"single-digit one; llama.cpp's pre-tokenizers ({', '.join(PRE_TOKENIZERS)}) hard-code "
+        "theirs, so its ids would differ"
+    )
+
+
 def _add_tokenizer(
     writer: gguf.GGUFWriter, table: tuple[list[str], list[int], list[str]], tokenizer: Tokenizer
 ) -> None:
     tokens, types, merges = table
     writer.add_tokenizer_model(TOKENIZER_MODEL)
-    writer.add_tokenizer_pre(TOKENIZER_PRE)
+    writer.add_tokenizer_pre(pre_tokenizer(tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)

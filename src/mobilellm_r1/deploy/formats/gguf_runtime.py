@@ -19,9 +19,12 @@ import llama_cpp
 import numpy as np
 import torch
 
-from ...tokenizer import LLAMA3_PAT_STR, Tokenizer, ranks_from_byte_level_vocab
+from ...tokenizer import LLAMA3_PAT_STR, SINGLE_DIGIT_PAT_STR, Tokenizer, ranks_from_byte_level_vocab
 from ..file_runtime import check_forward_input
 from .contract import ExportError, read_metadata, sha256_text
+
+# llama.cpp's pre-tokenizers hard-code their split regex: the ones our tokenizers use, by name
+PRE_TOKENIZERS = {"llama-bpe": LLAMA3_PAT_STR, "qwen2": SINGLE_DIGIT_PAT_STR}
 
 GGUF_MAGIC = b"GGUF"
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
@@ -100,12 +103,16 @@ def tokenizer_from_llama(llm: llama_cpp.Llama, metadata: dict[str, str], path: P
     """Our `Tokenizer` rebuilt from the file's vocabulary and chat template; ExportError if it is
     not the tokenizer (or template) the file was exported with."""
     normal, special = vocab_from_llama(llm)
+    pre = llm.metadata.get("tokenizer.ggml.pre")
+    if pre not in PRE_TOKENIZERS:
+        raise ExportError(
+            f"{path}: pre-tokenizer {pre!r} is not one this project writes ({', '.join(PRE_TOKENIZERS)})"
+        )
+    pat_str = PRE_TOKENIZERS[pre]
     try:
         ranks = ranks_from_byte_level_vocab(normal, set())
         template = llm.metadata.get(CHAT_TEMPLATE_KEY)
-        tokenizer = Tokenizer(
-            ranks, special, pat_str=LLAMA3_PAT_STR, chat_template=template, name_or_path=str(path)
-        )
+        tokenizer = Tokenizer(ranks, special, pat_str=pat_str, chat_template=template, name_or_path=str(path))
     except ValueError as exc:
         raise ExportError(f"{path}: its vocabulary does not make a tokenizer ({exc})") from None
     if tokenizer.fingerprint() != metadata["tokenizer_sha256"]:
