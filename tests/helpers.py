@@ -3,6 +3,7 @@ PyTorch stand-in for an exported file's runtime."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -69,3 +70,15 @@ def prompts_of(lengths: list[int] | tuple[int, ...], seed: int = 0) -> list[list
     """Random prompts of the given lengths over ids 3..VOCAB-1 (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+
+
+def finite_numbers(tree) -> list[float]:
+    """Every number in a JSON tree (a benchmark's result); asserts each is finite."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in finite_numbers(v)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in finite_numbers(v)]
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        assert math.isfinite(tree)
+        return [tree]
+    return []

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "paper_claims"))
 import common
 import joint_sft
 import rankme_lr
+
+from helpers import finite_numbers
 
 VERDICTS = {"holds", "does not hold", "within noise", "not measurable"}
 TOY = ["--scale", "0.05", "--seeds", "2", "--device", "cpu", "--micro-batch", "2", "--eval-limit", "3",
@@ -79,30 +80,10 @@ def test_ranks_and_spearman():
 
 
 # ------------------------------------------------------------------ the scripts
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The scripts' --threads sets torch's thread count for the process: restore it after."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """One work directory for both scripts (same corpus settings: the corpus is made once)."""
     return tmp_path_factory.mktemp("paper_claims")
-
-
-def finite_numbers(tree) -> list[float]:
-    """Every number in a JSON tree; asserts each is finite."""
-    if isinstance(tree, dict):
-        return [x for v in tree.values() for x in finite_numbers(v)]
-    if isinstance(tree, list):
-        return [x for v in tree for x in finite_numbers(v)]
-    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        assert math.isfinite(tree)
-        return [tree]
-    return []
 
 
 def test_work_dir_of_other_corpus_settings_is_refused(work):

@@ -5,16 +5,14 @@ few steps, both ablations)."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
-from helpers import SHARED_DATA
+from helpers import SHARED_DATA, finite_numbers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "paper_claims"))
 import influence_fig4 as fig4
@@ -79,26 +77,7 @@ def test_steps_must_be_multiples_of_the_checkpoints():
 
 
 @pytest.fixture
-def keep_torch_threads():
-    """The script's --threads sets torch's thread count for the process: restore it after."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def all_finite(tree) -> int:
-    """How many numbers a JSON tree holds; asserts each is finite."""
-    if isinstance(tree, dict):
-        return sum(all_finite(v) for v in tree.values())
-    if isinstance(tree, list):
-        return sum(all_finite(v) for v in tree)
-    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        assert math.isfinite(tree)
-        return 1
-    return 0
-
-
-def test_influence_fig4_end_to_end(tmp_path, keep_torch_threads):
+def test_influence_fig4_end_to_end(tmp_path):
     out = tmp_path / "fig4.json"
     argv = ["--work", str(tmp_path / "work"), "--out", str(out), "--seeds", "2", "--device", "cpu",
             "--threads", "1", "--scale", "0.05", "--doc-cap", "40", "--steps", "5", "--capability-steps", "5",
@@ -127,4 +106,4 @@ def test_influence_fig4_end_to_end(tmp_path, keep_torch_threads):
         assert {v["paired"]["verdict"] for v in corpus["verdicts"].values()} <= VERDICTS
         expected = {"real": "wikitext2_test", "synthetic": "math500_ref"}[name]
         assert expected in corpus["metrics"]
-    assert all_finite(result) > 0
+    assert finite_numbers(result)

@@ -5,7 +5,6 @@ and the checkpoint listing on cases with a known answer, and the script end to e
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from mobilellm_r1.tokenizer import load_tokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "paper_claims"))
 import coevolution_fig6 as fig6
 import common
+
+from helpers import finite_numbers
 
 VERDICTS = {"holds", "does not hold", "within noise", "not measurable"}
 TOY = ["--scale", "0.05", "--seeds", "2", "--device", "cpu", "--micro-batch", "2", "--eval-limit", "2",
@@ -85,14 +86,6 @@ def test_stage_steps_must_be_a_multiple_of_the_curve_points(capsys):
 
 
 # ------------------------------------------------------------------ the data
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The script's --threads sets torch's thread count for the process: restore it after."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> common.Corpus:
     """One toy corpus for the data tests and the end-to-end run (same settings: made once)."""
@@ -160,18 +153,6 @@ def test_settings_the_corpus_cannot_meet_fail_before_training(corpus, tmp_path):
 
 
 # ------------------------------------------------------------------ end to end
-def finite_numbers(tree) -> list[float]:
-    """Every number in a JSON tree; asserts each is finite."""
-    if isinstance(tree, dict):
-        return [x for v in tree.values() for x in finite_numbers(v)]
-    if isinstance(tree, list):
-        return [x for v in tree for x in finite_numbers(v)]
-    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        assert math.isfinite(tree)
-        return [tree]
-    return []
-
-
 def test_coevolution_fig6_end_to_end(corpus):
     out = corpus.work / "fig6.json"
     fig6.main([*TOY, "--work", str(corpus.work), "--out", str(out)])
