@@ -61,6 +61,7 @@ from common import (
     finish_claim,
     heldout_nll,
     init_model,
+    lm_overrides,
     mean_std,
     model_fingerprint,
     paired_verdict,
@@ -252,13 +253,6 @@ def init_teacher(corpus: Corpus, out: Path, args: argparse.Namespace) -> Path:
     return out
 
 
-def lm_overrides(recipe: Path, seed: int, steps: int, lr: float, args: argparse.Namespace) -> list[str]:
-    """train/tiny_cpu overrides of a pretraining run (warm-up 5%, linear decay)."""
-    return [f"data.recipe={recipe}", f"data.overrides=[seed={seed}]", f"data.micro_batch={args.micro_batch}",
-            f"seed={seed}", f"steps={steps}", f"optim.lr={lr}", f"optim.warmup_steps={max(1, steps // 20)}",
-            "eval_every=0", "checkpoint_every=0", "keep_last=1"]  # fmt: skip
-
-
 def stage_overrides(seed: int, objective: str, teacher: Path, args: argparse.Namespace) -> list[str]:
     """train/tiny_cpu overrides of one mid-training stage of either arm (its recipe and starting
     model are set per stage): a checkpoint at each curve point, pure KL for `kd` (the paper's)."""
@@ -407,7 +401,14 @@ def run_seed(
     both objectives, and evaluate their curves."""
     root = corpus.work / f"seed_{seed}"
     init = init_model(corpus, root / "init", args.preset, seed)
-    noisy = lm_overrides(corpus.recipe("noisy"), seed, args.pretrain_steps, args.pretrain_lr, args)
+    noisy = lm_overrides(
+        corpus.recipe("noisy"),
+        seed,
+        args.pretrain_steps,
+        args.pretrain_lr,
+        args.micro_batch,
+        max(1, args.pretrain_steps // 20),
+    )
     pre_run = train("train/tiny_cpu", init, root / "pretrain", noisy, args.device)
     pretrained = root / "pretrain" / "final"
     pool = sample_pool(inputs["docs"], root / "pool", args.pool_docs, seed)
@@ -563,7 +564,14 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = setup_run(args)
     inputs = corpus_inputs(corpus, args.pool_docs, args.eval_limit)
     teacher_init = init_teacher(corpus, corpus.work / "teacher_init", args)
-    clean = lm_overrides(corpus.recipe("clean"), TEACHER_SEED, args.teacher_steps, args.pretrain_lr, args)
+    clean = lm_overrides(
+        corpus.recipe("clean"),
+        TEACHER_SEED,
+        args.teacher_steps,
+        args.pretrain_lr,
+        args.micro_batch,
+        max(1, args.teacher_steps // 20),
+    )
     teacher_run = train("train/tiny_cpu", teacher_init, corpus.work / "teacher", clean, args.device)
     teacher = corpus.work / "teacher" / "final"
     shape = {"preset": args.teacher_preset, **teacher_overrides(args.teacher_width, args.teacher_layers)}

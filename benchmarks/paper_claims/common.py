@@ -395,3 +395,23 @@ def finish_claim(
     write_outputs(result, Path(args.out or default_out(claim)), plot(result))
     print_table(result)
     return result
+
+
+def lm_overrides(
+    recipe: Path,
+    seed: int,
+    steps: int,
+    lr: float,
+    micro_batch: int,
+    warmup_steps: int | None = None,
+    checkpoints: int = 0,
+) -> list[str]:
+    """train/tiny_cpu overrides of one language-modelling run on `recipe`: its data order and
+    model seed, steps, peak LR (warm-up: the recipe's unless given), no evaluation, and
+    `checkpoints` evenly spaced checkpoints kept (0: only the final model)."""
+    overrides = [f"data.recipe={recipe}", f"data.overrides=[seed={seed}]", f"data.micro_batch={micro_batch}",
+                 f"seed={seed}", f"steps={steps}", f"optim.lr={lr}"]  # fmt: skip
+    if warmup_steps is not None:
+        overrides.append(f"optim.warmup_steps={warmup_steps}")
+    every = steps // checkpoints if checkpoints else 0
+    return [*overrides, "eval_every=0", f"checkpoint_every={every}", f"keep_last={max(1, checkpoints)}"]

@@ -61,6 +61,7 @@ from common import (
     cli,
     finish_claim,
     init_model,
+    lm_overrides,
     mean_std,
     model_fingerprint,
     paired_verdict,
@@ -185,22 +186,6 @@ def capability_weights(pool: Pool, capability: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ training
-def lm_overrides(
-    recipe: Path, seed: int, steps: int, checkpoints: int, args: argparse.Namespace
-) -> list[str]:
-    """train/tiny_cpu overrides of one language-modelling run (`checkpoints` evenly spaced)."""
-    return [
-        f"data.recipe={recipe}",
-        f"data.overrides=[seed={seed}]",
-        f"data.micro_batch={args.micro_batch}",
-        f"seed={seed}",
-        f"steps={steps}",
-        f"optim.lr={args.lr}",
-        f"optim.warmup_steps={max(1, steps // 20)}",
-        "eval_every=0",
-        f"checkpoint_every={steps // checkpoints if checkpoints else 0}",
-        f"keep_last={max(1, checkpoints)}",
-    ]
 
 
 def train_lm(
@@ -208,7 +193,7 @@ def train_lm(
 ) -> dict:
     """Train `steps` from `init` on `recipe` (`checkpoints` evenly spaced checkpoints kept, 0:
     none); Trainer.fit's summary (a finished identical run is reused)."""
-    overrides = lm_overrides(recipe, seed, steps, checkpoints, args)
+    overrides = lm_overrides(recipe, seed, steps, args.lr, args.micro_batch, max(1, steps // 20), checkpoints)
     return train("train/tiny_cpu", init, out, overrides, args.device)
 
 

@@ -42,6 +42,7 @@ from common import (
     finish_claim,
     heldout_nll,
     init_model,
+    lm_overrides,
     mean_std,
     paired_verdict,
     pyplot,
@@ -65,21 +66,6 @@ PREDICTORS = {
 ORIENTATION = {"rankme": 1, "pretrain_nll": -1, "train_loss": -1, "lr": 1}
 
 
-def lm_overrides(recipe: Path, seed: int, steps: int, lr: float, args: argparse.Namespace) -> list[str]:
-    """train/tiny_cpu overrides shared by pretraining and mid-training."""
-    return [
-        f"data.recipe={recipe}",
-        f"data.overrides=[seed={seed}]",
-        f"data.micro_batch={args.micro_batch}",
-        f"seed={seed}",
-        f"steps={steps}",
-        f"optim.lr={lr}",
-        "eval_every=0",
-        "checkpoint_every=0",
-        "keep_last=1",
-    ]
-
-
 def final_train_loss(run: Path) -> float:
     """Mean training loss over the last 10% of a run's steps (metrics.jsonl logs every step)."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -93,11 +79,13 @@ def run_lr(corpus: Corpus, init: Path, root: Path, seed: int, lr: float, args: a
     """Pretrain at peak `lr`, measure, mid-train, measure (and the runs' training wall seconds,
     from when each was made)."""
     pre, mid = root / f"pretrain_lr{lr:g}", root / f"midtrain_lr{lr:g}"
-    pre_overrides = lm_overrides(corpus.recipe("noisy"), seed, args.pretrain_steps, lr, args)
+    pre_overrides = lm_overrides(corpus.recipe("noisy"), seed, args.pretrain_steps, lr, args.micro_batch)
     warmup = f"optim.warmup_steps={max(1, args.pretrain_steps // 20)}"
     pre_run = train("train/tiny_cpu", init, pre, [*pre_overrides, warmup], args.device)
     pre_nll = heldout_nll(pre / "final", corpus, args.device, args.eval_limit)
-    mid_overrides = lm_overrides(corpus.recipe("clean"), seed, args.midtrain_steps, args.midtrain_lr, args)
+    mid_overrides = lm_overrides(
+        corpus.recipe("clean"), seed, args.midtrain_steps, args.midtrain_lr, args.micro_batch
+    )
     decay = ["optim.warmup_steps=0", "optim.final_lr_ratio=0.0"]
     mid_run = train("train/tiny_cpu", pre / "final", mid, [*mid_overrides, *decay], args.device)
     post = heldout_nll(mid / "final", corpus, args.device, args.eval_limit)
