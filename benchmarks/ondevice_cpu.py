@@ -78,6 +78,14 @@ def floor_bytes_per_token(size: str, context: int) -> float:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident set (MiB): Linux's VmHWM, which starts afresh at execve.
+    (ru_maxrss survives execve, so a worker started right after the parent exported a 950M
+    model would report the parent's peak.) ru_maxrss where /proc is absent."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -162,17 +170,21 @@ def checkpoint(size: str, work: Path) -> Path:
 
 
 def export(size: str, route: str, model_dir: Path, work: Path, max_context: int) -> tuple[Path, float | None]:
-    """The route's exported file (cached under `work`) and the export's seconds (None: cached)."""
+    """The route's exported file (cached under `work`) and the export's seconds: measured now, or
+    read from the `<file>.export.json` written beside the file when it was made (None: unknown)."""
     fmt, quant, kv_cache = ROUTES[route]
     kv = "" if kv_cache == "fp32" else f"-kv{kv_cache}"
     out = work / f"{size}-{quant}{kv}-ctx{max_context}.{fmt}"
+    timing = out.with_name(out.name + ".export.json")
     if out.exists():
-        return out, None
+        return out, json.loads(timing.read_text())["export_s"] if timing.exists() else None
     cmd = ["mobilellm-r1", "export", "--model", str(model_dir), "--out", str(out), "--quant", quant]
     cmd += ["--kv-cache", kv_cache] if kv else []
     start = time.perf_counter()
     subprocess.run([*cmd, "--max-context", str(max_context)], check=True)
-    return out, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    timing.write_text(json.dumps({"export_s": seconds}))
+    return out, seconds
 
 
 def measure(size: str, route: str, target: Path, contexts: list[int], args: argparse.Namespace) -> dict:
