@@ -116,7 +116,8 @@ def continuous_decode_seconds(model, args, prompt: list[int], rows: int, new: in
     for _ in range(2):  # warm-up, then timed
         engine.add(EngineRequest(str(len(seconds)), prompt, _params(new, n=rows)))
         engine.step()
-        assert engine.stats.running == rows, "the batch did not fit at once"
+        if engine.stats.running != rows:
+            raise RuntimeError(f"only {engine.stats.running} of {rows} samples fit the KV pool at once")
         seconds.append(_timed(lambda: [engine.step() for _ in iter(engine.has_work, False)], args.device))
     return seconds[-1]
 
