@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from mobilellm_r1.atomic import atomic_write
 from provenance import dated_result, result_header, write_result
 
 ROUTES = {  # name -> (format, quant, pte KV cache); None: our PyTorch engine in bf16
@@ -183,7 +184,7 @@ def export(size: str, route: str, model_dir: Path, work: Path, max_context: int)
     start = time.perf_counter()
     subprocess.run([*cmd, "--max-context", str(max_context)], check=True)
     seconds = time.perf_counter() - start
-    timing.write_text(json.dumps({"export_s": seconds}))
+    atomic_write(timing, json.dumps({"export_s": seconds}))
     return out, seconds
 
 

@@ -82,7 +82,7 @@ from mobilellm_r1.eval.engines import GenRequest, LocalEngine
 from mobilellm_r1.eval.math_grading import MathJudge
 from mobilellm_r1.eval.math_tasks import problem_text, score_predictions
 from mobilellm_r1.eval.registry import get_task
-from mobilellm_r1.model.config import preset
+from mobilellm_r1.model.config import preset, tokenizer_fields
 from mobilellm_r1.model.hf import load_checked, load_pretrained, save_pretrained
 from mobilellm_r1.model.model import build_model
 from mobilellm_r1.tokenizer import Tokenizer, load_tokenizer
@@ -243,10 +243,7 @@ def init_teacher(corpus: Corpus, out: Path, args: argparse.Namespace) -> Path:
     if (out / "config.json").exists() and record.exists() and json.loads(record.read_text()) == settings:
         return out
     tokenizer = load_tokenizer(corpus.tokenizer)
-    ids = {}
-    if corpus.tokenizer:
-        ids = dict(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id)
-        ids["eos_token_id"] = list(tokenizer.stop_ids)
+    ids = tokenizer_fields(tokenizer) if corpus.tokenizer else {}
     cfg = preset(args.teacher_preset, **ids, **teacher_overrides(args.teacher_width, args.teacher_layers))
     save_pretrained(build_model(cfg, seed=TEACHER_SEED), tokenizer, out)
     record.write_text(json.dumps(settings))

@@ -380,10 +380,13 @@ class BatchingEngine:
         """Give every running sample the blocks its next `steps` tokens need, preempting the
         newest work while the pool is short."""
         while True:
-            need = [blocks_for(s.length - 1 + steps, self.block_size) - len(s.blocks) for s in self.running]
+            need = [
+                max(0, blocks_for(s.length - 1 + steps, self.block_size) - len(s.blocks))
+                for s in self.running
+            ]
             if sum(need) <= self.allocator.num_free:
                 for s, n in zip(self.running, need, strict=True):
-                    s.blocks += self.allocator.allocate(n) if n > 0 else []
+                    s.blocks += self.allocator.allocate(n)
                 return
             started = next((j for j in self.waiting if j.blocks), None)
             if started is not None:  # a prefill in progress: restart it later

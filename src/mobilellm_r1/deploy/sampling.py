@@ -210,11 +210,12 @@ class RowSampler:
     def __call__(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """Tokens [rows] for window step `step` from logits [rows, V] (float32)."""
         if len(self.groups) == 1:
-            picked = self._pick(logits, *self.groups[0], step)
+            params, _, seeds, steps = self.groups[0]
+            picked = self._pick(logits, params, seeds, steps, step)
         else:
             picked = torch.empty(self.rows, dtype=torch.long, device=logits.device)
             for p, idx, seeds, steps in self.groups:
-                picked[idx] = self._pick(logits[idx], p, idx, seeds, steps, step)
+                picked[idx] = self._pick(logits[idx], p, seeds, steps, step)
         if self.top_k is not None:
             logprobs = torch.log_softmax(logits, dim=-1)
             top = torch.topk(logprobs, self.top_k, dim=-1)
@@ -222,7 +223,7 @@ class RowSampler:
         return picked
 
     @staticmethod
-    def _pick(logits, params, idx, seeds, steps, step: int) -> torch.Tensor:
+    def _pick(logits, params, seeds, steps, step: int) -> torch.Tensor:
         noise = None if params.greedy else exponential_noise(seeds, steps + step, logits.shape[-1])
         return select_tokens(logits, params, noise)
 

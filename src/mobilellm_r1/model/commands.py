@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import Command, positive_int
-from .config import DTYPE_NAMES, PRESETS, preset
+from .config import DTYPE_NAMES, PRESETS, preset, tokenizer_fields
 
 
 def _fmt_int(value: int) -> str:
@@ -185,10 +185,7 @@ def run_init(args: argparse.Namespace) -> int:
     from .model import build_model
 
     tokenizer = load_tokenizer(args.tokenizer)
-    ids = {}
-    if args.tokenizer is not None:
-        ids = dict(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id)
-        ids["eos_token_id"] = list(tokenizer.stop_ids)
+    ids = tokenizer_fields(tokenizer) if args.tokenizer is not None else {}
     cfg = preset(args.preset, long_context=args.long_context, **ids)
     _check_output_dir(args.out, args.force)
     model = build_model(cfg, seed=args.seed)

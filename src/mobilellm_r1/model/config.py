@@ -178,6 +178,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
+def tokenizer_fields(tokenizer: Any) -> dict[str, Any]:
+    """The config fields a model takes from its tokenizer (a `Tokenizer`): vocab_size,
+    bos_token_id and eos_token_id (the tokenizer's stop ids), as `preset(...)` overrides."""
+    return {
+        "vocab_size": tokenizer.vocab_size,
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": list(tokenizer.stop_ids),
+    }
+
+
 def preset(name: str, long_context: bool = False, **overrides: Any) -> ModelConfig:
     """Config for a named preset (`140m`, `360m`, `950m`, `tiny`); `long_context` gives the 32k variant."""
     key = name.lower()
