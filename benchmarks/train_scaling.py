@@ -67,6 +67,9 @@ def summarize(records: list[dict], skip: int) -> dict:
     return {
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steady),
         "mfu": statistics.median(r["mfu"] for r in steady),
+        "mfu_vendor": statistics.median(r["mfu_vendor"] for r in steady)
+        if steady[0].get("mfu_vendor")
+        else None,
         "max_mem_gib": max(r.get("max_mem_gib", 0.0) for r in records),
         "losses": [r["loss"] for r in records],
     }
@@ -102,6 +105,7 @@ def main() -> None:
     result = {
         **result_header("train_scaling"),
         "config": vars(args),
+        "flop_formula": "3 x forward matmul FLOPs per token (weights incl. LM head + attention at seq)",
         "one_gpu": one,
         "n_gpus": many,
         "tokens_per_s_per_gpu": many["tokens_per_s"] / args.gpus,

@@ -8,8 +8,9 @@ liger : (--liger) the seeds' path with the seeds' efficiency switch, Liger kerne
         (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE), measured after all other rows
         because Liger patches transformers' Llama-4 module globally.
 For each preset the largest micro-batch in --micro-batches that fits is timed (sequence 2048).
-MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq (the
-issue's formula), peak = a measured 8192^3 bf16 matmul on this GPU.
+MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq, both
+ways: `mfu` against a measured 8192^3 bf16 matmul on this GPU, `mfu_vendor` against the
+vendor's dense bf16 figure (989 TFLOP/s for H100 / H200); the formula is in the JSON.
 
     python benchmarks/train_throughput.py --presets 140m 360m 950m
 """
@@ -28,7 +29,7 @@ import torch
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.train.config import OptimSection
-from mobilellm_r1.train.metrics import measure_peak_flops
+from mobilellm_r1.train.metrics import measure_peak_flops, mfu_both, vendor_peak_flops
 from mobilellm_r1.train.objectives.lm import LMObjective
 from mobilellm_r1.train.optim import build_optimizer
 from provenance import dated_result, result_header, write_result
@@ -95,8 +96,11 @@ def seeds_step(cfg, micro: int, seq: int, hf_dir: str, liger: bool = False):
     return step
 
 
+FLOP_FORMULA = "6 * params + 12 * layers * hidden * seq per token (fwd + bwd)"
+
+
 def measure(
-    make_step, micro_batches: list[int], seq: int, flops_per_token: float, peak: float, steps: int
+    make_step, micro_batches: list[int], seq: int, flops_per_token: float, peaks: tuple, steps: int
 ) -> dict:
     """Largest fitting micro-batch: tokens/s, MFU, peak memory; OOMs recorded."""
     tried = {}
@@ -113,7 +117,7 @@ def measure(
         return {
             "micro_batch": micro,
             "tokens_per_s": tps,
-            "mfu": tps * flops_per_token / peak,
+            **mfu_both(tps * flops_per_token, *peaks),
             "step_s": seconds,
             "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
             "tried": tried,
@@ -133,7 +137,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    peak = measure_peak_flops(torch.device("cuda"))
+    device = torch.device("cuda")
+    peak = (measure_peak_flops(device), vendor_peak_flops(device))
     rows = []
     out = Path(args.out) if args.out else dated_result("train_cuda")
     for name in args.presets:
@@ -161,7 +166,7 @@ def main() -> None:
     print_table(rows, out, peak)
 
 
-def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: float, liger: bool) -> dict:
+def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: tuple, liger: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(build_model(cfg, device="cpu", seed=0), None, tmp + "/ckpt")
         return measure(
@@ -174,16 +179,22 @@ def measure_seeds(cfg, args: argparse.Namespace, fpt: float, peak: float, liger:
         )
 
 
-def save(out: Path, rows: list[dict], peak: float) -> None:
-    result = {**result_header("train_throughput"), "results": rows}
-    result["machine"]["measured_peak_tflops"] = peak / 1e12
+def save(out: Path, rows: list[dict], peak: tuple) -> None:
+    result = {**result_header("train_throughput"), "flop_formula": FLOP_FORMULA, "results": rows}
+    result["machine"]["measured_peak_tflops"] = peak[0] / 1e12
+    result["machine"]["vendor_peak_tflops"] = peak[1] / 1e12 if peak[1] else None
     write_result(result, out, quiet=True)
 
 
-def print_table(rows: list[dict], out: Path, peak: float) -> None:
-    print(f"\nwrote {out}; measured peak {peak / 1e12:.0f} TFLOP/s")
+def pct(x: float | None) -> str:
+    return f"{x:6.1%}" if x is not None else f"{'-':>6}"
+
+
+def print_table(rows: list[dict], out: Path, peak: tuple) -> None:
+    vendor = f"{peak[1] / 1e12:.0f}" if peak[1] else "unknown"
+    print(f"\nwrote {out}; MFU vs measured peak {peak[0] / 1e12:.0f} TFLOP/s / vendor bf16 {vendor} TFLOP/s")
     print(
-        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'GiB':>5} | liger (same columns)"
+        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'vendor':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'vendor':>6} {'GiB':>5} | liger (same columns)"
     )
     for r in rows:
         cells = []
@@ -192,10 +203,11 @@ def print_table(rows: list[dict], out: Path, peak: float) -> None:
                 continue
             m = r[key]
             if m["micro_batch"] is None:
-                cells.append(f"{'OOM':>8} {'':>9} {'':>6} {'':>5}")
+                cells.append(f"{'OOM':>8} {'':>9} {'':>6} {'':>6} {'':>5}")
             else:
                 cells.append(
-                    f"{m['micro_batch']:>8} {m['tokens_per_s']:9.0f} {m['mfu']:6.1%} {m['peak_mem_gib']:5.1f}"
+                    f"{m['micro_batch']:>8} {m['tokens_per_s']:9.0f} {pct(m['mfu'])} {pct(m['mfu_vendor'])} "
+                    f"{m['peak_mem_gib']:5.1f}"
                 )
         print(f"{r['preset']:>6} | " + " | ".join(cells))
 

@@ -7,7 +7,9 @@ every step has one row however often it was re-run.
 MFU = achieved training FLOP/s / (peak FLOP/s x ranks), with training FLOPs per token
 = 3 x forward matmul FLOPs (`ModelConfig.flops_per_token(seq_len)["train"]`: weights incl.
 the LM head, plus attention scores and values) and the peak *measured* on this device at
-start-up (a large bf16 matmul on GPU, fp32 on CPU), not a datasheet number.
+start-up (a large bf16 matmul on GPU, fp32 on CPU). `mfu_vendor` divides by the vendor's dense
+bf16 figure instead (`vendor_peak_flops`: 989 TFLOP/s for H100 SXM / H200, the number nanochat,
+torchtitan and OLMo-core quote), so both accountings can be compared with other systems.
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ from ..atomic import atomic_write
 METRICS = "metrics.jsonl"
 # what the progress bar shows, when the step logged it (reward and kl: GRPO)
 BAR_KEYS = ("loss", "reward", "kl", "lr", "grad_norm", "tokens_per_s", "mfu")
+# Dense (no sparsity) bf16 tensor-core TFLOP/s from the vendors' datasheets, matched in this order
+# as substrings of `torch.cuda.get_device_name()` (GH200 before H200, the H100 variants before H100).
+VENDOR_BF16_TFLOPS = (
+    ("GH200", 989.4),
+    ("H200", 989.4),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H800", 989.4),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+)
 
 
 def measure_peak_flops(device: torch.device, size: int | None = None, reps: int = 5) -> float:
@@ -45,6 +61,23 @@ def measure_peak_flops(device: torch.device, size: int | None = None, reps: int 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def vendor_peak_flops(device: torch.device) -> float | None:
+    """The vendor's dense bf16 FLOP/s for this CUDA device, None on CPU or an unlisted GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in VENDOR_BF16_TFLOPS if key in name), None)
+
+
+def mfu_both(flops_per_s: float, measured_peak: float | None, vendor_peak: float | None) -> dict[str, Any]:
+    """MFU against the measured matmul peak (`mfu`) and the vendor's figure (`mfu_vendor`);
+    None where that peak is unknown."""
+    return {
+        "mfu": flops_per_s / measured_peak if measured_peak else None,
+        "mfu_vendor": flops_per_s / vendor_peak if vendor_peak else None,
+    }
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -37,7 +37,7 @@ from ..typed_config import to_dict
 from . import parallel
 from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
 from .config import TrainConfig
-from .metrics import METRICS, MetricsLogger, measure_peak_flops
+from .metrics import METRICS, MetricsLogger, measure_peak_flops, mfu_both, vendor_peak_flops
 from .objectives import Loop, Objective, StepResult, objective_for
 from .objectives.base import autocast
 from .optim import build_optimizer, lr_factor, set_lr
@@ -108,6 +108,7 @@ class Trainer:
             self.out, enabled=self.dist.is_main, total_steps=cfg.steps, start=self.step
         )
         self.peak_flops = measure_peak_flops(self.dist.device)
+        self.vendor_peak = vendor_peak_flops(self.dist.device)
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> Transformer:
@@ -249,9 +250,7 @@ class Trainer:
                 "grad_norm": result.grad_norm,
                 "tokens": result.tokens,
                 "tokens_per_s": result.tokens / seconds,
-                "mfu": flops / seconds / (self.peak_flops * self.dist.world_size)
-                if self.peak_flops
-                else None,
+                **mfu_both(flops / seconds / self.dist.world_size, self.peak_flops, self.vendor_peak),
                 "skipped": int(result.skipped),
                 **result.extra,
             },
