@@ -56,6 +56,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..eval.nll import token_mean_nll
 from ..model.model import module_device
 from ..model.padding import pad_rows
+from .jvp_attention import jvp_sdpa
 
 IGNORE_INDEX = -100
 CHUNK_TOKENS = 8192  # positions per LM-head chunk: [chunk, vocab] logits are formed at a time
@@ -394,12 +395,17 @@ def jvp_scores(
     autocast_dtype: torch.dtype | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
     vmap_queries: bool = True,
+    jvp_attention: bool = True,
 ) -> Tensor:
     """Scores [K, B] of the rows of one batch for K queries: ``d/de L(x; theta + e u_k)``, the JVP of
     the per-sample mean losses along each query (forward mode: one pass; ``vmap`` over the K tangents
     shares the primal computation unless ``vmap_queries`` is False).  No autograd graph is built.
 
-    ``autocast_dtype`` (e.g. bf16) autocasts the forward and tangent passes (the loss is float32)."""
+    ``autocast_dtype`` (e.g. bf16) autocasts the forward and tangent passes (the loss is float32).
+    ``jvp_attention``: the model's causal attention takes :func:`.jvp_attention.jvp_sdpa`'s exact
+    flash-style tangent (Triton on CUDA); False leaves it to math SDPA's forward-mode rule, which forms
+    [B, H, T, T] scores (the old path, kept for A/B checks).  SDPA calls ``jvp_sdpa`` passes through
+    (masked ones) take the math kernel either way: no other SDPA backend has a forward-mode rule."""
     frozen = _frozen(model)
     primals = {n: frozen[n] for n in params}
 
@@ -411,7 +417,8 @@ def jvp_scores(
         return jvp(losses, (primals,), (tangent,))[1]
 
     tangents = [{n: u.to(primals[n]) for n, u in zip(params, q, strict=True)} for q in queries]
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), _autocast(ids.device, autocast_dtype):
+    routing = jvp_sdpa() if jvp_attention else contextlib.nullcontext()
+    with torch.no_grad(), routing, sdpa_kernel(SDPBackend.MATH), _autocast(ids.device, autocast_dtype):
         if vmap_queries and len(tangents) > 1:
             stacked = {n: torch.stack([t[n] for t in tangents]) for n in params}
             out = vmap(tangent_out)(stacked)
