@@ -201,35 +201,19 @@ def attention_jvp_triton(
     zp, h, t, hd = q.shape
     dq, dk, dv = map(_unit_stride, tangents) if tangents is not None else (q, k, v)
     z = dq.shape[0]
-    o = _out_like(q, zp)
-    do = _out_like(q, z) if tangents is not None else o
     if z * h > 65535:
         raise ValueError(f"tangent batch x heads {z} x {h} exceeds the kernel grid's 65,535")
-    grid = (triton.cdiv(t, BLOCK_M), z * h)
+    o = _out_like(q, zp)
+    do = _out_like(q, z) if tangents is not None else o
+    block_n = BLOCK_N if hd <= 64 else max(16, BLOCK_N // 2)  # two [BLOCK_M, hd] accumulators
+    meta = dict(
+        H=h, REP=h // k.shape[1], HD=hd, BLOCK_M=BLOCK_M, BLOCK_N=block_n, TANGENT=tangents is not None
+    )
+    meta |= dict(PRECISION=_precision(q.dtype), UPCAST=_interpreted() and q.dtype != torch.float32)
     strides = tuple(x.stride()[:3] for x in (q, k, v, dq, dk, dv, o, do))
+    grid = (triton.cdiv(t, BLOCK_M), z * h)
     jvp_attention_kernel[grid](
-        q,
-        k,
-        v,
-        dq,
-        dk,
-        dv,
-        o,
-        do,
-        strides,
-        t,
-        zp,
-        scale,
-        H=h,
-        REP=h // k.shape[1],
-        HD=hd,
-        BLOCK_M=BLOCK_M,
-        BLOCK_N=BLOCK_N if hd <= 64 else max(16, BLOCK_N // 2),
-        TANGENT=tangents is not None,
-        PRECISION=_precision(q.dtype),
-        UPCAST=_interpreted() and q.dtype != torch.float32,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
+        q, k, v, dq, dk, dv, o, do, strides, t, zp, scale, **meta, num_warps=NUM_WARPS, num_stages=NUM_STAGES
     )
     return o, (do if tangents is not None else None)
 
@@ -323,8 +307,7 @@ def attention_jvp(
     The Triton kernel on CUDA (`kernel_supported` shapes and dtypes), else the reference."""
     _check(q, k, v, dq, dk, dv)
     if _use_kernel(q):
-        o, do = attention_jvp_triton(q, k, v, (dq, dk, dv), scale)
-        return o, do
+        return attention_jvp_triton(q, k, v, (dq, dk, dv), scale)  # type: ignore[return-value]
     b = q.shape[0]
     split = [x.unflatten(0, (-1, b)) for x in (dq, dk, dv)]  # [n, B, ...] broadcast over primals
     o, do = attention_jvp_reference(q, k, v, *split, scale=scale)

@@ -1,0 +1,210 @@
+"""Influence scoring, exact forward-mode flash attention vs math SDPA (issue 23, item 4): an A/B in
+one process.
+
+`influence.jvp_scores` of synthetic rows of exactly --seq tokens on a preset (random init, float32
+weights; bf16 autocast on CUDA, as the 19.6 samples/s baseline of influence_throughput.py), K
+probe-gradient queries (K = 1 by default: that baseline's k1 mode; K > 1 are vmapped in one pass),
+timed on two paths:
+
+  math : ``jvp_attention=False``: math SDPA's forward-mode rule ([B, H, T, T] scores), the old path
+  flash: ``jvp_attention=True``: `curation.jvp_attention` (Triton kernel on CUDA, the PyTorch
+         reference elsewhere)
+
+Each path runs the batches of --batches in increasing order until one runs out of memory; its
+fastest batch is its figure. The scores of both paths on the largest batch both fit must agree:
+max |flash - math| / max |math| <= --tolerance (else the JSON is written and the exit code is 1).
+Warm-up passes are untimed; CUDA is synchronised around the timed ones. The kernel's launch
+constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it on a GPU.
+
+    python benchmarks/influence_jvp.py                                   # CUDA: 140m, T 2048
+    python benchmarks/influence_jvp.py --device cpu --preset tiny --seq 128 --threads 1 --out /tmp/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from typing import Any
+
+import torch
+
+from mobilellm_r1.curation import jvp_attention
+from mobilellm_r1.curation.influence import jvp_scores, pad_batch, probe_gradient, select_params
+from mobilellm_r1.model import build_model, preset
+from provenance import dated_result, result_header, write_result
+
+PATHS = {"math": False, "flash": True}  # name -> jvp_scores(jvp_attention=...)
+BASELINE = "19.6 samples/s: 140M, T 2048, k1, subset all, bf16 autocast, batch 32, H100 (README, Nov 2026)"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def random_rows(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab, (n, length), generator=gen).tolist()
+
+
+def time_path(score, device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds per call of ``score()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        score()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        score()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str, list[dict]]:
+    """Per path: one record per batch tried (time, rates, peak memory), up to the first OOM."""
+    out: dict[str, list[dict]] = {}
+    for name, flash in PATHS.items():
+        out[name] = []
+        for batch in args.batches:
+            free(device)
+            ids, labels = pad_batch(rows[:batch], device=device)
+
+            def score(ids=ids, labels=labels, flash=flash) -> torch.Tensor:
+                return jvp_scores(
+                    model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
+                )
+
+            try:
+                seconds = time_path(score, device, args.warmup, args.iters)
+            except torch.OutOfMemoryError as err:
+                out[name].append(
+                    {"batch": batch, "error": "out of memory: " + str(err).splitlines()[0][:160]}
+                )
+                break
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+            record = {"batch": batch, "pass_s": seconds, "samples_per_s": batch / seconds}
+            out[name].append({**record, "tokens_per_s": batch * args.seq / seconds, "peak_mem_gib": peak})
+            print(f"{name:>5} batch {batch:>4}: {batch / seconds:9.2f} samples/s", flush=True)
+    return out
+
+
+def agreement(model, params, queries, rows, batch: int, args, device: torch.device) -> dict[str, Any]:
+    """Scores [K, batch] of both paths on the same rows: max |flash - math| / max |math|, correlation."""
+    free(device)
+    ids, labels = pad_batch(rows[:batch], device=device)
+    scores = {
+        name: jvp_scores(
+            model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
+        )
+        .double()
+        .cpu()
+        for name, flash in PATHS.items()
+    }
+    old, new = scores["math"], scores["flash"]
+    rel = float((new - old).abs().max() / old.abs().max().clamp(min=1e-30))
+    corr = (
+        float(torch.corrcoef(torch.stack([new.flatten(), old.flatten()]))[0, 1]) if old.numel() > 1 else 1.0
+    )
+    return {"batch": batch, "max_rel_diff": rel, "corr": corr, "agree": rel <= args.tolerance}
+
+
+def best(records: list[dict]) -> dict | None:
+    return max((r for r in records if "samples_per_s" in r), key=lambda r: r["samples_per_s"], default=None)
+
+
+def table(result: dict) -> None:
+    print(f"\n{'path':>6} {'batch':>6} {'samples/s':>10} {'tokens/s':>10} {'peak GiB':>9}")
+    for name in PATHS:
+        r = result["best"][name]
+        if r is None:
+            print(f"{name:>6} {'-':>6} {'no batch fits':>10}")
+            continue
+        mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
+        print(f"{name:>6} {r['batch']:>6} {r['samples_per_s']:>10.2f} {r['tokens_per_s']:>10.0f} {mem:>9}")
+    a = result["agreement"]
+    ratio = result["ratio_flash_over_math"]
+    print(f"ratio flash / math: {ratio:.2f}x" if ratio else "ratio flash / math: -")
+    if a:
+        verdict = "agree" if a["agree"] else f"DISAGREE (tolerance {result['config']['tolerance']})"
+        print(
+            f"scores at batch {a['batch']}: max rel diff {a['max_rel_diff']:.2e}, corr {a['corr']:.6f}: {verdict}"
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="140m")
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="increasing; CUDA 8..128, CPU 2 4")
+    p.add_argument("--subset", default="all", help="select_params subset")
+    p.add_argument("--queries", type=int, default=1, help="K probe-gradient queries per pass (vmapped)")
+    p.add_argument("--probe-rows", type=int, default=2, help="random probing rows per query")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--autocast", choices=["bf16", "none"], default=None, help="default: bf16 on CUDA only")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--tolerance", type=float, default=None, help="default 0.05 with bf16, 1e-4 without")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--block-m", type=int, default=jvp_attention.BLOCK_M)
+    p.add_argument("--block-n", type=int, default=jvp_attention.BLOCK_N)
+    p.add_argument("--warps", type=int, default=jvp_attention.NUM_WARPS)
+    p.add_argument("--stages", type=int, default=jvp_attention.NUM_STAGES)
+    p.add_argument("--out", default=None, help="default benchmarks/results/influence_jvp_<date>.json")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    bf16 = args.autocast == "bf16" or (args.autocast is None and device.type == "cuda")
+    args.autocast = torch.bfloat16 if bf16 else None
+    args.tolerance = args.tolerance if args.tolerance is not None else (0.05 if bf16 else 1e-4)
+    args.batches = args.batches or ([8, 16, 32, 64, 128] if device.type == "cuda" else [2, 4])
+    if sorted(args.batches) != args.batches or args.batches[0] < 1:
+        p.error(f"--batches must be positive and increasing, got {args.batches}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    launch = dict(BLOCK_M=args.block_m, BLOCK_N=args.block_n, NUM_WARPS=args.warps, NUM_STAGES=args.stages)
+    for name, value in launch.items():
+        setattr(jvp_attention, name, value)
+    model = build_model(preset(args.preset), device=device, seed=0).eval()
+    vocab = model.config.vocab_size
+    params = select_params(model, args.subset)
+    probes = [random_rows(args.probe_rows, args.seq, vocab, seed=10 + i) for i in range(args.queries)]
+    queries = [probe_gradient(model, rows, params) for rows in probes]
+    rows = random_rows(args.batches[-1], args.seq, vocab, seed=1)
+    records = sweep(model, params, queries, rows, args, device)
+    bests = {name: best(r) for name, r in records.items()}
+    fits = [max((r["batch"] for r in rs if "samples_per_s" in r), default=0) for rs in records.values()]
+    common = min(fits)
+    agree = agreement(model, params, queries, rows, common, args, device) if common else None
+    ratio = bests["flash"]["samples_per_s"] / bests["math"]["samples_per_s"] if all(bests.values()) else None
+    config = {**vars(args), "autocast": str(args.autocast), "launch": launch}
+    config["params"] = sum(p.numel() for p in model.parameters())
+    result = {
+        **result_header("influence_jvp", device.type),
+        "config": config,
+        "baseline_reference": BASELINE,
+        "sweep": records,
+        "best": bests,
+        "agreement": agree,
+        "ratio_flash_over_math": ratio,
+    }
+    out = args.out or dated_result(f"influence_jvp_{args.preset}")
+    write_result(result, out)
+    table(result)
+    if agree is not None and not agree["agree"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
