@@ -9,10 +9,13 @@ from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
 from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
 from mobilellm_r1.train.objectives.grpo import (
+    FILTER_FILE,
+    GRPOObjective,
     PromptSampler,
     group_advantages,
     grpo_token_loss,
     load_prompts,
+    seeded_pool,
     token_logprobs,
 )
 from mobilellm_r1.train.trainer import Trainer
@@ -99,15 +102,19 @@ def load_prompts_stub(n: int):
     return [Prompt(str(i), [{"role": "user", "content": str(i)}], str(i)) for i in range(n)]
 
 
-def test_grpo_raises_reward(tmp_path) -> None:
-    tokenizer = load_tokenizer()
+@pytest.fixture(scope="module")
+def toy_init(tmp_path_factory):
+    """The toy policy that knows the answer format but not the answer (shared by this module)."""
+    return warm_start(load_tokenizer(), sum_prompts(200, seed=0), tmp_path_factory.mktemp("toy") / "init")
+
+
+def test_grpo_raises_reward(tmp_path, toy_init) -> None:
     rows = sum_prompts(200, seed=0)
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    init = warm_start(tokenizer, rows, tmp_path / "init")
     cfg = load_train_config(
         "train/grpo_tiny_cpu",
         [
-            f"model.init_from={init}",
+            f"model.init_from={toy_init}",
             f"grpo.prompts=[{tmp_path / 'prompts.jsonl'}]",
             f"out_dir={tmp_path / 'run'}",
             "steps=30",
@@ -125,6 +132,60 @@ def test_grpo_raises_reward(tmp_path) -> None:
     assert first < 0.3 and last > first + 0.3, rewards
     assert {"kl", "clip_frac", "completion_len", "groups_with_signal"} <= set(log[-1])
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def filter_run(tmp_path, init, rows: list[dict], *sets: str) -> tuple:
+    """A GRPO trainer (not fitted) over `rows` from the toy policy `init`, with `sets` overrides."""
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [
+        f"model.init_from={init}",
+        f"grpo.prompts=[{tmp_path / 'prompts.jsonl'}]",
+        f"out_dir={tmp_path / 'run'}",
+        "grpo.max_new_tokens=6",
+        "grpo.prompts_per_step=4",
+        "checkpoint_every=0",
+        *sets,
+    ]
+    cfg = load_train_config("train/grpo_tiny_cpu", overrides)
+    return Trainer(cfg, device="cpu"), cfg
+
+
+def test_pass_rate_filter_keeps_prompts_with_signal(tmp_path, toy_init, monkeypatch) -> None:
+    rows = sum_prompts(24, seed=0)
+    rows += [{**r, "id": f"never{i}", "answer": "12"} for i, r in enumerate(sum_prompts(8, seed=1))]
+    trainer, cfg = filter_run(tmp_path, toy_init, rows, "grpo.filter_samples=8")
+    solved = json.loads((tmp_path / "run" / FILTER_FILE).read_text())["solved"]
+    assert set(solved) == {r["id"] for r in rows}
+    assert all(solved[f"never{i}"] == 0 for i in range(8))  # one boxed digit is never 12
+    kept = {p.id for p in trainer.loader.prompts}
+    assert kept and kept == {pid for pid, c in solved.items() if 0 < c < 8}
+
+    def sample_again(*args):
+        raise AssertionError("the saved pass counts should have been used")
+
+    # a resumed build reads the counts back; a changed filter setting samples again
+    monkeypatch.setattr(GRPOObjective, "_pass_counts", sample_again)
+    again, _ = trainer.objective.batches(cfg, trainer.tokenizer, trainer.dist)
+    assert {p.id for p in again.prompts} == kept
+    cfg.grpo.filter_samples = 4
+    with pytest.raises(AssertionError, match="saved pass counts"):
+        trainer.objective.batches(cfg, trainer.tokenizer, trainer.dist)
+    trainer.objective.close()
+
+
+def test_pass_rate_filter_without_survivors_says_why(tmp_path, toy_init) -> None:
+    rows = [{**r, "answer": "12"} for r in sum_prompts(16, seed=0)]
+    with pytest.raises(ValueError, match=r"filter_samples=4: no prompt .*never 16, always 0"):
+        filter_run(tmp_path, toy_init, rows, "grpo.filter_samples=4")
+
+
+def test_seeded_pool_is_a_stable_subset() -> None:
+    prompts = load_prompts_stub(50)
+    pool = seeded_pool(prompts, 10, seed=3)
+    assert len(pool) == 10 and pool == seeded_pool(prompts, 10, seed=3)
+    assert [int(p.id) for p in pool] == sorted(int(p.id) for p in pool)  # file order kept
+    assert pool != seeded_pool(prompts, 10, seed=4)
+    assert seeded_pool(prompts, 0, seed=3) == prompts == seeded_pool(prompts, 80, seed=3)
 
 
 def test_progress_bar_shows_reward_and_kl(tmp_path, capsys) -> None:

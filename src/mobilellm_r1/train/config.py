@@ -121,6 +121,10 @@ class GRPOSection:
     loss_agg: Literal["seq", "token"] = "seq"  # per-completion mean (GRPO) or token mean (DAPO)
     micro_batch: int = bounded(8, ge=1)  # rows per forward/backward
     judge_workers: int = bounded(2, ge=1)
+    pool_size: int = bounded(0, ge=0)  # 0: every prompt; else a seeded sample of this many
+    # > 0: before step 1 each prompt is sampled this many times by the initial policy and kept only
+    # if some but not all samples are right (the others give every group the same reward: no signal)
+    filter_samples: int = bounded(0, ge=0)
 
 
 @dataclass

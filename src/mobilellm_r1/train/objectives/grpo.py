@@ -22,6 +22,13 @@ One optimizer step (``objective: grpo``):
    tokens of the step (``loss_agg: token``, DAPO). With ``iterations: 1`` pi_old is the policy
    itself, so rho = 1 and nothing is clipped: clipping only acts from the second pass on.
 
+Before step 1 the prompt set can be narrowed: ``pool_size`` keeps a seeded sample of that many
+prompts, and ``filter_samples: k`` samples every prompt k times with the initial policy and keeps
+those solved by some but not all samples (a group whose rewards are all equal has zero advantage,
+so always- and never-solved prompts only cost rollouts; the pass-rate filter of DAPO-style
+recipes, done once up front). The pass counts go to ``out_dir/grpo_prompt_filter.json``, which a
+resumed run reads back instead of sampling again.
+
 Logs per step: mean reward, reward std, completion length, KL, clip fraction, the fraction of
 groups with a learning signal, plus the trainer's loss / lr / grad norm / tokens/s.
 """
@@ -29,7 +36,10 @@ groups with a learning signal, plus the trainer's loss / lr / grad norm / tokens
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ...atomic import atomic_write
 from ...data.records import iter_jsonl
 from ...deploy.batching import BatchingEngine
 from ...deploy.paged_cache import PagedKVCache, blocks_for
@@ -46,7 +57,7 @@ from ...eval.math_grading import MathJudge, math_gold
 from ...model.padding import pad_rows
 from ...tokenizer import chat_messages
 from ..optim import clip_gradients
-from .base import Loop, Objective, StepResult
+from .base import Loop, Objective, StepResult, autocast
 
 if TYPE_CHECKING:
     from ...model import Transformer
@@ -56,6 +67,7 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 ROLLOUT_BLOCK = 16  # KV block of the rollout engine, in tokens
+FILTER_FILE = "grpo_prompt_filter.json"
 
 
 @dataclass
@@ -117,6 +129,14 @@ def load_prompts(paths: list[str], system: str | None = "math", domain: str | No
     if not prompts:
         raise ValueError(f"no prompts in {paths}")
     return prompts
+
+
+def seeded_pool(prompts: list[Prompt], size: int, seed: int) -> list[Prompt]:
+    """A seeded sample of `size` prompts in file order (all of them when `size` is 0 or more)."""
+    if not size or size >= len(prompts):
+        return prompts
+    picked = random.Random(seed).sample(range(len(prompts)), size)
+    return [prompts[i] for i in sorted(picked)]
 
 
 class PromptSampler:
@@ -243,15 +263,82 @@ class GRPOObjective(Objective):
 
     def batches(self, cfg: TrainConfig, tokenizer: Tokenizer, dist: DistInfo) -> tuple[PromptSampler, int]:
         g = cfg.grpo
-        prompts = load_prompts(g.prompts, system=g.system, domain=g.domain)
+        prompts = seeded_pool(
+            load_prompts(g.prompts, system=g.system, domain=g.domain), g.pool_size, cfg.seed
+        )
+        if g.filter_samples:
+            prompts = self._filtered(cfg, dist, prompts)
         return PromptSampler(prompts, seed=cfg.seed), self.model.config.max_position_embeddings
+
+    # ------------------------------------------------------------------ prompt filter
+    def _filtered(self, cfg: TrainConfig, dist: DistInfo, prompts: list[Prompt]) -> list[Prompt]:
+        """The prompts the initial policy solves in some but not all of `filter_samples` samples
+        (module docstring); the counts are read back from `out_dir` when this run made them."""
+        g = cfg.grpo
+        path = Path(cfg.out_dir) / FILTER_FILE
+        settings = [
+            [p.id for p in prompts],
+            g.filter_samples,
+            g.temperature,
+            g.top_p,
+            g.max_new_tokens,
+            cfg.seed,
+        ]
+        digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        if saved.get("digest") == digest:
+            counts = [saved["solved"][p.id] for p in prompts]
+        else:
+            counts = self._pass_counts(cfg, dist, prompts)
+            solved = {p.id: c for p, c in zip(prompts, counts, strict=True)}
+            atomic_write(path, json.dumps({"digest": digest, "samples": g.filter_samples, "solved": solved}))
+        k = g.filter_samples
+        kept = [p for p, c in zip(prompts, counts, strict=True) if 0 < c < k]
+        never, always = counts.count(0), counts.count(k)
+        print(
+            f"GRPO prompt filter: {len(prompts)} prompts x {k} samples: kept {len(kept)} "
+            f"(never solved {never}, always solved {always}); counts in {path}",
+            file=sys.stderr,
+        )
+        if not kept:
+            raise ValueError(
+                f"grpo.filter_samples={k}: no prompt of {g.prompts} is solved by some but not all "
+                f"samples of the initial policy (never {never}, always {always}); use easier or "
+                "harder prompts, more samples, or filter_samples: 0"
+            )
+        return kept
+
+    def _pass_counts(self, cfg: TrainConfig, dist: DistInfo, prompts: list[Prompt]) -> list[int]:
+        """How many of `filter_samples` samples of each prompt are right, in rollouts the size of
+        a training step's (prompts_per_step x group_size rows)."""
+        from tqdm.auto import tqdm
+
+        g = cfg.grpo
+        chunk = max(1, g.prompts_per_step * g.group_size // g.filter_samples)
+        counts: list[int] = []
+        bar = tqdm(
+            total=len(prompts), desc="filter prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True
+        )
+        for lo in range(0, len(prompts), chunk):
+            part = prompts[lo : lo + chunk]
+            seed = cfg.seed * 100_003 + 1_000_000_000 + lo  # apart from the training steps' seeds
+            _, completions = self._generate(cfg, dist, part, g.filter_samples, seed)
+            for p, group in zip(part, completions, strict=True):
+                verdicts = self.judge.judge_many([(p.answer, c.text or "") for c in group], "boxed")
+                counts.append(sum(v.correct for v in verdicts))
+            bar.update(len(part))
+        bar.close()
+        return counts
 
     def close(self) -> None:
         self.judge.close()
 
     # ------------------------------------------------------------------ rollout
-    def _sample(self, loop: Loop, prompts: list[Prompt]) -> tuple[list[list[int]], list[list[Any]]]:
-        g = loop.cfg.grpo
+    def _generate(
+        self, cfg: TrainConfig, dist: DistInfo, prompts: list[Prompt], n: int, seed: int
+    ) -> tuple[list[list[int]], list[list[Any]]]:
+        """`n` sampled completions of each prompt (the rollout settings of `cfg.grpo`)."""
+        g = cfg.grpo
         encoded = [
             list(self.tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)) for p in prompts
         ]
@@ -259,11 +346,11 @@ class GRPOObjective(Objective):
             max_new_tokens=g.max_new_tokens,
             temperature=g.temperature,
             top_p=g.top_p,
-            n=g.group_size,
-            seed=loop.cfg.seed * 100_003 + loop.step,
+            n=n,
+            seed=seed,
             stop_token_ids=tuple(self.tokenizer.stop_ids),
         )
-        with loop.autocast():
+        with autocast(cfg, dist):
             completions = self._engine(encoded, params).generate(encoded, params)
         self.model.train()
         return encoded, completions
@@ -283,7 +370,9 @@ class GRPOObjective(Objective):
     def _rollout(self, loop: Loop) -> Rollout:
         g = loop.cfg.grpo
         prompts = loop.loader.take(g.prompts_per_step)
-        encoded, completions = self._sample(loop, prompts)
+        encoded, completions = self._generate(
+            loop.cfg, loop.dist, prompts, g.group_size, loop.cfg.seed * 100_003 + loop.step
+        )
         pairs = [
             (p.answer, c.text or "") for p, group in zip(prompts, completions, strict=True) for c in group
         ]
