@@ -10,8 +10,8 @@ is that process's): one growing sequence is prefilled up to each context C in tu
 `--decode` greedy tokens are decoded:
   * decode_tok_s[C]  = decode tokens / their wall time, the cache holding ~C tokens;
   * prefill_tok_s    = the first chunk (C = the smallest context) / its wall time.
-Our engine (`Generator`, bf16) cannot extend a sequence, so at each C it runs a prompt of
-C - decode tokens twice (1 new token, then decode + 1) and takes the difference.
+Our engine is stepped the same way (`TorchRuntime`: the model in bf16 with its KV cache, eager,
+the `Generator`'s batch-1 decode math).
 The memory-bandwidth floor: read bandwidth of this machine (a large tensor summed by all
 threads, best of 5) over the bytes one decode step must read at least: int4 weights of every
 linear layer including the tied LM head (4.5 bits per weight with a scale per group of 32)
@@ -90,7 +90,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _random_ids(n: int, seed: int) -> list[int]:
+def random_ids(n: int, seed: int) -> list[int]:
     """n ids of ordinary (non-special) tokens."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(1000, 100_000, (n,), generator=g).tolist()
@@ -100,8 +100,14 @@ def run_file_route(path: Path, contexts: list[int], decode: int, threads: int) -
     """Grow one sequence through an exported file's runtime (see module docstring)."""
     from mobilellm_r1.deploy.formats import format_of_path
 
-    runtime = format_of_path(path).load().open_runtime(path, threads=threads)
-    ids = _random_ids(max(contexts), 0)
+    return grow(format_of_path(path).load().open_runtime(path, threads=threads), contexts, decode)
+
+
+def grow(runtime, contexts: list[int], decode: int) -> dict:
+    """Prefill one sequence up to each context C - decode in turn, then time `decode` greedy
+    steps at C; the first chunk's rate is the prefill rate. `runtime.forward(ids, start)` gives
+    the last position's logits."""
+    ids = random_ids(max(contexts), 0)
     pos, out = 0, {"decode_tok_s": {}}
     for c in contexts:
         chunk = ids[pos : c - decode]
@@ -120,29 +126,43 @@ def run_file_route(path: Path, contexts: list[int], decode: int, threads: int) -
     return out
 
 
-def run_torch_route(model_dir: Path, contexts: list[int], decode: int, threads: int) -> dict:
-    """Our Generator in bf16: per context, a prompt of C - decode tokens, 1 vs decode + 1 new."""
-    from mobilellm_r1.deploy import Generator, SamplingParams
-    from mobilellm_r1.model.hf import load_checked
+class TorchRuntime:
+    """Our model in bf16 with its KV cache, stepped like the file runtimes. As in `Generator`,
+    attention reads the cache up to the filled length rounded up to `CACHE_BUCKET` slots."""
 
+    def __init__(self, model_dir: Path, max_len: int, dtype: str = "bfloat16") -> None:
+        from mobilellm_r1.model.hf import load_checked
+        from mobilellm_r1.model.model import KVCache
+
+        self.model = load_checked(model_dir, device="cpu", dtype=dtype)[0].eval()
+        weights = next(self.model.parameters()).dtype
+        self.cache = KVCache(self.model.config, 1, max_len, device="cpu", dtype=weights)
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], start: int) -> torch.Tensor:
+        from mobilellm_r1.deploy.generate import CACHE_BUCKET
+
+        slots = torch.arange(start, start + len(ids))
+        width = min(self.cache.max_len, -(-(start + len(ids)) // CACHE_BUCKET) * CACHE_BUCKET)
+        # [1, 1, n, width]: each new token sees the cache up to itself; None: causal prefill from 0
+        mask = None if start == 0 else (torch.arange(width)[None, :] <= slots[:, None])[None, None]
+        logits = self.model(
+            torch.tensor([ids]),
+            slots[None],
+            cache=self.cache,
+            cache_pos=slots,
+            attn_mask=mask,
+            last_only=True,
+        )
+        return logits[0, -1].float()
+
+
+def run_torch_route(model_dir: Path, contexts: list[int], decode: int, threads: int) -> dict:
+    """Our model in bf16, eager, batch 1 (the `Generator`'s decode math), grown like the files."""
     torch.set_num_threads(threads)
-    model, _ = load_checked(model_dir, device="cpu", dtype="bfloat16")
-    gen = Generator(model)
-    one = SamplingParams(max_new_tokens=1, stop_token_ids=())
-    full = SamplingParams(max_new_tokens=decode + 1, stop_token_ids=())
-    gen.generate([_random_ids(64, 1)], full)  # warm-up
-    out: dict = {"decode_tok_s": {}}
-    for c in contexts:
-        prompt = [_random_ids(c - decode, 0)]
-        start = time.perf_counter()
-        gen.generate(prompt, one)
-        prefill = time.perf_counter() - start
-        if "prefill_tok_s" not in out:
-            out["prefill_tok_s"], out["prefill_tokens"] = (c - decode) / prefill, c - decode
-        start = time.perf_counter()
-        gen.generate(prompt, full)
-        out["decode_tok_s"][c] = decode / max(time.perf_counter() - start - prefill, 1e-9)
-    return out
+    runtime = TorchRuntime(model_dir, max(contexts))
+    runtime.forward(random_ids(64, 1), 0)  # warm-up
+    return grow(runtime, contexts, decode)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html.parser
+import json
 
+from mobilellm_r1.pipeline.report.collect import prompt_filter
 from mobilellm_r1.pipeline.report.page import SECTIONS, render
 
 HOSTILE = "<script>alert(1)</script>"
@@ -38,6 +40,7 @@ def _report() -> dict:
         "steps": 3,
         "curves": {"reward": [[1, 0.1], [2, 0.2], [3, 0.375]]},
         "heldout": [],
+        "prompt_filter": {"prompts": 96, "samples": 8, "kept": 45, "never": 51, "always": 0},
     }
     return {
         "recipe": "t",
@@ -136,6 +139,21 @@ def test_every_section_with_its_numbers_in_tables() -> None:
     for number in ("6.25", "0.375", "0.625", "0.4375", "321.5", "3.25", "4.5", "0:12", "4096", "2"):
         assert number in page.cells, number
     assert all(page.alts) and len(page.alts) >= 4  # loss, reward, mixture, influence figures
+
+
+def test_grpo_prompt_filter_is_stated() -> None:
+    text = " ".join(render(_report()).split())
+    assert "of 96 prompts sampled 8 times each by the initial policy, 45 were kept" in text
+    assert "51 never solved, 0 always solved" in text
+
+
+def test_prompt_filter_counts_from_the_saved_file(tmp_path) -> None:
+    path = tmp_path / "grpo_prompt_filter.json"
+    path.write_text(
+        json.dumps({"digest": "d", "samples": 4, "solved": {"a": 0, "b": 4, "c": 2, "d": 1, "e": 0}})
+    )
+    assert prompt_filter(path) == {"prompts": 5, "samples": 4, "kept": 2, "never": 2, "always": 1}
+    assert prompt_filter(tmp_path / "absent.json") is None
 
 
 def test_text_from_the_run_is_escaped_not_run() -> None:

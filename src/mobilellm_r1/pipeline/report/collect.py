@@ -48,7 +48,25 @@ def train_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
         "steps": max((r["step"] for r in steps), default=0),
         "curves": curves,
         "heldout": evals,
+        "prompt_filter": prompt_filter(out / "grpo_prompt_filter.json"),
         "final_model": str(out / "final") if (out / "final").is_dir() else None,
+    }
+
+
+def prompt_filter(path: Path) -> dict[str, int] | None:
+    """GRPO's pass-rate filter (`grpo.filter_samples`): prompts sampled, samples each, how many
+    were kept (solved by some samples), never solved and always solved; None without one."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    k, counts = int(saved["samples"]), list(saved["solved"].values())
+    never, always = counts.count(0), counts.count(k)
+    return {
+        "prompts": len(counts),
+        "samples": k,
+        "kept": len(counts) - never - always,
+        "never": never,
+        "always": always,
     }
 
 

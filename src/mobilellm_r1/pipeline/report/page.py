@@ -154,6 +154,9 @@ GRPO); held-out NLL is the last evaluation of the run on the held-out probing te
 <td>{{ fmt(c.reward[0][1]) if c.reward else "-" }}</td><td>{{ fmt(c.reward[-1][1]) if c.reward else "-" }}</td>
 <td class="l">{{ fmt(s.section.heldout[-1].rankme) if s.section.heldout and s.section.heldout[-1].rankme is defined else "-" }}</td></tr>{% endfor %}
 </table>
+{% for s in train if s.section.prompt_filter %}{% set f = s.section.prompt_filter %}<p>{{ s.name }}: of
+{{ f.prompts }} prompts sampled {{ f.samples }} times each by the initial policy, {{ f.kept }} were kept (solved by
+some samples, not all); {{ f.never }} never solved, {{ f.always }} always solved.</p>{% endfor %}
 
 <h2 id="data">Data: mixtures and influence</h2>
 {% if mix_png %}<img alt="source weights of every mixture" src="{{ mix_png }}">{% endif %}
