@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -76,10 +77,14 @@ def _shipped(name: str) -> Path | None:
     return Path(str(entry)) if entry.is_file() else None
 
 
-def referenced_recipes(argv: list[str], run_dir: Path) -> list[Path]:
+def referenced_recipes(
+    argv: list[str], run_dir: Path, generated: Callable[[Path], bool] = lambda path: False
+) -> list[Path]:
     """The recipe files a command line depends on: those it names (`--recipe`, `--config`, or in a
     `--set` value such as `data.recipe=mix/phase1.yaml`), and, transitively, the shipped recipes
-    those name (a train recipe names its data recipe)."""
+    those name (a train recipe names its data recipe). A file a stage of the run writes
+    (`generated`) is not read for names: it exists only after that stage ran, and the names in it
+    are already in its producer's key."""
     found: dict[Path, None] = {}
     todo = [w for arg in argv for w in RECIPE_NAME.findall(arg)]
     while todo:
@@ -91,7 +96,7 @@ def referenced_recipes(argv: list[str], run_dir: Path) -> list[Path]:
         if path is None or path in found:
             continue
         found[path] = None
-        if path.is_file():
+        if path.is_file() and not generated(path):
             todo += RECIPE_NAME.findall(path.read_text())
     return sorted(found)
 
@@ -111,7 +116,11 @@ def stage_key(
 ) -> str:
     """The content key of `stage` (see the module docstring)."""
     parts: dict[str, object] = {"argv": argv, "version": __version__}
-    for path in referenced_recipes(argv, run_dir):
+
+    def generated(path: Path) -> bool:
+        return _recipe_maker(path, stage, run_dir, root, name, earlier)[0]
+
+    for path in referenced_recipes(argv, run_dir, generated):
         if (part := _recipe_part(path, stage, run_dir, root, name, earlier)) is not None:
             parts[f"recipe:{path.name}"] = part
     for raw in stage.inputs:
@@ -124,21 +133,32 @@ def stage_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _recipe_maker(
+    path: Path, stage: StageSpec, run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
+) -> tuple[bool, StagePlan | None]:
+    """Whether a stage of this run writes the recipe file `path` (`stage` itself or an earlier
+    one), and the earlier stage that does (None: `stage` itself, or nobody)."""
+    local = path.resolve()
+    if not local.is_relative_to(run_dir.resolve()):
+        return False, None
+    rel = local.relative_to(run_dir.resolve()).as_posix()
+    own = [Path(fill(out, root, name)).parts for out in stage.outputs]
+    if any(Path(rel).parts[: len(out)] == out for out in own):
+        return True, None
+    source = producer(rel, earlier)
+    return source is not None, source
+
+
 def _recipe_part(
     path: Path, stage: StageSpec, run_dir: Path, root: Path, name: str, earlier: dict[str, StagePlan]
 ) -> str | None:
     """What a recipe file adds to a key: nothing when the stage writes it itself (`curate mix
     --out mix/p.yaml`), its producer's key when an earlier stage writes it (the same before and
     after that stage ran), else its content."""
-    local = path.resolve()
-    if not local.is_relative_to(run_dir.resolve()):
-        return content_digest(path)
-    rel = local.relative_to(run_dir.resolve()).as_posix()
-    own = [Path(fill(out, root, name)).parts for out in stage.outputs]
-    if any(Path(rel).parts[: len(out)] == out for out in own):
-        return None
-    source = producer(rel, earlier)
-    return f"stage:{source.stage.name}:{source.key}" if source is not None else content_digest(path)
+    made, source = _recipe_maker(path, stage, run_dir, root, name, earlier)
+    if source is not None:
+        return f"stage:{source.stage.name}:{source.key}"
+    return None if made else content_digest(path)
 
 
 def make_plan(
