@@ -54,6 +54,7 @@ CONTEXTS = {
 }
 # MobileLLM-R1 paper, Table 10: Samsung Galaxy S22, ExecuTorch 8da4w, decode tok/s by context.
 PAPER_S22 = {"140m": {1024: 129.7, 32768: 79.7}, "360m": {1024: 77.2}, "950m": {1024: 31.1}}
+PREFILL_CHUNK = 2048  # tokens per forward of our engine's prefill
 BITS_PER_INT4_WEIGHT = 4.5  # 4 bits + a 16-bit scale per group of 32
 
 
@@ -140,6 +141,13 @@ class TorchRuntime:
 
     @torch.inference_mode()
     def forward(self, ids: list[int], start: int) -> torch.Tensor:
+        """Last position's logits after `ids` at cache slots start..; a long prompt goes in chunks
+        of PREFILL_CHUNK (the [chunk, width] attention mask of one 32k prompt would not fit)."""
+        for lo in range(0, len(ids), PREFILL_CHUNK):
+            logits = self._chunk(ids[lo : lo + PREFILL_CHUNK], start + lo)
+        return logits
+
+    def _chunk(self, ids: list[int], start: int) -> torch.Tensor:
         from mobilellm_r1.deploy.generate import CACHE_BUCKET
 
         slots = torch.arange(start, start + len(ids))

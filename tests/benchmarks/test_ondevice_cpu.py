@@ -13,11 +13,12 @@ from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.tokenizer import load_tokenizer
 
 
-def test_torch_runtime_grows_a_sequence_like_the_generator(tmp_path) -> None:
+def test_torch_runtime_grows_a_sequence_like_the_generator(tmp_path, monkeypatch) -> None:
     """Prefill in two chunks (the second attends to the cache), then greedy steps: the same
     tokens as the Generator's greedy decode of the same prompt (float32)."""
     save_pretrained(build_model(preset("tiny"), seed=0), load_tokenizer(), tmp_path / "m")
     prompt = ondevice_cpu.random_ids(300, 0)
+    monkeypatch.setattr(ondevice_cpu, "PREFILL_CHUNK", 64)  # the 200-token chunk goes in 4 pieces
     runtime = ondevice_cpu.TorchRuntime(tmp_path / "m", 512, dtype="float32")
     runtime.forward(prompt[:200], 0)
     logits = runtime.forward(prompt[200:], 200)
