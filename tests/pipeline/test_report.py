@@ -150,7 +150,7 @@ def test_grpo_prompt_filter_is_stated() -> None:
 def test_prompt_filter_counts_from_the_saved_file(tmp_path) -> None:
     path = tmp_path / "grpo_prompt_filter.json"
     path.write_text(
-        json.dumps({"digest": "d", "samples": 4, "solved": {"a": 0, "b": 4, "c": 2, "d": 1, "e": 0}})
+        json.dumps({"digest": "d", "samples": 4, "ids": list("abcde"), "solved": [0, 4, 2, 1, 0]})
     )
     assert prompt_filter(path) == {"prompts": 5, "samples": 4, "kept": 2, "never": 2, "always": 1}
     assert prompt_filter(tmp_path / "absent.json") is None

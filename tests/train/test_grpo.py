@@ -154,7 +154,8 @@ def test_pass_rate_filter_keeps_prompts_with_signal(tmp_path, toy_init, monkeypa
     rows = sum_prompts(24, seed=0)
     rows += [{**r, "id": f"never{i}", "answer": "12"} for i, r in enumerate(sum_prompts(8, seed=1))]
     trainer, cfg = filter_run(tmp_path, toy_init, rows, "grpo.filter_samples=8")
-    solved = json.loads((tmp_path / "run" / FILTER_FILE).read_text())["solved"]
+    saved = json.loads((tmp_path / "run" / FILTER_FILE).read_text())
+    solved = dict(zip(saved["ids"], saved["solved"], strict=True))
     assert set(solved) == {r["id"] for r in rows}
     assert all(solved[f"never{i}"] == 0 for i in range(8))  # one boxed digit is never 12
     kept = {p.id for p in trainer.loader.prompts}

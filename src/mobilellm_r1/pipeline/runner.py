@@ -3,10 +3,12 @@
 A child process gets the stage's command line; its stdout goes to `RUN/.stages/NAME.log` (the
 last JSON document in it is the stage's report) and, up to that report, to the terminal; its
 stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator (PR_SET_PDEATHSIG), so a killed run
-leaves no stage running. On Linux the orchestrator imports the stage commands' modules (torch,
-the trainer, evaluation, curation; ~3 s) once and forks each stage from itself, so a stage starts
-with them imported; it never runs a tensor operation or touches CUDA, so the fork is clean.
-Elsewhere (macOS forks badly after such imports) each stage is a fresh `python -m mobilellm_r1.cli`. Before a stage starts, its marker says `running` under its key; after it
+leaves no stage running. On Linux an orchestrator that has not imported torch before (the
+`mobilellm-r1 run` process) imports the stage commands' modules (torch, the trainer, evaluation,
+curation; ~3 s) once and forks each stage from itself, so a stage starts with them imported; it
+never runs a tensor operation or touches CUDA, so the fork is clean. A process that already had
+torch (a notebook, a test) may hold OpenMP or CUDA state that a forked child would deadlock on,
+so there, and off Linux, each stage is a fresh `python -m mobilellm_r1.cli`. Before a stage starts, its marker says `running` under its key; after it
 exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
 this loop: `ranks: all` stages (training, influence) start on every rank, the others on rank 0
 while the other ranks wait for its marker (the run directory must be on a shared filesystem).
@@ -38,8 +40,8 @@ RESUME_FLAGS: dict[tuple[str, ...], list[str]] = {
     ("curate", "coevolve"): [],
 }
 WAIT_POLL_S = 2.0
-FORK = sys.platform.startswith("linux")
-# What the stage commands import, loaded by the orchestrator before it forks them (FORK).
+FORK = sys.platform.startswith("linux")  # stages forked from a clean orchestrator (module docstring)
+# What the stage commands import, loaded by the orchestrator before it forks them.
 PRELOAD = (
     "torch",
     "mobilellm_r1.train.commands",
@@ -92,7 +94,8 @@ class Runner:
         self.run_dir = root / cfg.run_dir
         self.rank = rank_info()[0]
         self.device = _device()  # asked once: every stage of a run runs on this machine
-        if FORK:
+        self.fork = FORK and "torch" not in sys.modules  # module docstring
+        if self.fork:
             for module in PRELOAD:
                 importlib.import_module(module)
 
@@ -183,7 +186,7 @@ class Runner:
     def _start(self, argv: list[str]):
         """Start the stage; (a function waiting for its exit code, its stdout lines)."""
         parent = os.getpid()
-        if not FORK:
+        if not self.fork:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             child = subprocess.Popen(
                 [sys.executable, "-m", "mobilellm_r1.cli", *argv],

@@ -59,7 +59,7 @@ def prompt_filter(path: Path) -> dict[str, int] | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    k, counts = int(saved["samples"]), list(saved["solved"].values())
+    k, counts = int(saved["samples"]), list(saved["solved"])
     never, always = counts.count(0), counts.count(k)
     return {
         "prompts": len(counts),

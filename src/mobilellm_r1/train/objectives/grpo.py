@@ -287,11 +287,11 @@ class GRPOObjective(Objective):
         digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()
         saved = json.loads(path.read_text()) if path.exists() else {}
         if saved.get("digest") == digest:
-            counts = [saved["solved"][p.id] for p in prompts]
+            counts = list(saved["solved"])
         else:
             counts = self._pass_counts(cfg, dist, prompts)
-            solved = {p.id: c for p, c in zip(prompts, counts, strict=True)}
-            atomic_write(path, json.dumps({"digest": digest, "samples": g.filter_samples, "solved": solved}))
+            record = {"digest": digest, "samples": g.filter_samples, "ids": settings[0], "solved": counts}
+            atomic_write(path, json.dumps(record))
         k = g.filter_samples
         kept = [p for p, c in zip(prompts, counts, strict=True) if 0 < c < k]
         never, always = counts.count(0), counts.count(k)
@@ -323,9 +323,12 @@ class GRPOObjective(Objective):
             part = prompts[lo : lo + chunk]
             seed = cfg.seed * 100_003 + 1_000_000_000 + lo  # apart from the training steps' seeds
             _, completions = self._generate(cfg, dist, part, g.filter_samples, seed)
-            for p, group in zip(part, completions, strict=True):
-                verdicts = self.judge.judge_many([(p.answer, c.text or "") for c in group], "boxed")
-                counts.append(sum(v.correct for v in verdicts))
+            pairs = [
+                (p.answer, c.text or "") for p, group in zip(part, completions, strict=True) for c in group
+            ]
+            right = [v.correct for v in self.judge.judge_many(pairs, "boxed")]
+            k = g.filter_samples
+            counts += [sum(right[i : i + k]) for i in range(0, len(right), k)]
             bar.update(len(part))
         bar.close()
         return counts
