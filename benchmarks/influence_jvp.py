@@ -23,12 +23,13 @@ constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it
 from __future__ import annotations
 
 import argparse
-import gc
 import time
 from typing import Any
 
 import torch
 
+from influence_throughput import free as release
+from influence_throughput import sync
 from mobilellm_r1.curation import jvp_attention
 from mobilellm_r1.curation.influence import jvp_scores, pad_batch, probe_gradient, select_params
 from mobilellm_r1.model import build_model, preset
@@ -38,15 +39,10 @@ PATHS = {"math": False, "flash": True}  # name -> jvp_scores(jvp_attention=...)
 BASELINE = "19.6 samples/s: 140M, T 2048, k1, subset all, bf16 autocast, batch 32, H100 (README, Nov 2026)"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def free(device: torch.device) -> None:
-    gc.collect()
+    """Release cached memory (`influence_throughput.free`) and restart the peak-memory count."""
+    release(device)
     if device.type == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
