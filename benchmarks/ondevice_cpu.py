@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from mobilellm_r1.atomic import atomic_write
+from mobilellm_r1.deploy.generate import CACHE_BUCKET
 from provenance import dated_result, result_header, write_result
 
 ROUTES = {  # name -> (format, quant, pte KV cache); None: our PyTorch engine in bf16
@@ -148,8 +149,6 @@ class TorchRuntime:
         return logits
 
     def _chunk(self, ids: list[int], start: int) -> torch.Tensor:
-        from mobilellm_r1.deploy.generate import CACHE_BUCKET
-
         slots = torch.arange(start, start + len(ids))
         width = min(self.cache.max_len, -(-(start + len(ids)) // CACHE_BUCKET) * CACHE_BUCKET)
         # [1, 1, n, width]: each new token sees the cache up to itself; None: causal prefill from 0

@@ -7,9 +7,9 @@ import torch
 
 from mobilellm_r1.tokenizer import load_tokenizer
 from mobilellm_r1.train.config import load_train_config
+from mobilellm_r1.train.grpo_filter import FILTER_FILE
 from mobilellm_r1.train.grpo_toy import sum_prompts, warm_start
 from mobilellm_r1.train.objectives.grpo import (
-    FILTER_FILE,
     GRPOObjective,
     PromptSampler,
     group_advantages,

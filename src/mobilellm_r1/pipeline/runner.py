@@ -3,12 +3,7 @@
 A child process gets the stage's command line; its stdout goes to `RUN/.stages/NAME.log` (the
 last JSON document in it is the stage's report) and, up to that report, to the terminal; its
 stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator (PR_SET_PDEATHSIG), so a killed run
-leaves no stage running. On Linux an orchestrator that has not imported torch before (the
-`mobilellm-r1 run` process) imports the stage commands' modules (torch, the trainer, evaluation,
-curation; ~3 s) once and forks each stage from itself, so a stage starts with them imported; it
-never runs a tensor operation or touches CUDA, so the fork is clean. A process that already had
-torch (a notebook, a test) may hold OpenMP or CUDA state that a forked child would deadlock on,
-so there, and off Linux, each stage is a fresh `python -m mobilellm_r1.cli`. Before a stage starts, its marker says `running` under its key; after it
+leaves no stage running. Before a stage starts, its marker says `running` under its key; after it
 exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
 this loop: `ranks: all` stages (training, influence) start on every rank, the others on rank 0
 while the other ranks wait for its marker (the run directory must be on a shared filesystem).
@@ -16,16 +11,13 @@ while the other ranks wait for its marker (the run directory must be on a shared
 
 from __future__ import annotations
 
-import importlib
 import os
-import runpy
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 from ..procs import die_with_parent
 from .config import PipelineConfig
@@ -40,16 +32,6 @@ RESUME_FLAGS: dict[tuple[str, ...], list[str]] = {
     ("curate", "coevolve"): [],
 }
 WAIT_POLL_S = 2.0
-FORK = sys.platform.startswith("linux")  # stages forked from a clean orchestrator (module docstring)
-# What the stage commands import, loaded by the orchestrator before it forks them.
-PRELOAD = (
-    "torch",
-    "mobilellm_r1.train.commands",
-    "mobilellm_r1.eval.commands",
-    "mobilellm_r1.eval.registry",
-    "mobilellm_r1.curation.commands",
-    "mobilellm_r1.data.commands",
-)
 
 
 class StageFailed(RuntimeError):
@@ -94,10 +76,6 @@ class Runner:
         self.run_dir = root / cfg.run_dir
         self.rank = rank_info()[0]
         self.device = _device()  # asked once: every stage of a run runs on this machine
-        self.fork = FORK and "torch" not in sys.modules  # module docstring
-        if self.fork:
-            for module in PRELOAD:
-                importlib.import_module(module)
 
     def execute(self, plan: list[StagePlan]) -> None:
         """Run every stage that the plan does not skip; StageFailed stops at the first failure."""
@@ -168,45 +146,32 @@ class Runner:
                 path.unlink()
 
     def _spawn(self, argv: list[str], name: str) -> tuple[int, str]:
-        """Run the stage's command in the run directory (module docstring); (exit code, its stdout)."""
+        """Run `python -m mobilellm_r1.cli ARGV` in the run directory; (exit code, its stdout)."""
         log_file = log_path(self.run_dir, name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        chunks: list[str] = []
-        with open(log_file, "a") as log:
-            code, lines = self._start(argv)
-            in_report = False
-            for line in lines:
-                chunks.append(line)
-                log.write(line)
-                in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
-                if self.rank == 0 and not in_report:
-                    self.log.write("    " + line)
-        return code(), "".join(chunks)
-
-    def _start(self, argv: list[str]):
-        """Start the stage; (a function waiting for its exit code, its stdout lines)."""
         parent = os.getpid()
-        if not self.fork:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            child = subprocess.Popen(
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        chunks: list[str] = []
+        with (
+            open(log_file, "a") as log,
+            subprocess.Popen(
                 [sys.executable, "-m", "mobilellm_r1.cli", *argv],
                 cwd=self.run_dir,
                 stdout=subprocess.PIPE,
                 text=True,
                 env=env,
                 preexec_fn=lambda: die_with_parent(parent),
-            )
+            ) as child,
+        ):
             assert child.stdout is not None
-            return child.wait, child.stdout
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            _run_forked(argv, self.run_dir, write_fd, parent)
-        os.close(write_fd)
-        return lambda: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), open(read_fd)
+            in_report = False
+            for line in child.stdout:
+                chunks.append(line)
+                log.write(line)
+                in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
+                if self.rank == 0 and not in_report:
+                    self.log.write("    " + line)
+        return child.returncode, "".join(chunks)
 
     def _wait_for(self, item: StagePlan) -> None:
         """Block until rank 0 marks the stage done under this key (ranks other than 0)."""
@@ -240,27 +205,3 @@ def _device() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return f"CPU, {os.cpu_count()} cores"
-
-
-def _run_forked(argv: list[str], run_dir: Path, out_fd: int, parent: int) -> NoReturn:
-    """The forked stage: `python -m mobilellm_r1.cli ARGV` in this process, stdout to `out_fd`, the
-    run directory as working directory; the CLI's exit code (1 with the traceback on stderr for an
-    escaped exception) is the process's."""
-    code = 1
-    try:
-        die_with_parent(parent)
-        os.chdir(run_dir)
-        os.dup2(out_fd, sys.stdout.fileno())
-        os.close(out_fd)
-        sys.stdout.reconfigure(line_buffering=True)
-        os.environ["PYTHONUNBUFFERED"] = "1"  # for the processes the stage starts
-        sys.argv = ["mobilellm-r1", *argv]
-        runpy.run_module("mobilellm_r1.cli", run_name="__main__")  # as `python -m` would; exits
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)

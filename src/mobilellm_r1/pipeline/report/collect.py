@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
+from ...train.grpo_filter import FILTER_FILE, pass_rate_summary
 from ..config import PipelineConfig, StageSpec, stage_argv
 from ..markers import Marker, read_marker
 from ..runner import command_of
@@ -48,26 +49,18 @@ def train_section(stage: StageSpec, out: Path, marker: Marker) -> Section:
         "steps": max((r["step"] for r in steps), default=0),
         "curves": curves,
         "heldout": evals,
-        "prompt_filter": prompt_filter(out / "grpo_prompt_filter.json"),
+        "prompt_filter": prompt_filter(out / FILTER_FILE),
         "final_model": str(out / "final") if (out / "final").is_dir() else None,
     }
 
 
 def prompt_filter(path: Path) -> dict[str, int] | None:
-    """GRPO's pass-rate filter (`grpo.filter_samples`): prompts sampled, samples each, how many
-    were kept (solved by some samples), never solved and always solved; None without one."""
+    """GRPO's pass-rate filter (`grpo.filter_samples`) as `pass_rate_summary` tallies the counts
+    saved in `path`; None without one."""
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    k, counts = int(saved["samples"]), list(saved["solved"])
-    never, always = counts.count(0), counts.count(k)
-    return {
-        "prompts": len(counts),
-        "samples": k,
-        "kept": len(counts) - never - always,
-        "never": never,
-        "always": always,
-    }
+    return pass_rate_summary(list(saved["solved"]), int(saved["samples"]))
 
 
 def mix_section(stage: StageSpec, out: Path, marker: Marker) -> Section:

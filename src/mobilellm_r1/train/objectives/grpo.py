@@ -56,6 +56,7 @@ from ...deploy.sampling import SamplingParams
 from ...eval.math_grading import MathJudge, math_gold
 from ...model.padding import pad_rows
 from ...tokenizer import chat_messages
+from ..grpo_filter import FILTER_FILE, pass_rate_summary
 from ..optim import clip_gradients
 from .base import Loop, Objective, StepResult, autocast
 
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 ROLLOUT_BLOCK = 16  # KV block of the rollout engine, in tokens
-FILTER_FILE = "grpo_prompt_filter.json"
 
 
 @dataclass
@@ -294,17 +294,17 @@ class GRPOObjective(Objective):
             atomic_write(path, json.dumps(record))
         k = g.filter_samples
         kept = [p for p, c in zip(prompts, counts, strict=True) if 0 < c < k]
-        never, always = counts.count(0), counts.count(k)
+        tally = pass_rate_summary(counts, k)
         print(
             f"GRPO prompt filter: {len(prompts)} prompts x {k} samples: kept {len(kept)} "
-            f"(never solved {never}, always solved {always}); counts in {path}",
+            f"(never solved {tally['never']}, always solved {tally['always']}); counts in {path}",
             file=sys.stderr,
         )
         if not kept:
             raise ValueError(
                 f"grpo.filter_samples={k}: no prompt of {g.prompts} is solved by some but not all "
-                f"samples of the initial policy (never {never}, always {always}); use easier or "
-                "harder prompts, more samples, or filter_samples: 0"
+                f"samples of the initial policy (never {tally['never']}, always {tally['always']}); "
+                "use easier or harder prompts, more samples, or filter_samples: 0"
             )
         return kept
 
@@ -313,8 +313,8 @@ class GRPOObjective(Objective):
         a training step's (prompts_per_step x group_size rows)."""
         from tqdm.auto import tqdm
 
-        g = cfg.grpo
-        chunk = max(1, g.prompts_per_step * g.group_size // g.filter_samples)
+        g, k = cfg.grpo, cfg.grpo.filter_samples
+        chunk = max(1, g.prompts_per_step * g.group_size // k)
         counts: list[int] = []
         bar = tqdm(
             total=len(prompts), desc="filter prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True
@@ -322,12 +322,11 @@ class GRPOObjective(Objective):
         for lo in range(0, len(prompts), chunk):
             part = prompts[lo : lo + chunk]
             seed = cfg.seed * 100_003 + 1_000_000_000 + lo  # apart from the training steps' seeds
-            _, completions = self._generate(cfg, dist, part, g.filter_samples, seed)
+            _, completions = self._generate(cfg, dist, part, k, seed)
             pairs = [
                 (p.answer, c.text or "") for p, group in zip(part, completions, strict=True) for c in group
             ]
             right = [v.correct for v in self.judge.judge_many(pairs, "boxed")]
-            k = g.filter_samples
             counts += [sum(right[i : i + k]) for i in range(0, len(right), k)]
             bar.update(len(part))
         bar.close()
