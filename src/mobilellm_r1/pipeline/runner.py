@@ -1,10 +1,11 @@
-"""Run a plan: each stage is its own `mobilellm-r1` process, started in the run directory.
+"""Run a plan: each stage is its own `mobilellm-r1` process, started in the run directory
+(forked from a fork server that imported torch once, `launch.py`).
 
 A child process gets the stage's command line; its stdout goes to `RUN/.stages/NAME.log` (the
 last JSON document in it is the stage's report) and, up to that report, to the terminal; its
-stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator (PR_SET_PDEATHSIG), so a killed run
-leaves no stage running. Before a stage starts, its marker says `running` under its key; after it
-exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
+stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator, so a
+killed run leaves no stage running. Before a stage starts, its marker says `running` under its
+key; after it exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
 this loop: `ranks: all` stages (training, influence) start on every rank, the others on rank 0
 while the other ranks wait for its marker (the run directory must be on a shared filesystem).
 """
@@ -19,8 +20,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ..procs import die_with_parent
 from .config import PipelineConfig
+from .launch import run_stage
 from .markers import Marker, last_json, log_path, read_marker, write_marker
 from .plan import StagePlan
 
@@ -146,32 +147,23 @@ class Runner:
                 path.unlink()
 
     def _spawn(self, argv: list[str], name: str) -> tuple[int, str]:
-        """Run `python -m mobilellm_r1.cli ARGV` in the run directory; (exit code, its stdout)."""
+        """Run `mobilellm-r1 ARGV` in the run directory (`launch.run_stage`); (exit code, stdout)."""
         log_file = log_path(self.run_dir, name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        parent = os.getpid()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         chunks: list[str] = []
-        with (
-            open(log_file, "a") as log,
-            subprocess.Popen(
-                [sys.executable, "-m", "mobilellm_r1.cli", *argv],
-                cwd=self.run_dir,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-                preexec_fn=lambda: die_with_parent(parent),
-            ) as child,
-        ):
-            assert child.stdout is not None
-            in_report = False
-            for line in child.stdout:
-                chunks.append(line)
-                log.write(line)
-                in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
-                if self.rank == 0 and not in_report:
-                    self.log.write("    " + line)
-        return child.returncode, "".join(chunks)
+        in_report = False
+
+        def on_line(line: str) -> None:
+            nonlocal in_report
+            chunks.append(line)
+            log.write(line)
+            in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
+            if self.rank == 0 and not in_report:
+                self.log.write("    " + line)
+
+        with open(log_file, "a") as log:
+            code = run_stage(argv, self.run_dir, on_line)
+        return code, "".join(chunks)
 
     def _wait_for(self, item: StagePlan) -> None:
         """Block until rank 0 marks the stage done under this key (ranks other than 0)."""
