@@ -54,22 +54,30 @@ def test_missing_dataset_raises_helpful_error(tmp_path) -> None:
         load_mbpp(tmp_path / "nowhere")
 
 
-def test_humaneval_canonical_solutions_all_pass(humaneval: list[dict]) -> None:
-    programs = [humaneval_program(r, r["canonical_solution"]) for r in humaneval]
-    assert _passing(humaneval, programs) == {r["task_id"] for r in humaneval}
+# A fixed eighth of each set (every 8th task, plus MBPP 367 below); the whole sets are
+# benchmarks/code_references.py (~6 min on 2 cores): every reference passes, every stub fails.
+def _eighth(tasks: list[dict]) -> list[dict]:
+    return tasks[::8]
+
+
+def test_humaneval_canonical_solutions_pass(humaneval: list[dict]) -> None:
+    tasks = _eighth(humaneval)
+    programs = [humaneval_program(r, r["canonical_solution"]) for r in tasks]
+    assert _passing(tasks, programs) == {r["task_id"] for r in tasks}
 
 
 @pytest.mark.parametrize("completion", ["    pass\n", "    return None\n"])
-def test_humaneval_stub_completions_all_fail(humaneval: list[dict], completion: str) -> None:
+def test_humaneval_stub_completions_fail(humaneval: list[dict], completion: str) -> None:
     # no HumanEval task has a None-returning solution, so every stub must fail
-    programs = [humaneval_program(r, completion) for r in humaneval]
-    assert _passing(humaneval, programs) == set()
+    tasks = _eighth(humaneval)
+    assert _passing(tasks, [humaneval_program(r, completion) for r in tasks]) == set()
 
 
 def test_mbpp_reference_code_passes(mbpp: list[dict]) -> None:
-    # all 500 pass; task 367 only because test_setup_code follows the code (it uses the solution's Node)
-    programs = [mbpp_program(r, r["code"]) for r in mbpp]
-    assert _passing(mbpp, programs) == {r["task_id"] for r in mbpp}
+    # task 367 passes only because test_setup_code follows the code (it uses the solution's Node)
+    tasks = _eighth(mbpp) + [r for r in mbpp if r["task_id"] == 367]
+    programs = [mbpp_program(r, r["code"]) for r in tasks]
+    assert _passing(tasks, programs) == {r["task_id"] for r in tasks}
 
 
 def test_mbpp_wrong_code_fails(mbpp: list[dict]) -> None:

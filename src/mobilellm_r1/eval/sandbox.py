@@ -5,9 +5,9 @@ Every program runs in its own ``python -I -S`` subprocess, never in the harness 
 the program's wait status on a private pipe, the child drops privileges and runs the program.
 Protections, by isolation mode (see :func:`isolation_mode`, probed once per process):
 
-* all modes: ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS`` (address space -> ``MemoryError``),
-  ``RLIMIT_FSIZE`` (largest file, also caps captured stdout/stderr), ``RLIMIT_CORE=0``; the
-  wall-clock limit (``timeout_s`` x :func:`calibrate` factor + a start-up allowance) ends the run with
+* all modes (the prelude sets them on itself first): ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
+  (address space -> ``MemoryError``), ``RLIMIT_FSIZE`` (largest file, also caps captured
+  stdout/stderr), ``RLIMIT_CORE=0``; the wall-clock limit (``timeout_s`` x :func:`calibrate` factor + a start-up allowance) ends the run with
   SIGKILL; stdout/stderr go to files and are truncated when read back.
 * ``"root-ns"`` (harness runs as root and ``unshare`` works): ``unshare --net --pid --ipc --mount
   --mount-proc --fork --kill-child``. No network interfaces (every connection, loopback included,
@@ -37,7 +37,6 @@ import functools
 import json
 import os
 import pwd
-import resource
 import shutil
 import signal
 import subprocess
@@ -64,8 +63,10 @@ _CALIBRATION_SNIPPET = (
 _CALIBRATION_REFERENCE_S = 0.15
 
 _PRELUDE = r"""
-import json, os, sys
+import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
+for name, pair in cfg["limits"].items():
+    resource.setrlimit(getattr(resource, name), tuple(pair))
 sys.argv = ["main.py"]
 with open("main.py") as f:
     src = f.read()
@@ -120,7 +121,6 @@ if cfg["uid"] is not None:
     os.setgid(cfg["gid"])
     os.setuid(cfg["uid"])
 if cfg["nproc"] is not None:
-    import resource
     resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"], cfg["nproc"]))
 if cfg["isolate"]:
     _libc()[1].prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL, re-armed after the uid drop cleared it
@@ -203,18 +203,18 @@ def calibrate() -> float:
     return min(10.0, max(1.0, measured / _CALIBRATION_REFERENCE_S))
 
 
-def _limits(timeout_s: float, memory_mb: int, max_file_mb: int) -> Callable[[], None]:
-    """Return the ``preexec_fn`` applying the resource limits (only async-signal-safe-ish calls)."""
-    cpu = int(timeout_s * calibrate()) + 1
+def _limits(job: Job) -> dict[str, list[int]]:
+    """The resource limits the prelude sets on itself first (inherited by the program). Set there
+    rather than in a ``preexec_fn``, which would make every start fork the harness process (GBs
+    with a model loaded) instead of using vfork."""
+    cpu = int(job.timeout_s * calibrate()) + 1
     mb = 1024 * 1024
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_mb * mb, max_file_mb * mb))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+    return {
+        "RLIMIT_CPU": [cpu, cpu + 1],
+        "RLIMIT_AS": [job.memory_mb * mb] * 2,
+        "RLIMIT_FSIZE": [job.max_file_mb * mb] * 2,
+        "RLIMIT_CORE": [0, 0],
+    }
 
 
 @functools.cache
@@ -251,6 +251,7 @@ def _config(job: Job, mode: str, work: str, status_fd: int, channel: Sequence[in
         "disk_mb": job.disk_mb,
         "status_fd": status_fd,
         "channel": list(channel),
+        "limits": _limits(job),
         **(_mount_plan() if mode != "none" else {}),
     }
 
@@ -326,7 +327,7 @@ def start(job: Job, channel: Sequence[int] = ()) -> Running:
         ):
             proc = subprocess.Popen(
                 _command(job, mode, cfg), stdin=fin, stdout=fout, stderr=ferr, cwd=os.path.join(outer, "work"),
-                start_new_session=True, preexec_fn=_limits(job.timeout_s, job.memory_mb, job.max_file_mb),
+                start_new_session=True,
                 close_fds=True, pass_fds=(status_w, *channel), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             )  # fmt: skip
     except BaseException:
