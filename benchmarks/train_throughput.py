@@ -7,12 +7,15 @@ seeds : transformers `Llama4ForCausalLM` (same config), bf16 autocast, SDPA atte
 liger : (--liger) the seeds' path with the seeds' efficiency switch, Liger kernels for Llama-4
         (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE), measured after all other rows
         because Liger patches transformers' Llama-4 module globally.
+ours_fp8_<recipe> : (--fp8 tensorwise rowwise) ours with the decoder layers' linears in FP8
+        (`train/float8.py`, torchao); MFU still counts against the bf16 peaks.
 For each preset the largest micro-batch in --micro-batches that fits is timed (sequence 2048).
 MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq, both
 ways: `mfu` against a measured 8192^3 bf16 matmul on this GPU, `mfu_vendor` against the
 vendor's dense bf16 figure (989 TFLOP/s for H100 / H200); the formula is in the JSON.
 
     python benchmarks/train_throughput.py --presets 140m 360m 950m
+    python benchmarks/train_throughput.py --presets 140m 950m --fp8 tensorwise rowwise --no-seeds
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from mobilellm_r1.train.config import OptimSection
+from mobilellm_r1.train.float8 import convert_to_float8
 from mobilellm_r1.train.metrics import measure_peak_flops, mfu_both, vendor_peak_flops
 from mobilellm_r1.train.objectives.lm import LMObjective
 from mobilellm_r1.train.optim import build_optimizer
@@ -52,8 +56,9 @@ def time_step(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def ours_step(cfg, micro: int, seq: int, chunk: int, fused: bool = True):
+def ours_step(cfg, micro: int, seq: int, chunk: int, fused: bool = True, fp8: str = "none"):
     model = build_model(cfg, device="cuda", seed=0)
+    convert_to_float8(model.layers, fp8)
     for layer in model.layers:
         layer.compile()
     objective = LMObjective(model, chunk_tokens=chunk, document_mask=False, fused_loss=fused)
@@ -134,6 +139,10 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=4096, help="tokens per LM-head loss chunk")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--liger", action="store_true", help="also the seeds' path with Liger kernels")
+    p.add_argument(
+        "--fp8", nargs="*", default=[], choices=["tensorwise", "rowwise"], help="also ours with FP8"
+    )
+    p.add_argument("--no-seeds", action="store_true", help="skip the seeds' path (ours only)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -154,7 +163,18 @@ def main() -> None:
             args.steps,
         )
         torch._dynamo.reset()
-        row["seeds"] = measure_seeds(cfg, args, fpt, peak, liger=False)
+        for recipe in args.fp8:
+            row[f"ours_fp8_{recipe}"] = measure(
+                lambda m, cfg=cfg, recipe=recipe: ours_step(cfg, m, args.seq, args.chunk, fp8=recipe),
+                args.micro_batches,
+                args.seq,
+                fpt,
+                peak,
+                args.steps,
+            )
+            torch._dynamo.reset()
+        if not args.no_seeds:
+            row["seeds"] = measure_seeds(cfg, args, fpt, peak, liger=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
         save(out, rows, peak)
@@ -193,23 +213,18 @@ def pct(x: float | None) -> str:
 def print_table(rows: list[dict], out: Path, peak: tuple) -> None:
     vendor = f"{peak[1] / 1e12:.0f}" if peak[1] else "unknown"
     print(f"\nwrote {out}; MFU vs measured peak {peak[0] / 1e12:.0f} TFLOP/s / vendor bf16 {vendor} TFLOP/s")
-    print(
-        f"{'preset':>6} | {'ours mb':>7} {'tok/s':>9} {'MFU':>6} {'vendor':>6} {'GiB':>5} | {'seeds mb':>8} {'tok/s':>9} {'MFU':>6} {'vendor':>6} {'GiB':>5} | liger (same columns)"
-    )
+    print(f"{'preset':>6} | {'path':<20} {'mb':>4} {'tok/s':>9} {'MFU':>6} {'vendor':>6} {'GiB':>5}")
     for r in rows:
-        cells = []
-        for key in ("ours", "seeds", "liger"):
-            if key not in r:
+        for key, m in r.items():
+            if not isinstance(m, dict) or "micro_batch" not in m:
                 continue
-            m = r[key]
             if m["micro_batch"] is None:
-                cells.append(f"{'OOM':>8} {'':>9} {'':>6} {'':>6} {'':>5}")
-            else:
-                cells.append(
-                    f"{m['micro_batch']:>8} {m['tokens_per_s']:9.0f} {pct(m['mfu'])} {pct(m['mfu_vendor'])} "
-                    f"{m['peak_mem_gib']:5.1f}"
-                )
-        print(f"{r['preset']:>6} | " + " | ".join(cells))
+                print(f"{r['preset']:>6} | {key:<20} {'OOM':>4}")
+                continue
+            print(
+                f"{r['preset']:>6} | {key:<20} {m['micro_batch']:>4} {m['tokens_per_s']:9.0f} {pct(m['mfu'])} "
+                f"{pct(m['mfu_vendor'])} {m['peak_mem_gib']:5.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ PyTorch stand-in for an exported file's runtime."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -27,6 +28,30 @@ TINY_MODEL_SET = (
     "model.overrides={hidden_size: 32, intermediate_size_mlp: 64, num_hidden_layers: 2, "
     "num_attention_heads: 2, num_key_value_heads: 1, head_dim: 16}"
 )
+
+
+# `--set` overrides for quick CPU training runs of `train/tiny_cpu` (a 5% synthetic corpus)
+TINY_TRAIN_SET = [
+    TINY_MODEL_SET,
+    "data.overrides=[seq_len=64, 'synth={out: data/synth, seed: 0, scale: 0.05}']",
+    "data.micro_batch=4",
+    "optim.warmup_steps=2",
+    "optim.lr=0.01",
+    "loss_chunk_tokens=128",
+    "log_every=1",
+    "eval_every=0",
+    "precision=fp32",
+]
+
+
+def metric_history(run_dir: Path, key: str = "loss") -> dict[int, float]:
+    """step -> loss (or another metric) from a run's metrics.jsonl (a resumed run's later lines win)."""
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if key in record:
+            out[record["step"]] = record[key]
+    return out
 
 
 def small_config(**overrides) -> ModelConfig:

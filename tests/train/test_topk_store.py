@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import metric_history
 from mobilellm_r1.cli import main
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
@@ -56,12 +57,6 @@ def config(*extra: str) -> TrainConfig:
     return load_train_config("train/tiny_cpu", [*RUN, *extra])
 
 
-def losses(run_dir: Path) -> dict[int, float]:
-    """step -> loss from metrics.jsonl (a resumed run's later lines win)."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A working directory with a random teacher and, once dumped, the store."""
@@ -78,7 +73,7 @@ def workdir(tmp_path_factory):
 def offline_run(workdir) -> dict[int, float]:
     """3 steps trained from the store (checkpoints at steps 2 and 3)."""
     Trainer(config("out_dir=runs/offline"), device="cpu").fit()
-    return losses(workdir / "runs/offline")
+    return metric_history(workdir / "runs/offline")
 
 
 def test_store_holds_the_teachers_topk_of_the_runs_samples(workdir) -> None:
@@ -121,7 +116,7 @@ def test_resume_with_the_store_is_exact(workdir, offline_run) -> None:
     shutil.copytree(workdir / "runs/offline", workdir / "runs/cut")
     shutil.rmtree(workdir / "runs/cut/checkpoints/step_00000003")  # as if killed after step 2
     Trainer(config("out_dir=runs/cut"), resume=True, device="cpu").fit()
-    assert losses(workdir / "runs/cut")[3] == offline_run[3]
+    assert metric_history(workdir / "runs/cut")[3] == offline_run[3]
 
 
 @pytest.mark.parametrize(

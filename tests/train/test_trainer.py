@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,33 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_MODEL_SET
+from helpers import TINY_TRAIN_SET, metric_history
 from mobilellm_r1.train.config import TrainConfig, load_train_config
 from mobilellm_r1.train.objectives import prepare_data
 from mobilellm_r1.train.optim import clip_gradients
 from mobilellm_r1.train.trainer import Trainer
-
-SMALL = [
-    TINY_MODEL_SET,
-    "data.overrides=[seq_len=64, 'synth={out: data/synth, seed: 0, scale: 0.05}']",
-    "data.micro_batch=4",
-    "optim.warmup_steps=2",
-    "optim.lr=0.01",
-    "loss_chunk_tokens=128",
-    "log_every=1",
-    "eval_every=0",
-    "precision=fp32",
-]
-
-
-def losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
-    """step -> loss (or another metric) from metrics.jsonl (a resumed run's later lines win)."""
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if key in record:
-            out[record["step"]] = record[key]
-    return out
 
 
 def cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
@@ -48,7 +25,7 @@ def cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
 
 
 def overrides(*extra: str) -> list[str]:
-    return [x for item in (*SMALL, *extra) for x in ("--set", item)]
+    return [x for item in (*TINY_TRAIN_SET, *extra) for x in ("--set", item)]
 
 
 def prepared(cfg: TrainConfig) -> Trainer:
@@ -64,9 +41,9 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def test_loss_falls_and_exports(workdir) -> None:
-    cfg = load_train_config("train/tiny_cpu", [*SMALL, "steps=25", "checkpoint_every=0"])
+    cfg = load_train_config("train/tiny_cpu", [*TINY_TRAIN_SET, "steps=25", "checkpoint_every=0"])
     summary = prepared(cfg).fit()
-    history = losses(workdir / "runs/tiny_cpu")
+    history = metric_history(workdir / "runs/tiny_cpu")
     assert summary["step"] == 25
     assert sum(history[s] for s in (23, 24, 25)) / 3 < sum(history[s] for s in (1, 2, 3)) / 3 - 1.0
     assert (workdir / "runs/tiny_cpu/final/model.safetensors").exists()
@@ -87,7 +64,7 @@ def test_kill_and_resume_gives_the_same_losses(workdir) -> None:
         ["train", "--recipe", "train/tiny_cpu", *common, "--set", "out_dir=runs/cut", "--resume"], workdir
     )
     assert again.wait(timeout=300) == 0
-    want, got = losses(workdir / "runs/ref"), losses(workdir / "runs/cut")
+    want, got = metric_history(workdir / "runs/ref"), metric_history(workdir / "runs/cut")
     assert [got[s] for s in range(1, 9)] == [want[s] for s in range(1, 9)]
 
 
@@ -108,7 +85,7 @@ def test_two_rank_fsdp_matches_one_rank(workdir, reshard: bool) -> None:
         cwd=workdir, env=env, timeout=600, capture_output=True, text=True,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = losses(workdir / "runs/one"), losses(workdir / "runs/two")
+    a, b = metric_history(workdir / "runs/one"), metric_history(workdir / "runs/two")
     for step in (1, 2, 3):
         assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
 
@@ -122,10 +99,16 @@ def test_kd_objective_lowers_kl_to_teacher(workdir) -> None:
     save_pretrained(build_model(teacher, seed=5), None, workdir / "teacher")
     cfg = load_train_config(
         "train/tiny_cpu",
-        [*SMALL, "steps=10", "checkpoint_every=0", "objective=kd", f"distill.teacher={workdir / 'teacher'}"],
+        [
+            *TINY_TRAIN_SET,
+            "steps=10",
+            "checkpoint_every=0",
+            "objective=kd",
+            f"distill.teacher={workdir / 'teacher'}",
+        ],
     )
     prepared(cfg).fit()
-    history = losses(workdir / "runs/tiny_cpu")
+    history = metric_history(workdir / "runs/tiny_cpu")
     assert all(v >= 0 for v in history.values())
     assert sum(history[s] for s in (8, 9, 10)) < 0.95 * sum(history[s] for s in (1, 2, 3))
 
@@ -135,10 +118,10 @@ def test_grad_clip_null_trains_unclipped_and_logs_the_norm(workdir) -> None:
     logged grad_norm keeps its meaning (the global norm before clipping)."""
     for name, clip in (("null", "null"), ("huge", "1.0e9")):
         sets = [f"optim.grad_clip={clip}", f"out_dir=runs/{name}", "steps=2", "checkpoint_every=0"]
-        prepared(load_train_config("train/tiny_cpu", [*SMALL, *sets])).fit()
+        prepared(load_train_config("train/tiny_cpu", [*TINY_TRAIN_SET, *sets])).fit()
     runs = [workdir / "runs/null", workdir / "runs/huge"]
-    assert losses(runs[0]) == losses(runs[1]) and len(losses(runs[0])) == 2
-    norms = [losses(run, "grad_norm") for run in runs]
+    assert metric_history(runs[0]) == metric_history(runs[1]) and len(metric_history(runs[0])) == 2
+    norms = [metric_history(run, "grad_norm") for run in runs]
     assert norms[0] == norms[1] and all(n > 0 for n in norms[0].values())
 
 

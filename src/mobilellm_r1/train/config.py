@@ -141,6 +141,8 @@ class TrainConfig:
     sft: SFTDataConfig = field(default_factory=SFTDataConfig)  # conversations (objective sft)
     grpo: GRPOSection = field(default_factory=GRPOSection)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast over fp32 master weights
+    # float8 matmuls in the decoder layers' linears (train/float8.py; needs precision bf16)
+    fp8: Literal["none", "tensorwise", "rowwise"] = "none"
     compile: bool = False
     activation_checkpointing: bool = False
     fsdp_reshard_after_forward: bool = True  # False: keep gathered layer weights for backward
@@ -162,6 +164,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.fp8 != "none" and self.precision != "bf16":
+            raise ValueError(f"fp8: {self.fp8} needs precision: bf16, got precision: {self.precision}")
         self.out_dir = self.out_dir.format(name=self.name)
 
 

@@ -37,6 +37,7 @@ from ..typed_config import to_dict
 from . import parallel
 from .checkpoint import EXTRA, CheckpointError, resume_latest, save_checkpoint
 from .config import TrainConfig
+from .float8 import convert_to_float8
 from .metrics import METRICS, MetricsLogger, measure_peak_flops, mfu_both, vendor_peak_flops
 from .objectives import Loop, Objective, StepResult, objective_for
 from .objectives.base import autocast
@@ -126,6 +127,7 @@ class Trainer:
         """The run's objective around `model` (activation checkpointing, compiled layers and
         FSDP2 sharding applied as configured)."""
         cfg = self.cfg
+        convert_to_float8(model.layers, cfg.fp8)
         if cfg.activation_checkpointing:
             parallel.apply_activation_checkpointing(model)
         if cfg.compile:
