@@ -154,18 +154,9 @@ def main() -> None:
         cfg = preset(name)
         fpt = 6 * cfg.num_params() + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
         row = {"preset": name, "seq": args.seq, "flops_per_token": fpt}
-        row["ours"] = measure(
-            lambda m, cfg=cfg: ours_step(cfg, m, args.seq, args.chunk),
-            args.micro_batches,
-            args.seq,
-            fpt,
-            peak,
-            args.steps,
-        )
-        torch._dynamo.reset()
-        for recipe in args.fp8:
-            row[f"ours_fp8_{recipe}"] = measure(
-                lambda m, cfg=cfg, recipe=recipe: ours_step(cfg, m, args.seq, args.chunk, fp8=recipe),
+        for key, fp8 in [("ours", "none"), *((f"ours_fp8_{r}", r) for r in args.fp8)]:
+            row[key] = measure(
+                lambda m, cfg=cfg, fp8=fp8: ours_step(cfg, m, args.seq, args.chunk, fp8=fp8),
                 args.micro_batches,
                 args.seq,
                 fpt,
