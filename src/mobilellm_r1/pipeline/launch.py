@@ -7,9 +7,9 @@ start method keeps one clean process that imported :data:`PRELOAD` and forks a c
 the child runs the CLI in the stage's directory with the orchestrator's environment and its
 stdout on a socket the orchestrator reads line by line; stderr (progress bars) is the
 orchestrator's. The server itself never runs a tensor operation (a fork after OpenMP or CUDA
-started is unsafe; a test checks neither has). It ends when the orchestrator does, and each
-child with it (it watches the orchestrator's end of its stdout socket), so a killed run leaves
-no stage running.
+started is unsafe; a test checks neither has). A child ends when the orchestrator does (it
+watches the orchestrator's end of its stdout socket), and the server once both are gone, so a
+killed run leaves no stage running.
 """
 
 from __future__ import annotations
