@@ -14,9 +14,10 @@ Each path runs the batches of --batches in increasing order until one runs out o
 fastest batch is its figure. The scores of both paths on the largest batch both fit must agree:
 max |flash - math| / max |math| <= --tolerance (else the JSON is written and the exit code is 1).
 Warm-up passes are untimed; CUDA is synchronised around the timed ones. The kernel's launch
-constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it on a GPU.
+constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it on a GPU, and
+--profile N adds each path's top N CUDA kernels (one pass at that common batch) to the output.
 
-    python benchmarks/influence_jvp.py                                   # CUDA: 140m, T 2048
+    python benchmarks/influence_jvp.py --profile 20                      # CUDA: 140m, T 2048
     python benchmarks/influence_jvp.py --device cpu --preset tiny --seq 128 --threads 1 --out /tmp/x.json
 """
 
@@ -30,6 +31,7 @@ import torch
 
 from influence_throughput import free as release
 from influence_throughput import sync
+from kernel_profile import print_kernels, top_kernels
 from mobilellm_r1.curation import jvp_attention
 from mobilellm_r1.curation.influence import jvp_scores, pad_batch, probe_gradient, select_params
 from mobilellm_r1.model import build_model, preset
@@ -111,6 +113,26 @@ def agreement(model, params, queries, rows, batch: int, args, device: torch.devi
     return {"batch": batch, "max_rel_diff": rel, "corr": corr, "agree": rel <= args.tolerance}
 
 
+def profile_paths(model, params, queries, rows, batch: int, args, device: torch.device) -> dict | None:
+    """Per path, the top --profile kernels of one scoring pass at `batch` (CUDA only)."""
+    if device.type != "cuda" or not batch:
+        return None
+    out = {}
+    for name, flash in PATHS.items():
+        free(device)
+        ids, labels = pad_batch(rows[:batch], device=device)
+        out[name] = top_kernels(
+            lambda ids=ids, labels=labels, flash=flash: jvp_scores(
+                model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
+            ),
+            top=args.profile,
+        )
+        out[name]["batch"] = batch
+        print(f"\n{name} path, batch {batch}:")
+        print_kernels(out[name])
+    return out
+
+
 def best(records: list[dict]) -> dict | None:
     return max((r for r in records if "samples_per_s" in r), key=lambda r: r["samples_per_s"], default=None)
 
@@ -152,6 +174,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--block-n", type=int, default=jvp_attention.BLOCK_N)
     p.add_argument("--warps", type=int, default=jvp_attention.NUM_WARPS)
     p.add_argument("--stages", type=int, default=jvp_attention.NUM_STAGES)
+    p.add_argument("--profile", type=int, default=0, help="CUDA: the top N kernels of one pass per path")
     p.add_argument("--out", default=None, help="default benchmarks/results/influence_jvp_<date>.json")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -184,6 +207,7 @@ def main() -> None:
     common = min(fits)
     agree = agreement(model, params, queries, rows, common, args, device) if common else None
     ratio = bests["flash"]["samples_per_s"] / bests["math"]["samples_per_s"] if all(bests.values()) else None
+    profiles = profile_paths(model, params, queries, rows, common, args, device) if args.profile else None
     config = {**vars(args), "autocast": str(args.autocast), "launch": launch}
     config["params"] = sum(p.numel() for p in model.parameters())
     result = {
@@ -194,6 +218,7 @@ def main() -> None:
         "best": bests,
         "agreement": agree,
         "ratio_flash_over_math": ratio,
+        "profile": profiles,
     }
     out = args.out or dated_result(f"influence_jvp_{args.preset}")
     write_result(result, out)

@@ -9,24 +9,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kernel_profile import print_kernels, top_kernels
 from mobilellm_r1.model import preset
 from train_throughput import ours_step, time_step
-
-
-def top_kernels(step, top: int) -> None:
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(2):
-            step()
-        torch.cuda.synchronize()
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
-    total = sum(e.self_device_time_total for e in events) / 2
-    print(f"  GPU time per step {total / 1e3:.1f} ms")
-    for e in events[:top]:
-        us = e.self_device_time_total / 2
-        print(f"  {us / 1e3:8.2f} ms {100 * us / total:5.1f}% {e.count // 2:5d}x  {e.key[:110]}")
 
 
 def main() -> None:
@@ -44,7 +31,7 @@ def main() -> None:
             step = ours_step(cfg, int(micro), args.seq, args.chunk, fused=fused)
             sec = time_step(step, steps=10, warmup=3)
             print(f"\n{name} micro {micro} fused={fused}: {sec * 1e3:.1f} ms/step")
-            top_kernels(step, args.top)
+            print_kernels(top_kernels(step, args.top))
             table.append((name, micro, fused, sec, int(micro) * args.seq / sec))
             del step
             torch.cuda.empty_cache()
