@@ -2,8 +2,9 @@
 latency at several concurrencies.
 
 The server runs in this process (uvicorn on 127.0.0.1, a free port) on a randomly initialised
-preset; clients are asyncio tasks streaming `/v1/completions` with `ignore_eos` (so each request
-generates exactly its max_tokens). A request's prompt and output lengths are drawn from a
+preset; the clients are asyncio tasks in a process of their own (so their stream parsing does not
+take the GIL from the server's threads), streaming `/v1/completions` with `ignore_eos` (so each
+request generates exactly its max_tokens). A request's prompt and output lengths are drawn from a
 log-uniform mix (default prompts 32..2048 tokens, outputs 16..1024). At each concurrency C,
 C clients send requests back to back until `--requests-per-level` (default 4 x C, at least 16)
 have finished or `--seconds` have passed. Reported per level:
@@ -14,7 +15,7 @@ have finished or `--seconds` have passed. Reported per level:
   * itl_s p50/p99: time between a request's consecutive chunks; the engine queues
     `--decode-steps` decode steps per host sync (default 8 on a GPU), so a chunk holds up to
     that many tokens and this is the burst gap, not a per-token figure;
-  * memory: peak GPU memory allocated (CUDA) and this process's peak RSS.
+  * memory: peak GPU memory allocated (CUDA) and the server process's peak RSS.
 
     python benchmarks/serve_load.py --device cuda --preset 950m
     python benchmarks/serve_load.py --device cpu --preset tiny --levels 1,4 --max-output 32 --max-prompt 64
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import random
 import resource
 import socket
@@ -35,6 +37,7 @@ import statistics
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -148,6 +151,11 @@ async def level(url: str, concurrency: int, total: int, seconds: float, args: ar
     }  # fmt: skip
 
 
+def run_level(url: str, concurrency: int, total: int, seconds: float, args: argparse.Namespace) -> dict:
+    """One level's clients, run in the client process."""
+    return asyncio.run(level(url, concurrency, total, seconds, args))
+
+
 def start_server(args: argparse.Namespace) -> tuple[str, uvicorn.Server, object]:
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     model = build_model(
@@ -189,11 +197,12 @@ def main() -> None:
     }
     result["levels"] = []
     out = args.out or dated_result(f"serve_load_{args.device}")
+    clients = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
-        asyncio.run(level(url, 1, 2, args.seconds, args))  # warm-up (not recorded)
+        clients.submit(run_level, url, 1, 2, args.seconds, args).result()  # warm-up (not recorded)
         for c in (int(x) for x in args.levels.split(",")):
             total = args.requests_per_level or max(16, 4 * c)
-            row = asyncio.run(level(url, c, total, args.seconds, args))
+            row = clients.submit(run_level, url, c, total, args.seconds, args).result()
             if args.device == "cuda":
                 row["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             row["rss_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -201,6 +210,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             write_result(result, out, quiet=True)
     finally:
+        clients.shutdown()
         http.should_exit = True
         built.worker.stop()
     write_result(result, out)
