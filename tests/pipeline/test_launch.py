@@ -77,17 +77,25 @@ def test_the_child_gets_the_orchestrators_current_environment_and_directory(tmp_
 
 def test_the_preloaded_imports_start_no_thread_pool_and_no_cuda() -> None:
     """Forking is safe only before OpenMP or CUDA start: importing PRELOAD must add no thread to
-    the interpreter's (numpy's BLAS pool is there from the start) and leave CUDA untouched."""
+    the interpreter's (numpy's BLAS pool is there from the start), initialise no CUDA context and
+    not even ask CUDA for its devices (`torch.cuda.is_available()` initialises the driver, after
+    which a forked child cannot use the GPU), nor create Triton's driver."""
     probe = (
-        "import os, numpy, importlib\n"
+        "import os, numpy, importlib, torch\n"
+        "asked = []\n"
+        "for name in ('is_available', 'device_count', 'get_device_capability', 'get_device_name'):\n"
+        "    setattr(torch.cuda, name, lambda *a, _n=name, **k: asked.append(_n))\n"
         "before = len(os.listdir('/proc/self/task'))\n"
         f"for name in {launch.PRELOAD!r}: importlib.import_module(name)\n"
-        "import torch\n"
-        "print(before, len(os.listdir('/proc/self/task')), torch.cuda.is_initialized())\n"
+        "import triton.runtime\n"
+        "drv = triton.runtime.driver\n"
+        "print(before, len(os.listdir('/proc/self/task')), torch.cuda.is_initialized(), asked == [],\n"
+        "      drv._active is None and drv._default is None)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    before, after, cuda = out.split()
+    before, after, cuda, asked_nothing, no_triton_driver = out.split()
     assert after == before and cuda == "False"
+    assert asked_nothing == "True" and no_triton_driver == "True"
 
 
 RECIPE = (
