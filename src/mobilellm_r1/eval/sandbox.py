@@ -7,8 +7,9 @@ Protections, by isolation mode (see :func:`isolation_mode`, probed once per proc
 
 * all modes (the prelude sets them on itself first): ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
   (address space -> ``MemoryError``), ``RLIMIT_FSIZE`` (largest file, also caps captured
-  stdout/stderr), ``RLIMIT_CORE=0``; the wall-clock limit (``timeout_s`` x :func:`calibrate` factor + a start-up allowance) ends the run with
-  SIGKILL; stdout/stderr go to files and are truncated when read back.
+  stdout/stderr), ``RLIMIT_CORE=0``; the wall-clock limit (``timeout_s`` x :func:`calibrate`
+  factor + a start-up allowance) ends the run with SIGKILL; stdout/stderr go to files and are
+  truncated when read back.
 * ``"root-ns"`` (harness runs as root and ``unshare`` works): ``unshare --net --pid --ipc --mount
   --mount-proc --fork --kill-child``. No network interfaces (every connection, loopback included,
   fails); a private IPC namespace; a PID namespace with its own /proc, so the host's processes are
