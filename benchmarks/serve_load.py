@@ -15,7 +15,9 @@ have finished or `--seconds` have passed. Reported per level:
   * itl_s p50/p99: time between a request's consecutive chunks; the engine queues
     `--decode-steps` decode steps per host sync (default 8 on a GPU), so a chunk holds up to
     that many tokens and this is the burst gap, not a per-token figure;
-  * memory: peak GPU memory allocated (CUDA) and the server process's peak RSS.
+  * memory: peak GPU memory allocated (CUDA) and the server process's peak RSS;
+  * engine: what the engine did meanwhile (scheduler steps, prompt tokens prefilled, tokens
+    generated, preemptions), to tell a prefill-bound mix from a decode-bound one.
 
     python benchmarks/serve_load.py --device cuda --preset 950m
     python benchmarks/serve_load.py --device cpu --preset tiny --levels 1,4 --max-output 32 --max-prompt 64
@@ -156,6 +158,16 @@ def run_level(url: str, concurrency: int, total: int, seconds: float, args: argp
     return asyncio.run(level(url, concurrency, total, seconds, args))
 
 
+ENGINE_COUNTS = ("steps", "prefill_tokens", "tokens_generated", "preemptions")
+
+
+def engine_delta(before, after) -> dict:
+    """What the engine did during a level (its counters' increase): scheduler steps (each a window
+    of decode steps and one prefill chunk), prompt tokens prefilled, tokens generated,
+    preemptions. Prefill tokens per generated token tell how prefill-heavy the mix is."""
+    return {name: getattr(after, name) - getattr(before, name) for name in ENGINE_COUNTS}
+
+
 def start_server(args: argparse.Namespace) -> tuple[str, uvicorn.Server, object]:
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     model = build_model(
@@ -202,7 +214,9 @@ def main() -> None:
         clients.submit(run_level, url, 1, 2, args.seconds, args).result()  # warm-up (not recorded)
         for c in (int(x) for x in args.levels.split(",")):
             total = args.requests_per_level or max(16, 4 * c)
+            before = built.worker.engine.stats
             row = clients.submit(run_level, url, c, total, args.seconds, args).result()
+            row["engine"] = engine_delta(before, built.worker.engine.stats)
             if args.device == "cuda":
                 row["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             row["rss_peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

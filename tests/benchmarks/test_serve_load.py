@@ -39,3 +39,6 @@ def test_one_level_end_to_end(tmp_path, monkeypatch) -> None:
     (level,) = json.loads(out.read_text())["levels"]
     assert level["concurrency"] == 2 and level["requests"] >= 3 and not level["errors"]
     assert level["output_tokens"] > 0 and level["ttft_s"]["p50"] > 0
+    # what the engine did in the level: the clients' tokens, and at least their prompts prefilled
+    assert level["engine"]["tokens_generated"] == level["output_tokens"]
+    assert level["engine"]["prefill_tokens"] >= level["requests"] and level["engine"]["steps"] > 0
