@@ -15,7 +15,9 @@ killed run leaves no stage running.
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
+import multiprocessing.context
 import os
 import runpy
 import select
@@ -68,11 +70,19 @@ def _fresh(argv: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[s
     return child.returncode
 
 
-def _forked(argv: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str], None]) -> int:
+@functools.cache
+def _fork_context() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context, told once what its server imports (read when it starts)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first stage)
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _forked(argv: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[str], None]) -> int:
     ours, theirs = socket.socketpair()
-    child = ctx.Process(target=stage_main, args=(argv, str(cwd), env, theirs), name="mobilellm-r1-stage")
+    child = _fork_context().Process(
+        target=stage_main, args=(argv, str(cwd), env, theirs), name="mobilellm-r1-stage"
+    )
     with ours:
         child.start()
         theirs.close()  # the child holds its own copy: EOF below once it exits

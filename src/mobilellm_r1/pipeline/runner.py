@@ -152,16 +152,16 @@ class Runner:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         chunks: list[str] = []
         in_report = False
-
-        def on_line(line: str) -> None:
-            nonlocal in_report
-            chunks.append(line)
-            log.write(line)
-            in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
-            if self.rank == 0 and not in_report:
-                self.log.write("    " + line)
-
         with open(log_file, "a") as log:
+
+            def on_line(line: str) -> None:
+                nonlocal in_report
+                chunks.append(line)
+                log.write(line)
+                in_report = in_report or line.startswith("{")  # the JSON report: kept in the log
+                if self.rank == 0 and not in_report:
+                    self.log.write("    " + line)
+
             code = run_stage(argv, self.run_dir, on_line)
         return code, "".join(chunks)
 

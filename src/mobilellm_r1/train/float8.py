@@ -37,13 +37,14 @@ def convert_to_float8(layers: nn.ModuleList, recipe: Fp8Recipe) -> int:
         return 0
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+        from torchao.float8.float8_linear import Float8Linear
     except ImportError as e:
         raise RuntimeError("fp8 training needs torchao: pip install 'torchao>=0.18'") from e
-    before = sum(isinstance(m, nn.Linear) for m in layers.modules())
+    linears = sum(isinstance(m, nn.Linear) for m in layers.modules())
     convert_to_float8_training(
         layers, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=_eligible
     )
-    swapped = sum(type(m).__name__ == "Float8Linear" for m in layers.modules())
-    if swapped == 0 and before:
-        raise ValueError(f"fp8: none of the {before} linears has dims divisible by {_ALIGN}")
+    swapped = sum(isinstance(m, Float8Linear) for m in layers.modules())
+    if swapped == 0 and linears:
+        raise ValueError(f"fp8: none of the {linears} linears has dims divisible by {_ALIGN}")
     return swapped
