@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib
 import multiprocessing
 import multiprocessing.context
 import os
-import runpy
 import select
 import socket
 import subprocess
@@ -96,8 +96,8 @@ def _forked(argv: list[str], cwd: Path, env: dict[str, str], on_line: Callable[[
 
 def stage_main(argv: list[str], cwd: str, env: dict[str, str], out: socket.socket) -> None:
     """The forked stage (a child of the fork server): the orchestrator's environment and
-    directory, stdout to `out`, then `python -m mobilellm_r1.cli ARGV` as a fresh interpreter
-    would run it, exit handlers included (multiprocessing ends its children with `os._exit`,
+    directory, stdout to `out`, then the CLI's `main(ARGV)` as `mobilellm-r1 ARGV` would run it,
+    exit handlers included (multiprocessing ends its children with `os._exit`,
     which skips them)."""
     watch = out.dup()
     threading.Thread(target=_exit_when_closed, args=(watch,), daemon=True).start()
@@ -113,9 +113,11 @@ def stage_main(argv: list[str], cwd: str, env: dict[str, str], out: socket.socke
     if "OMP_NUM_THREADS" in env:  # OpenMP read the server's value when torch was imported
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     sys.argv = ["mobilellm-r1", *argv]
+    # the CLI is the layer above this one: run its entry point by name, as `mobilellm-r1 ARGV` would
+    main = importlib.import_module("mobilellm_r1.cli").main
     code = 0
     try:
-        runpy.run_module("mobilellm_r1.cli", run_name="__main__", alter_sys=True)
+        code = main(argv)
     except SystemExit as done:
         code = done.code
     finally:
