@@ -454,6 +454,20 @@ def test_bad_files_are_refused_by_name(q_file, tmp_path, monkeypatch) -> None:
         pte.open_runtime(q_file)
 
 
+def test_runtime_without_a_kernel_is_named_not_called_corrupt(q_file, monkeypatch) -> None:
+    """An older executorch whose Python runtime lacks a kernel (0x14 OperatorMissing, as
+    executorch 1.2 for the 4-bit embedding) is told apart from a damaged file."""
+    from executorch.runtime import Runtime
+
+    class NoKernels:
+        def load_program(self, path):
+            raise RuntimeError("Failed to load method forward, error: 0x:14")
+
+    monkeypatch.setattr(Runtime, "get", staticmethod(lambda: NoKernels()))
+    with pytest.raises(ExportError, match=r"has no kernel for an operator the program uses.*--quant none"):
+        pte.open_runtime(q_file)
+
+
 def test_program_without_our_metadata_is_refused(tmp_path) -> None:
     exported = torch.export.export(nn.Linear(4, 4).eval(), (torch.ones(1, 4),))
     lowered = pte.lower(exported.run_decompositions({}), {}, quantized=False)

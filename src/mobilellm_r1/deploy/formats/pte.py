@@ -268,6 +268,24 @@ def constant_bytes(program: Any, method: str, path: Path) -> bytes:
     return bytes(tensor.numpy())
 
 
+OPERATOR_MISSING = re.compile(r"error: 0x:?14\b")  # ExecuTorch's Error::OperatorMissing
+
+
+def load_failure(file: Path, exc: Exception) -> str:
+    """Why ExecuTorch's runtime refused `file`: a kernel this executorch build lacks (its log
+    line above names the operator) or a damaged file."""
+    if OPERATOR_MISSING.search(str(exc)):
+        from importlib.metadata import version
+
+        return (
+            f"{file}: this ExecuTorch runtime (executorch {version('executorch')}) has no kernel for an "
+            f"operator the program uses (the 'Missing operator' line above names it); run it with the "
+            f"executorch release it was exported for (the deploy extra pins 1.5.x: older Python runtimes "
+            f"lack the 4-bit embedding of --quant 8da4w), or export it with --quant none ({exc})"
+        )
+    return f"{file}: not a loadable ExecuTorch program, truncated or corrupt ({exc})"
+
+
 class PteRuntime:
     """A `.pte` file in ExecuTorch's runtime (see `deploy.file_runtime.FileRuntime`)."""
 
@@ -287,9 +305,7 @@ class PteRuntime:
             program = Runtime.get().load_program(file)
             self._forward = program.load_method("forward")
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise ExportError(
-                f"{file}: not a loadable ExecuTorch program, truncated or corrupt ({exc})"
-            ) from None
+            raise ExportError(load_failure(file, exc)) from None
         values = json.loads(constant_bytes(program, METADATA_METHOD, file).decode("utf-8"))
         self.metadata = read_metadata(values, self.path)
         config = json.loads(self.metadata["config"])
