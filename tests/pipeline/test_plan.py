@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,11 @@ def test_a_recipe_file_the_stage_writes_is_not_part_of_its_key(tmp_path: Path) -
     (tmp_path / "run" / "t").mkdir()
     after = _plan(tmp_path)  # the consumer's key counts m's key, not the file m wrote
     assert {n: (p.key, p.action) for n, p in after.items()} == {n: (before[n].key, "skip") for n in "mt"}
+
+
+def test_a_stage_exit_is_told_in_words() -> None:
+    from mobilellm_r1.pipeline.runner import exit_reason
+
+    assert exit_reason(1) == "exit 1"
+    assert exit_reason(-signal.SIGTERM) == "killed by SIGTERM"
+    assert exit_reason(-signal.SIGKILL).startswith("killed by SIGKILL (the system's out-of-memory killer")

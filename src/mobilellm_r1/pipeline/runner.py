@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,15 @@ def format_s(seconds: float) -> str:
         if seconds >= 3600
         else (f"{seconds // 60}:{seconds % 60:02d}")
     )
+
+
+def exit_reason(code: int) -> str:
+    """A stage's exit code in words (negative: the signal that killed it)."""
+    if code >= 0:
+        return f"exit {code}"
+    name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+    hint = " (the system's out-of-memory killer sends this: see `dmesg`)" if -code == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
 
 
 class Runner:
@@ -125,8 +135,8 @@ class Runner:
                     self.run_dir, item.stage.name, Marker(item.key, "failed", argv, attempts=attempts)
                 )
             raise StageFailed(
-                f"stage {item.stage.name!r} failed (exit {code}); its output is in {log}. Fix the "
-                f"cause and run the same command again: finished stages are kept"
+                f"stage {item.stage.name!r} failed ({exit_reason(code)}); its output is in {log}. Fix "
+                f"the cause and run the same command again: finished stages are kept"
             )
         if self.rank == 0:
             marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
