@@ -268,6 +268,24 @@ def test_bad_requests_name_the_field(model, request_kwargs, message) -> None:
     assert not engine.has_work()
 
 
+def test_a_larger_prefill_chunk_admits_the_queue_sooner_with_the_same_tokens(model) -> None:
+    """The prefill chunk sets how many queued prompt tokens a step admits (the GPU default is
+    8x the CPU one): eight 6-token prompts take 8 steps to admit behind an 8-token chunk, one behind a
+    64-token chunk, and decode the same tokens either way."""
+    prompts = prompts_of([6] * 8)
+    admitted, outputs = {}, {}
+    for chunk in (8, 64):
+        engine = BatchingEngine(model, block_size=4, prefill_chunk=chunk)
+        requests = [EngineRequest(f"r{i}", p, GREEDY) for i, p in enumerate(prompts)]
+        running: list[int] = []
+        events = run(engine, {0: requests}, lambda e, _, seen=running: seen.append(len(e.running)))
+        admitted[chunk] = running.index(len(prompts)) + 1  # steps until every prompt decodes
+        outputs[chunk] = [ids_of(events[f"r{i}", 0]) for i in range(len(prompts))]
+    assert admitted == {8: 8, 64: 1}
+    assert outputs[8] == outputs[64] == [row[0] for row in static_ids(model, prompts, GREEDY)]
+    assert BatchingEngine(model).prefill_chunk == 512  # CPU default (4,096 on a GPU)
+
+
 def test_bad_engine_settings_and_calls(model) -> None:
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         BatchingEngine(model, max_batch=0)

@@ -343,6 +343,14 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="decode steps queued per host sync: tokens stream in bursts of up to K "
         "(default: 8 on a GPU, 1 on CPU; 1 streams every token as it comes)",
     )
+    parser.add_argument(
+        "--prefill-chunk",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="prompt tokens prefilled per engine step: larger admits waiting requests sooner, "
+        "smaller keeps running streams smoother (default: 4096 on a GPU, 512 on CPU)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -354,7 +362,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_checked(args.model, device=args.device, dtype=args.dtype)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    options = {"max_batch": args.max_batch, "compile": args.compile, "decode_steps": args.decode_steps}
+    options = {
+        "max_batch": args.max_batch,
+        "compile": args.compile,
+        "decode_steps": args.decode_steps,
+        "prefill_chunk": args.prefill_chunk,
+    }
     name = args.served_model_name or args.model
     server = build_server(model, tokenizer, name=name, api_key=api_key, engine_options=options)
     serve(server, args.host, args.port)
