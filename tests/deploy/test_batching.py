@@ -268,6 +268,32 @@ def test_bad_requests_name_the_field(model, request_kwargs, message) -> None:
     assert not engine.has_work()
 
 
+def test_a_short_request_does_not_shrink_the_others_windows(model) -> None:
+    """Windows of 4 steps: a request with 2 tokens left ends inside the window (its extra
+    tokens dropped) while the other decodes all 4; a request at the model's context end
+    shortens its window so that no position passes the context; tokens equal the static
+    Generator's."""
+    context = model.config.max_position_embeddings
+    params = {"short": dataclasses.replace(GREEDY, max_new_tokens=3), "long": GREEDY}
+    params["edge"] = dataclasses.replace(GREEDY, max_new_tokens=6)
+    prompts = {"short": [5, 6, 7], "long": [8, 9], "edge": [3] * (context - 6)}
+    engine = BatchingEngine(model, block_size=4, decode_steps=4)
+    events = run(engine, {0: [EngineRequest(k, prompts[k], params[k]) for k in ("short", "long")]})
+    assert [len(e.token_ids) for e in events["long", 0]][:3] == [1, 4, 4]  # not [1, 2, 4]
+    assert [len(e.token_ids) for e in events["short", 0]] == [1, 2]
+    engine = BatchingEngine(model, block_size=4, decode_steps=4)
+    positions: list[int] = []
+    step = engine._decode_step
+    engine._decode_step = lambda tokens, pos, tables: (
+        positions.append(int(pos.max())) or step(tokens, pos, tables)
+    )
+    edge = run(engine, {0: [EngineRequest("edge", prompts["edge"], params["edge"])]})
+    assert max(positions) == context - 1
+    for key, got in (("short", events), ("long", events), ("edge", edge)):
+        want = static_ids(model, [prompts[key]], params[key])[0][0]
+        assert ids_of(got[key, 0]) == want
+
+
 def test_a_larger_prefill_chunk_admits_the_queue_sooner_with_the_same_tokens(model) -> None:
     """The prefill chunk sets how many queued prompt tokens a step admits (the GPU default is
     8x the CPU one): eight 6-token prompts take 8 steps to admit behind an 8-token chunk, one behind a

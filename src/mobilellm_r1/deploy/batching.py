@@ -6,10 +6,10 @@ one pool, a block table per sample, so memory follows the tokens in flight.
 What one `step()` runs:
   1. aborts requested since the last step: the request's samples stop ("abort" events) and
      its blocks return to the free list;
-  2. decode: a window of `decode_steps` steps (fewer when a sample would pass its
-     `max_new_tokens`); each is one forward over [running, 1] whose picked tokens feed the
+  2. decode: a window of `decode_steps` steps (fewer when a sample would pass the model's
+     context); each is one forward over [running, 1] whose picked tokens feed the
      next step on the device, and the host reads the window's tokens once at its end (tokens
-     a sample draws after its stop are dropped). Every sample first gets the blocks the
+     a sample draws after its stop or its `max_new_tokens` are dropped). Every sample first gets the blocks the
      window's tokens open. When the pool has too few free
      blocks, the newest work gives its blocks back until the rest fit: first a prefill in
      progress, then the samples admitted last (preemption). A preempted sample goes back to
@@ -211,7 +211,8 @@ class BatchingEngine:
         self.num_blocks = self._pool_blocks(kv_budget_bytes, first.dtype)
         self.cache = PagedKVCache(cfg, self.num_blocks, block_size, device=self.device, dtype=first.dtype)
         self.allocator = BlockAllocator(self.num_blocks)
-        self.decode_width = blocks_for(cfg.max_position_embeddings, block_size)  # paged-kernel tables
+        self.context = cfg.max_position_embeddings
+        self.decode_width = blocks_for(self.context, block_size)  # paged-kernel tables
         self.compile = compile
         self._forward = PagedForward(self.model, self.cache)  # prefills (shapes vary: eager)
         self._decode_step = self._forward.decode
@@ -380,10 +381,13 @@ class BatchingEngine:
         return self._emit(rows, torch.stack(picked, dim=1).tolist(), sampler)
 
     def _window(self) -> int:
-        """Decode steps in this window: `decode_steps`, fewer when a sample reaches its
-        `max_new_tokens` sooner (a window never overshoots a length limit)."""
-        left = min(s.request.request.params.max_new_tokens - len(s.generated) for s in self.running)
-        return max(1, min(self.decode_steps, left))
+        """Decode steps in this window: `decode_steps`, fewer only when a sample would step
+        past the model's context. A sample that meets its `max_new_tokens` (or a stop) inside
+        the window ends there and its later tokens are dropped, so one short request does not
+        shrink every other row's window (a bound by the smallest `max_new_tokens` left cut
+        windows to 1-2 steps once ~100 requests of mixed lengths ran together)."""
+        room = min(self.context - s.length + 1 for s in self.running)  # positions left to write
+        return max(1, min(self.decode_steps, room))
 
     def _make_room(self, steps: int) -> None:
         """Give every running sample the blocks its next `steps` tokens need, preempting the
