@@ -146,6 +146,50 @@ def test_killed_inside_training_and_between_stages_finishes_the_same(reference: 
     assert _numbers(run) == _numbers(reference / "run")
 
 
+def _processes_in(root: Path) -> list[int]:
+    """Processes whose working directory is under `root` (a stage runs in the run directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(str(root)):
+                pids.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
+
+
+def test_sigterm_inside_training_writes_the_report_so_far_and_stops_the_stage(tmp_path: Path) -> None:
+    """What a scheduler's time limit sends: the run stops, its report shows the finished stages
+    (the one it stopped is 'running'; later ones 'not run'), and no stage outlives it."""
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mobilellm_r1.cli", "run", "recipe.yaml"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    ready, end = run / "pretrain" / "checkpoints" / "step_00000002" / "manifest.json", time.time() + 400
+    while not ready.exists():
+        assert proc.poll() is None and time.time() < end, "training did not reach its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # the orchestrator alone, as `timeout` or Slurm would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "report so far:" in err
+    states = {
+        stage["name"]: stage["state"] for stage in json.loads((run / "report.json").read_text())["stages"]
+    }
+    assert states["pretrain"] == "running" and states["evaluate"] == "not run"
+    assert all(states[name] == "done" for name in list(states)[:-2])
+    end = time.time() + 30
+    while _processes_in(tmp_path):
+        assert time.time() < end, f"stage processes left running: {_processes_in(tmp_path)}"
+        time.sleep(0.2)
+
+
 def test_a_changed_setting_reruns_only_that_stage_and_later_ones(
     reference: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -10,13 +10,18 @@
 Each stage is one `mobilellm-r1` command run inside the run directory (`runs/NAME/`); a stage whose
 settings and inputs are unchanged since it finished is skipped, so a killed run continues where it
 stopped when the same command is run again. The report (`report.html`, `report.json`) is rewritten
-at the end of every run (`--report-only` rewrites it from the finished stages).
+at the end of every run, also one that failed or was stopped (Ctrl-C, SIGTERM): it then shows the
+stages that finished (`--report-only` rewrites it from the finished stages).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .config import load_pipeline
     from .plan import make_plan
-    from .report import write_report
     from .runner import Runner, StageFailed, rank_info
 
     cfg = load_pipeline(args.recipe, args.overrides, args.out_dir)
@@ -66,14 +70,47 @@ def run(args: argparse.Namespace) -> int:
         if rank_info()[0] == 0:
             save_recipe(cfg, root)
         try:
-            Runner(cfg, root).execute(plan)
+            with terminate_as_interrupt():
+                Runner(cfg, root).execute(plan)
         except StageFailed as err:
             print(f"mobilellm-r1: error: {err}", file=sys.stderr)
+            report(cfg, root, command, "so far")
             return 1
-    if rank_info()[0] == 0:
-        paths = write_report(cfg, root, command=command)
-        print(f"report: {paths[0]} (numbers: {paths[1]})", file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a scheduler's time limit)
+            report(cfg, root, command, "so far")
+            raise
+    report(cfg, root, command)
     return 0
+
+
+def report(cfg: PipelineConfig, root: Path, command: list[str], when: str = "") -> None:
+    """Write the report (rank 0): after a stop or a failure it shows the stages that finished."""
+    from .report import write_report
+    from .runner import rank_info
+
+    if rank_info()[0] != 0:
+        return
+    paths = write_report(cfg, root, command=command)
+    print(f"report{' ' + when if when else ''}: {paths[0]} (numbers: {paths[1]})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what Slurm and `timeout` send first) raises KeyboardInterrupt here, so a run
+    stopped from outside still writes the report of its finished stages; the running stage
+    ends with the orchestrator, keeping its last checkpoint for the next run to resume."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_plan(plan: list[StagePlan]) -> None:
