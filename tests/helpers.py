@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -107,3 +108,17 @@ def finite_numbers(tree) -> list[float]:
         assert math.isfinite(tree)
         return [tree]
     return []
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Processes whose working directory is `directory` or below it (Linux /proc): a run's stages
+    work in its run directory."""
+    root, found = directory.resolve(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:  # gone, or not ours to read
+            continue
+        if cwd == root or root in cwd.parents:
+            found.append(int(pid))
+    return found

@@ -12,12 +12,11 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from helpers import E2E_DATA_STAGES, SHARED_DATA
+from helpers import E2E_DATA_STAGES, SHARED_DATA, processes_under
 from mobilellm_r1.pipeline import launch
 
 
@@ -112,17 +111,6 @@ RECIPE = (
 )
 
 
-def _cwd_users(directory: Path) -> list[int]:
-    users = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/cwd").resolve() == directory.resolve():
-                users.append(int(pid))
-        except OSError:  # gone, or not ours
-            continue
-    return users
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_orchestrator_takes_its_stage_with_it(tmp_path) -> None:
     (tmp_path / "recipe.yaml").write_text(RECIPE)
@@ -138,13 +126,13 @@ def test_a_killed_orchestrator_takes_its_stage_with_it(tmp_path) -> None:
         while not (run / "pretrain" / "checkpoints").is_dir():
             assert proc.poll() is None and time.time() < end, "training did not start"
             time.sleep(0.1)
-        assert _cwd_users(run), "the training stage runs in the run directory"
+        assert processes_under(run), "the training stage runs in the run directory"
         proc.send_signal(signal.SIGKILL)  # the orchestrator alone, not its process group
         proc.wait()
         end = time.time() + 30
-        while _cwd_users(run):
-            assert time.time() < end, f"stage processes outlived the orchestrator: {_cwd_users(run)}"
+        while processes_under(run):
+            assert time.time() < end, f"stage processes outlived the orchestrator: {processes_under(run)}"
             time.sleep(0.1)
     finally:
-        for pid in _cwd_users(run):
+        for pid in processes_under(run):
             os.kill(pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import E2E_DATA_STAGES
+from helpers import E2E_DATA_STAGES, processes_under
 from mobilellm_r1.cli import main
 
 # Real stages at toy size: the corpus, its shards, 6 training steps (checkpoints at 2 and 4), and
@@ -146,18 +146,6 @@ def test_killed_inside_training_and_between_stages_finishes_the_same(reference: 
     assert _numbers(run) == _numbers(reference / "run")
 
 
-def _processes_in(root: Path) -> list[int]:
-    """Processes whose working directory is under `root` (a stage runs in the run directory)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(str(root)):
-                pids.append(int(entry.name))
-        except OSError:  # gone, or not ours to read
-            continue
-    return pids
-
-
 def test_sigterm_inside_training_writes_the_report_so_far_and_stops_the_stage(tmp_path: Path) -> None:
     """What a scheduler's time limit sends: the run stops, its report shows the finished stages
     (the one it stopped is 'running'; later ones 'not run'), and no stage outlives it."""
@@ -185,8 +173,8 @@ def test_sigterm_inside_training_writes_the_report_so_far_and_stops_the_stage(tm
     assert states["pretrain"] == "running" and states["evaluate"] == "not run"
     assert all(states[name] == "done" for name in list(states)[:-2])
     end = time.time() + 30
-    while _processes_in(tmp_path):
-        assert time.time() < end, f"stage processes left running: {_processes_in(tmp_path)}"
+    while processes_under(tmp_path):
+        assert time.time() < end, f"stage processes left running: {processes_under(tmp_path)}"
         time.sleep(0.2)
 
 
