@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilellm_r1.cli import COMMANDS, main
+from mobilellm_r1.cli import COMMANDS, main, quiet_progress_when_logged
 from mobilellm_r1.deploy.commands import StreamPrinter, build_prompt_ids
 from mobilellm_r1.model.config import PRESETS
 from mobilellm_r1.tokenizer import load_tokenizer
@@ -359,3 +359,30 @@ def test_generate_chat_template_loop_fails_fast(
     _assert_one_line_error(
         capsys.readouterr().err, "chat template failed: over 1,000,000 lines of template code"
     )
+
+
+def test_progress_bars_redraw_rarely_into_a_log(monkeypatch) -> None:
+    """stderr to a file (a scheduler's log): tqdm redraws every 30 s, unless the user chose."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    quiet_progress_when_logged()
+    assert "TQDM_MININTERVAL" not in os.environ  # a terminal keeps tqdm's live bars
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    quiet_progress_when_logged()
+    assert os.environ["TQDM_MININTERVAL"] == "30"
+    # tqdm reads it when imported: the CLI sets it before any command imports tqdm
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    probe = (
+        "from mobilellm_r1.cli import quiet_progress_when_logged; quiet_progress_when_logged(); "
+        "import io, tqdm; print(tqdm.tqdm(range(3), file=io.StringIO()).mininterval)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "30.0"
+    monkeypatch.setenv("TQDM_MININTERVAL", "2")
+    quiet_progress_when_logged()
+    assert os.environ["TQDM_MININTERVAL"] == "2"

@@ -92,8 +92,20 @@ def _exit_code(code: object) -> int:
     return code if isinstance(code, int) else 1
 
 
+LOGGED_PROGRESS_INTERVAL = "30"  # seconds between progress-bar redraws when stderr is a file
+
+
+def quiet_progress_when_logged() -> None:
+    """Progress bars redraw ten times a second; into a file or a scheduler's log (stderr not a
+    terminal) that is megabytes of carriage returns, so there they redraw every 30 s (tqdm reads
+    TQDM_MININTERVAL; the stages a run starts inherit it; a value the user set wins)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", LOGGED_PROGRESS_INTERVAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]), run the subcommand and return its exit code."""
+    quiet_progress_when_logged()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
