@@ -15,7 +15,8 @@ spread's mean there; the JSON also holds both over the whole run and the curves 
         --data data/synthetic --window 4 --skip 4 --tail 8   # seconds; torchao emulates fp8 on CPU
 
 The real corpora (data/real_small, ../shared/data/corpora) by default; `--data data/synthetic`
-uses the embedded synthetic corpus. Writes benchmarks/results/fp8_loss_<device>_<preset>_<date>.json
+uses the embedded synthetic corpus. With `--work DIR` finished runs are kept there and reused, so
+the same command run again after a cut-off continues (four 140M runs outlast a 10-minute slot). Writes benchmarks/results/fp8_loss_<device>_<preset>_<date>.json
 and a .png beside it, and prints a table last.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -83,8 +85,12 @@ def overrides(args: argparse.Namespace, seed: int, fp8: str, out_dir: Path) -> l
 
 
 def train(args: argparse.Namespace, seed: int, fp8: str, work: Path) -> list[float]:
-    """One run in `work` (its data shards are made there once and shared) -> its losses."""
+    """One run in `work` (its data shards are made there once and shared) -> its losses. A run
+    that finished earlier in the same `--work` is reused, so a cut-off invocation continues."""
     out_dir = work / f"{fp8}_seed{seed}"
+    if (out_dir / "final").is_dir():
+        return losses(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a run cut off part way starts over
     cfg = load_train_config("train/tiny_cpu", overrides(args, seed, fp8, out_dir))
     before = Path.cwd()
     os.chdir(work)  # the data recipes write their shards under ./data

@@ -37,3 +37,8 @@ def test_toy_run_end_to_end(tmp_path, monkeypatch) -> None:
         assert abs(fp8[0] - bf16[0]) < 0.02 * bf16[0]  # one seed: same weights and first batch
     assert result["comparison"]["verdict"] in ("within spread", "outside spread")
     assert out.with_suffix(".png").stat().st_size > 1000
+    # run again in the same --work: the finished runs are reused, not retrained
+    stamp = (tmp_path / "work" / "none_seed0" / "metrics.jsonl").stat().st_mtime_ns
+    fp8_loss.main()
+    assert (tmp_path / "work" / "none_seed0" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert json.loads(out.read_text())["curves"] == result["curves"]
