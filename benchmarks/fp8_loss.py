@@ -165,6 +165,7 @@ def main() -> None:
     p.add_argument("--work", default=None, help="run directory (default: a temporary one)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    args.corpora = str(Path(args.corpora).resolve())  # the runs work in --work
     if len(args.seeds) < 2:
         p.error("--seeds needs at least two seeds: the spread is between seeds")
     if not args.skip < args.steps:
