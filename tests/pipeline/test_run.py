@@ -71,12 +71,14 @@ def _run_in(root: Path, *args: str) -> int:
         os.chdir(old)
 
 
-def _start(root: Path) -> subprocess.Popen:
+def _start(root: Path, stderr: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """`mobilellm-r1 run recipe.yaml` in `root` as a process group of its own."""
     return subprocess.Popen(
         [sys.executable, "-m", "mobilellm_r1.cli", "run", "recipe.yaml"],
         cwd=root,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
         start_new_session=True,
     )
 
@@ -151,14 +153,7 @@ def test_sigterm_inside_training_writes_the_report_so_far_and_stops_the_stage(tm
     (the one it stopped is 'running'; later ones 'not run'), and no stage outlives it."""
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mobilellm_r1.cli", "run", "recipe.yaml"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start(tmp_path, stderr=subprocess.PIPE)
     ready, end = run / "pretrain" / "checkpoints" / "step_00000002" / "manifest.json", time.time() + 400
     while not ready.exists():
         assert proc.poll() is None and time.time() < end, "training did not reach its first checkpoint"
