@@ -7,21 +7,21 @@ What one `step()` runs:
   1. aborts requested since the last step: the request's samples stop ("abort" events) and
      its blocks return to the free list;
   2. decode: a window of `decode_steps` steps (fewer when a sample would pass the model's
-     context); each is one forward over [running, 1] whose picked tokens feed the
-     next step on the device, and the host reads the window's tokens once at its end (tokens
-     a sample draws after its stop or its `max_new_tokens` are dropped). Every sample first gets the blocks the
-     window's tokens open. When the pool has too few free
-     blocks, the newest work gives its blocks back until the rest fit: first a prefill in
-     progress, then the samples admitted last (preemption). A preempted sample goes back to
+     context); each is one forward over [running, 1] whose picked tokens feed the next step
+     on the device, and the host reads the window's tokens once at its end (tokens a sample
+     draws after its stop or its `max_new_tokens` are dropped). Every sample first gets the
+     blocks the window's tokens open. When the pool has too few free blocks, the newest work
+     gives its blocks back until the rest fit: first a prefill in progress, then the samples
+     admitted last (preemption). A preempted sample goes back to
      the front of the queue and later recomputes its prompt + generated tokens (one prefill),
      so its tokens do not change;
   3. prefill: up to `prefill_chunk` prompt tokens (padding included; default 4,096 on a GPU,
      512 on CPU) from the head of the FIFO queue, in one left-padded forward: the next chunk
      of the first prompt, then whole prompts that fit, so a long prompt never stalls the
      running decodes for more than a chunk (a preempted sample's prefill is its prompt +
-     generated tokens). A job is admitted only in
-     queue order, when the decode batch has room for its samples (`max_batch`) and the pool
-     has its blocks while keeping one spare block per running sample. When its last chunk is
+     generated tokens). A job is admitted only in queue order, when the decode batch has room
+     for its samples (`max_batch`) and the pool has its blocks while keeping one spare block
+     per running sample. When its last chunk is
      in, its samples draw their first tokens and join the decode batch.
 Prefix sharing: the prompt of an n-sample request is prefilled once; its n samples share the
 prompt's full blocks (reference counts) and each gets its own copy of the partial last block,
