@@ -23,7 +23,6 @@ and a .png beside it, and prints a table last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -31,7 +30,9 @@ from pathlib import Path
 
 import torch
 
+from mobilellm_r1.data.records import read_jsonl
 from mobilellm_r1.train.config import load_train_config
+from mobilellm_r1.train.metrics import METRICS
 from mobilellm_r1.train.objectives import prepare_data
 from mobilellm_r1.train.trainer import Trainer
 from provenance import dated_result, result_header, write_result
@@ -41,11 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def losses(run_dir: Path) -> list[float]:
     """The loss of every step, in order, from a run's metrics.jsonl."""
-    by_step = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            by_step[record["step"]] = record["loss"]
+    by_step = {r["step"]: r["loss"] for r in read_jsonl(run_dir / METRICS) if "loss" in r}
     return [by_step[s] for s in sorted(by_step)]
 
 
