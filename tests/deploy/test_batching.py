@@ -368,3 +368,18 @@ def test_compiled_decode_matches_eager() -> None:
     params = SamplingParams(max_new_tokens=10, stop_token_ids=())
     compiled = BatchingEngine(small, block_size=8, compile=True, decode_steps=3).generate(prompts, params)
     assert [[c.token_ids for c in row] for row in compiled] == static_ids(small, prompts, params)
+
+
+def test_built_inside_autocast_the_pool_holds_the_autocast_dtype(model) -> None:
+    """GRPO samples its float32 policy under bf16 autocast: the pool holds bf16 (what attention
+    sees there), so the paged kernel (interpreted here) takes the queries, and its tokens are the
+    gather path's."""
+    prompts = prompts_of([5, 9])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        paged = BatchingEngine(model, block_size=8, paged_decode=True)
+        gather = BatchingEngine(model, block_size=8, paged_decode=False)
+        assert paged.cache.k0.dtype == torch.bfloat16 and paged.cache.paged_decode
+        got = [[c.token_ids for c in row] for row in paged.generate(prompts, GREEDY)]
+        want = [[c.token_ids for c in row] for row in gather.generate(prompts, GREEDY)]
+    assert got == want
+    assert BatchingEngine(model, block_size=8).cache.k0.dtype == torch.float32  # outside autocast

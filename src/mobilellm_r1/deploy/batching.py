@@ -40,7 +40,9 @@ in both (params.seed None: a fresh seed per request).
 On CUDA, decode steps attend through the paged Triton kernel (`paged_attention.py`), which reads
 each row's blocks in place and only up to its length; their block tables are padded to one fixed
 width (the blocks of a full-context sample), so a decode step's shapes vary with its rows only.
-Elsewhere decode attention gathers the blocks into a dense copy.
+Elsewhere decode attention gathers the blocks into a dense copy (`paged_decode` chooses).
+The pool holds what attention sees: the autocast dtype when the engine is built inside
+`torch.autocast` (a bf16 rollout of an fp32 policy, as GRPO's), else the parameters' dtype.
 
 `compile=True` compiles the decode forward with CUDA graphs (as the static Generator does), the
 batch padded to a power of two rows (and, on the gather path, the block tables to a power of two
@@ -173,6 +175,16 @@ class _Job:
     done: int = 0  # tokens already written
 
 
+def kv_dtype(model: Transformer) -> torch.dtype:
+    """The dtype of the keys and values `model` computes here: the autocast dtype inside
+    `torch.autocast` for its device, else its parameters' dtype."""
+    first = next(model.parameters())
+    kind = first.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return first.dtype
+
+
 class BatchingEngine:
     """Continuous-batching generation from a `Transformer` (see the module docstring)."""
 
@@ -187,6 +199,7 @@ class BatchingEngine:
         prefill_chunk: int | None = None,
         compile: bool = False,
         decode_steps: int | None = None,
+        paged_decode: bool | None = None,
     ) -> None:
         first = next(model.parameters())
         on_gpu = first.device.type == "cuda"
@@ -208,8 +221,11 @@ class BatchingEngine:
         self.max_batch, self.block_size, self.prefill_chunk = max_batch, block_size, prefill_chunk
         self.decode_steps = decode_steps
         self.device, cfg = first.device, model.config
-        self.num_blocks = self._pool_blocks(kv_budget_bytes, first.dtype)
-        self.cache = PagedKVCache(cfg, self.num_blocks, block_size, device=self.device, dtype=first.dtype)
+        dtype = kv_dtype(model)
+        self.num_blocks = self._pool_blocks(kv_budget_bytes, dtype)
+        self.cache = PagedKVCache(
+            cfg, self.num_blocks, block_size, device=self.device, dtype=dtype, paged_decode=paged_decode
+        )
         self.allocator = BlockAllocator(self.num_blocks)
         self.context = cfg.max_position_embeddings
         self.decode_width = blocks_for(self.context, block_size)  # paged-kernel tables

@@ -50,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...atomic import atomic_write
 from ...data.records import iter_jsonl
-from ...deploy.batching import BatchingEngine
+from ...deploy.batching import BatchingEngine, kv_dtype
 from ...deploy.paged_cache import PagedKVCache, blocks_for
 from ...deploy.sampling import SamplingParams
 from ...eval.math_grading import MathJudge, math_gold
@@ -362,8 +362,7 @@ class GRPOObjective(Objective):
         preempts, and frees its memory for the update that follows)."""
         rows = len(encoded) * params.n
         longest = max(len(ids) for ids in encoded) + params.max_new_tokens
-        dtype = next(self.model.parameters()).dtype
-        per_block = PagedKVCache.block_bytes(self.model.config, ROLLOUT_BLOCK, dtype)
+        per_block = PagedKVCache.block_bytes(self.model.config, ROLLOUT_BLOCK, kv_dtype(self.model))
         budget = rows * (blocks_for(longest, ROLLOUT_BLOCK) + 1) * per_block
         return BatchingEngine(
             self.model, self.tokenizer, max_batch=rows, block_size=ROLLOUT_BLOCK, kv_budget_bytes=budget
