@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mobilellm_r1 import cli
 from mobilellm_r1.cli import COMMANDS, main, quiet_progress_when_logged
 from mobilellm_r1.deploy.commands import StreamPrinter, build_prompt_ids
 from mobilellm_r1.model.config import PRESETS
@@ -107,6 +109,26 @@ def test_info_long_context_and_context(capsys: pytest.CaptureFixture[str]) -> No
     assert record["kv_cache_bytes_per_token_bf16"] == 2 * 15 * 3 * 64 * 2
     assert main(["info", "--preset", "140m", "--context", "8192"]) == 1
     _assert_one_line_error(capsys.readouterr().err, "--long-context")
+
+
+def test_an_error_under_an_open_progress_bar_gets_its_own_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that fails with its bar open (GRPO at step 0): the error is not glued to the bar."""
+    from tqdm import tqdm
+
+    def run(args: argparse.Namespace) -> int:
+        bar = tqdm(total=30, desc="train", file=sys.stderr, mininterval=0)
+        bar.update(0)  # open while the error propagates (the traceback holds it)
+        raise ValueError("q is torch.bfloat16 but the pools are torch.float32")
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--debug", action="store_true")
+    parser.set_defaults(run=run)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert main([]) == 1
+    segments = [s.strip() for s in re.split(r"[\r\n]", capsys.readouterr().err)]
+    assert "mobilellm-r1: error: q is torch.bfloat16 but the pools are torch.float32" in segments
 
 
 def test_info_unknown_preset_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except RUNTIME_ERRORS as err:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        from tqdm import tqdm  # its write() puts the line below any open progress bar
+
+        tqdm.write(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1
 
 

@@ -135,8 +135,9 @@ class Runner:
                     self.run_dir, item.stage.name, Marker(item.key, "failed", argv, attempts=attempts)
                 )
             raise StageFailed(
-                f"stage {item.stage.name!r} failed ({exit_reason(code)}); its output is in {log}. Fix "
-                f"the cause and run the same command again: finished stages are kept"
+                f"stage {item.stage.name!r} failed ({exit_reason(code)}): its error is above (stderr), "
+                f"its output in {log}. Fix the cause and run the same command again: finished stages "
+                f"are kept"
             )
         if self.rank == 0:
             marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
