@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.resources
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -476,3 +478,22 @@ def test_program_without_our_metadata_is_refused(tmp_path) -> None:
         lowered.write_to_file(fh)
     with pytest.raises(ExportError, match=r"foreign\.pte: not written by `mobilellm-r1 export`"):
         pte.open_runtime(path)
+
+
+def test_flatc_is_found_in_the_wheel_or_named(monkeypatch) -> None:
+    """ExecuTorch 1.2 runs `flatc` from PATH only: with PATH lacking it (a venv's python run
+    directly, `pip install --target`), the export points FLATC_EXECUTABLE at the wheel's binary
+    before lowering; with no binary anywhere it stops at once with an error naming flatc."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("FLATC_EXECUTABLE", raising=False)
+    pte.ensure_flatc()
+    found = Path(os.environ["FLATC_EXECUTABLE"])
+    assert found.is_file() and found.name in {name for _, name in pte.FLATC_RESOURCES}
+    monkeypatch.delenv("FLATC_EXECUTABLE")
+
+    def no_package(package):
+        raise ModuleNotFoundError(package)
+
+    monkeypatch.setattr(importlib.resources, "files", no_package)
+    with pytest.raises(ExportError, match="flatc"):
+        pte.ensure_flatc()

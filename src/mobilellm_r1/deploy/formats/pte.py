@@ -39,8 +39,11 @@ from __future__ import annotations
 
 import collections
 import copy
+import importlib.resources
 import json
+import os
 import re
+import shutil
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +76,33 @@ PTE_MAGIC = re.compile(rb"ET\d\d")  # the flatbuffer file identifier at bytes 4-
 LINEAR_OPS = ("aten::linear", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
 
 
+# Where ExecuTorch wheels put the `flatc` binary that serialises a program: (package, file)
+FLATC_RESOURCES = (("executorch.exir._serialize", "flatbuffers-flatc"), ("executorch.data.bin", "flatc"))
+
+
 # ------------------------------------------------------------------------------ checks
+def ensure_flatc() -> None:
+    """Make ExecuTorch's `flatc` findable before the minutes of lowering that need it at the
+    end: recent ExecuTorch looks in its own package, 1.2 and older only at $FLATC_EXECUTABLE or
+    `flatc` on PATH, which misses a venv's python run without activating the venv or a
+    `pip install --target`. Points $FLATC_EXECUTABLE at the wheel's binary where needed;
+    ExportError when there is none."""
+    if os.environ.get("FLATC_EXECUTABLE") or shutil.which("flatc"):
+        return
+    for package, name in FLATC_RESOURCES:
+        try:
+            binary = importlib.resources.files(package).joinpath(name)
+        except ModuleNotFoundError:
+            continue
+        if binary.is_file():
+            os.environ["FLATC_EXECUTABLE"] = str(binary)
+            return
+    raise ExportError(
+        "ExecuTorch's flatc (it writes the .pte) is neither on PATH nor in the executorch package: "
+        "reinstall executorch (pip install '.[deploy]') or set FLATC_EXECUTABLE to a flatc binary"
+    )
+
+
 def weight_groups(cfg: ModelConfig, options: ExportOptions) -> tuple[int, int]:
     """(linear group, embedding group) of the 4-bit weights."""
     return options.group_size or default_group_size(cfg), options.embedding_group_size
@@ -209,6 +238,7 @@ def write(
 ) -> None:
     """Write the `.pte` at `path` (see the module docstring); ExportError if a linear layer
     was left outside XNNPACK."""
+    ensure_flatc()
     load_custom_ops()
     cfg, max_context = model.config, options.context(model.config)
     chunk = chunk_tokens(cfg, options)
