@@ -89,7 +89,7 @@ def test_only_runs_one_stage_whose_inputs_exist(root: Path) -> None:
     plan = _plan(root)
     _finish(root, plan, "a", "b")
     only = _plan(root, only="c")
-    assert [only[n].action for n in "abc"] == ["skip", "skip", "forced"]
+    assert [only[n].action for n in "abc"] == ["unselected", "unselected", "forced"]
     assert only["c"].key == plan["c"].key
 
 

@@ -117,7 +117,7 @@ def print_plan(plan: list[StagePlan]) -> None:
     """One line per stage: what will happen, its key, its command line."""
     width = max(len(p.stage.name) for p in plan)
     for p in plan:
-        print(f"{p.stage.name:<{width}}  {p.action:<7} {p.key or '-':<16}  mobilellm-r1 {' '.join(p.argv)}")
+        print(f"{p.stage.name:<{width}}  {p.action:<10} {p.key or '-':<16}  mobilellm-r1 {' '.join(p.argv)}")
 
 
 def reproduce_command(args: argparse.Namespace) -> list[str]:

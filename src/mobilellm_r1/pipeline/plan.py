@@ -26,7 +26,7 @@ from ..train.manifest import file_digest
 from .config import PipelineConfig, StageSpec, fill, stage_argv
 from .markers import Marker, read_marker
 
-Action = Literal["skip", "resume", "run", "rerun", "forced"]
+Action = Literal["skip", "resume", "run", "rerun", "forced", "unselected"]  # unselected: --only another
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class StagePlan:
 
     @property
     def will_run(self) -> bool:
-        return self.action != "skip"
+        return self.action not in ("skip", "unselected")
 
 
 CONTENT_HASH_LIMIT = 2 * 2**30  # bytes of an external input hashed by content; above: size + mtime
@@ -180,7 +180,7 @@ def make_plan(
         marker = read_marker(run_dir, stage.name)
         if only and stage.name != only:
             key = _key_if_known(stage, argv, run_dir, root, cfg.name, plans)
-            plans[stage.name] = StagePlan(stage, argv, key, "skip", marker)
+            plans[stage.name] = StagePlan(stage, argv, key, "unselected", marker)
             continue
         key = stage_key(stage, argv, run_dir, root, cfg.name, plans)
         forced = index >= first_forced or stage.name == only

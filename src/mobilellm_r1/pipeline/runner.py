@@ -95,7 +95,8 @@ class Runner:
         todo = [p for p in plan if p.will_run]
         for index, item in enumerate(plan, 1):
             if not item.will_run:
-                self._say(f"[{index}/{len(plan)}] {item.stage.name}: up to date, skipped")
+                why = "not selected (--only)" if item.action == "unselected" else "up to date, skipped"
+                self._say(f"[{index}/{len(plan)}] {item.stage.name}: {why}")
                 continue
             left = sum(self._estimate(p) or 0.0 for p in todo[todo.index(item) :])
             estimate = self._estimate(item)
