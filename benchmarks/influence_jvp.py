@@ -1,18 +1,21 @@
-"""Influence scoring, exact forward-mode flash attention vs math SDPA (issue 23, item 4): an A/B in
-one process.
+"""Influence scoring, exact forward-mode flash attention and LM-head rules vs PyTorch's (issue 23,
+item 4): an A/B/C in one process.
 
 `influence.jvp_scores` of synthetic rows of exactly --seq tokens on a preset (random init, float32
 weights; bf16 autocast on CUDA, as the 19.6 samples/s baseline of influence_throughput.py), K
 probe-gradient queries (K = 1 by default: that baseline's k1 mode; K > 1 are vmapped in one pass),
-timed on two paths:
+timed on three paths:
 
-  math : ``jvp_attention=False``: math SDPA's forward-mode rule ([B, H, T, T] scores), the old path
-  flash: ``jvp_attention=True``: `curation.jvp_attention` (Triton kernel on CUDA, the PyTorch
-         reference elsewhere)
+  math : math SDPA's forward-mode rule ([B, H, T, T] scores) and PyTorch's rules for the LM head
+         and cross-entropy (tangent logits [T, V]): the oldest path
+  flash: `curation.jvp_attention` (Triton kernel on CUDA, the PyTorch reference elsewhere), the
+         LM head still PyTorch's
+  fused: flash attention and `curation.jvp_linear_ce` (the head's tangent through p W and p dW,
+         no tangent logits): today's default
 
 Each path runs the batches of --batches in increasing order until one runs out of memory; its
-fastest batch is its figure. The scores of both paths on the largest batch both fit must agree:
-max |flash - math| / max |math| <= --tolerance (else the JSON is written and the exit code is 1).
+fastest batch is its figure. Each path's scores on the largest batch all fit must agree with
+math's: max |path - math| / max |math| <= --tolerance (else the JSON is written and the exit code is 1).
 Warm-up passes are untimed; CUDA is synchronised around the timed ones. The kernel's launch
 constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it on a GPU, and
 --profile N adds each path's top N CUDA kernels (one pass at that common batch) to the output.
@@ -37,7 +40,11 @@ from mobilellm_r1.curation.influence import jvp_scores, pad_batch, probe_gradien
 from mobilellm_r1.model import build_model, preset
 from provenance import dated_result, result_header, write_result
 
-PATHS = {"math": False, "flash": True}  # name -> jvp_scores(jvp_attention=...)
+PATHS = {  # name -> jvp_scores settings
+    "math": {"jvp_attention": False, "jvp_head": False},
+    "flash": {"jvp_attention": True, "jvp_head": False},
+    "fused": {"jvp_attention": True, "jvp_head": True},
+}
 BASELINE = "19.6 samples/s: 140M, T 2048, k1, subset all, bf16 autocast, batch 32, H100 (README, Nov 2026)"
 
 
@@ -68,16 +75,14 @@ def time_path(score, device: torch.device, warmup: int, iters: int) -> float:
 def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str, list[dict]]:
     """Per path: one record per batch tried (time, rates, peak memory), up to the first OOM."""
     out: dict[str, list[dict]] = {}
-    for name, flash in PATHS.items():
+    for name, how in PATHS.items():
         out[name] = []
         for batch in args.batches:
             free(device)
             ids, labels = pad_batch(rows[:batch], device=device)
 
-            def score(ids=ids, labels=labels, flash=flash) -> torch.Tensor:
-                return jvp_scores(
-                    model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
-                )
+            def score(ids=ids, labels=labels, how=how) -> torch.Tensor:
+                return jvp_scores(model, params, queries, ids, labels, autocast_dtype=args.autocast, **how)
 
             try:
                 seconds = time_path(score, device, args.warmup, args.iters)
@@ -94,23 +99,26 @@ def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str,
 
 
 def agreement(model, params, queries, rows, batch: int, args, device: torch.device) -> dict[str, Any]:
-    """Scores [K, batch] of both paths on the same rows: max |flash - math| / max |math|, correlation."""
+    """Scores [K, batch] of every path on the same rows against math's: per path max |path - math| /
+    max |math| and the correlation; agree when every path is within --tolerance."""
     free(device)
     ids, labels = pad_batch(rows[:batch], device=device)
     scores = {
-        name: jvp_scores(
-            model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
-        )
+        name: jvp_scores(model, params, queries, ids, labels, autocast_dtype=args.autocast, **how)
         .double()
         .cpu()
-        for name, flash in PATHS.items()
+        for name, how in PATHS.items()
     }
-    old, new = scores["math"], scores["flash"]
-    rel = float((new - old).abs().max() / old.abs().max().clamp(min=1e-30))
-    corr = (
-        float(torch.corrcoef(torch.stack([new.flatten(), old.flatten()]))[0, 1]) if old.numel() > 1 else 1.0
-    )
-    return {"batch": batch, "max_rel_diff": rel, "corr": corr, "agree": rel <= args.tolerance}
+    old = scores["math"]
+    paths = {}
+    for name, new in scores.items():
+        if name == "math":
+            continue
+        rel = float((new - old).abs().max() / old.abs().max().clamp(min=1e-30))
+        flat = torch.stack([new.flatten(), old.flatten()])
+        corr = float(torch.corrcoef(flat)[0, 1]) if old.numel() > 1 else 1.0
+        paths[name] = {"max_rel_diff": rel, "corr": corr, "agree": rel <= args.tolerance}
+    return {"batch": batch, "paths": paths, "agree": all(p["agree"] for p in paths.values())}
 
 
 def profile_paths(model, params, queries, rows, batch: int, args, device: torch.device) -> dict | None:
@@ -118,12 +126,12 @@ def profile_paths(model, params, queries, rows, batch: int, args, device: torch.
     if device.type != "cuda" or not batch:
         return None
     out = {}
-    for name, flash in PATHS.items():
+    for name, how in PATHS.items():
         free(device)
         ids, labels = pad_batch(rows[:batch], device=device)
         out[name] = top_kernels(
-            lambda ids=ids, labels=labels, flash=flash: jvp_scores(
-                model, params, queries, ids, labels, autocast_dtype=args.autocast, jvp_attention=flash
+            lambda ids=ids, labels=labels, how=how: jvp_scores(
+                model, params, queries, ids, labels, autocast_dtype=args.autocast, **how
             ),
             top=args.profile,
         )
@@ -146,13 +154,14 @@ def table(result: dict) -> None:
             continue
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
         print(f"{name:>6} {r['batch']:>6} {r['samples_per_s']:>10.2f} {r['tokens_per_s']:>10.0f} {mem:>9}")
+    for key, ratio in result["ratios"].items():
+        print(f"ratio {key.replace('_over_', ' / ')}: " + (f"{ratio:.2f}x" if ratio else "-"))
     a = result["agreement"]
-    ratio = result["ratio_flash_over_math"]
-    print(f"ratio flash / math: {ratio:.2f}x" if ratio else "ratio flash / math: -")
-    if a:
-        verdict = "agree" if a["agree"] else f"DISAGREE (tolerance {result['config']['tolerance']})"
+    for name, p in (a or {}).get("paths", {}).items():
+        verdict = "agree" if p["agree"] else f"DISAGREE (tolerance {result['config']['tolerance']})"
         print(
-            f"scores at batch {a['batch']}: max rel diff {a['max_rel_diff']:.2e}, corr {a['corr']:.6f}: {verdict}"
+            f"{name} vs math at batch {a['batch']}: max rel diff {p['max_rel_diff']:.2e}, "
+            f"corr {p['corr']:.6f}: {verdict}"
         )
 
 
@@ -206,7 +215,11 @@ def main() -> None:
     fits = [max((r["batch"] for r in rs if "samples_per_s" in r), default=0) for rs in records.values()]
     common = min(fits)
     agree = agreement(model, params, queries, rows, common, args, device) if common else None
-    ratio = bests["flash"]["samples_per_s"] / bests["math"]["samples_per_s"] if all(bests.values()) else None
+    pairs = {"flash_over_math": ("flash", "math"), "fused_over_flash": ("fused", "flash")}
+    ratios = {
+        key: bests[a]["samples_per_s"] / bests[b]["samples_per_s"] if bests[a] and bests[b] else None
+        for key, (a, b) in pairs.items()
+    }
     profiles = profile_paths(model, params, queries, rows, common, args, device) if args.profile else None
     config = {**vars(args), "autocast": str(args.autocast), "launch": launch}
     config["params"] = sum(p.numel() for p in model.parameters())
@@ -217,7 +230,7 @@ def main() -> None:
         "sweep": records,
         "best": bests,
         "agreement": agree,
-        "ratio_flash_over_math": ratio,
+        "ratios": ratios,
         "profile": profiles,
     }
     out = args.out or dated_result(f"influence_jvp_{args.preset}")

@@ -351,3 +351,22 @@ def test_runner_parquet_resume_equals_one_shot(tmp_path: Path) -> None:
     scorer = InfluenceScorer(checkpoints, probes, tok, datainf_train=None)
     with pytest.raises(ValueError, match="other settings"):
         scorer.run(samples, staged)  # different settings than the parts on disk
+
+
+@pytest.mark.parametrize("subset", ["all", "last:1"])
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_fused_head_rule_equals_pytorchs(subset: str, tied: bool) -> None:
+    """The LM-head cross-entropy's own forward-mode rule (no tangent logits) gives PyTorch's scores,
+    for K queries under vmap and one by one, with padded rows and a one-token row."""
+    model = build_model(small_config(tie_word_embeddings=tied), seed=0)
+    rows = [*random_rows(7, 1000, 2, 20, seed=6), [5]]
+    params = select_params(model, subset)
+    u1 = probe_gradient(model, random_rows(4, 1000, 6, 12, seed=7), params)
+    u2 = [torch.randn_like(t) for t in u1]
+    for vmap_queries in (True, False):
+        fused = influence_scores(model, rows, params, [u1, u2], batch_size=3, vmap_queries=vmap_queries)
+        plain = influence_scores(
+            model, rows, params, [u1, u2], batch_size=3, vmap_queries=vmap_queries, jvp_head=False
+        )
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)
+    assert fused[:, -1].eq(0).all()  # the one-token row has no target

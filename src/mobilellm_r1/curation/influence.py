@@ -56,9 +56,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..eval.nll import token_mean_nll
 from ..model.model import module_device
 from ..model.padding import pad_rows
+from ..train.losses import IGNORE_INDEX
 from .jvp_attention import jvp_sdpa
+from .jvp_linear_ce import LinearCrossEntropy
 
-IGNORE_INDEX = -100
 CHUNK_TOKENS = 8192  # positions per LM-head chunk: [chunk, vocab] logits are formed at a time
 Rows = Sequence[Sequence[int]]
 Query = list[Tensor]  # one tensor per selected parameter, same shapes
@@ -114,11 +115,13 @@ def _loss_sums(
     ids: Tensor,
     labels: Tensor,
     chunk_tokens: int,
+    jvp_head: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per-row summed next-token cross-entropy [B] and target counts [B] under ``params``.
 
     The LM head is applied to the final hidden states in chunks of positions, so [B, T, V] logits are
-    never formed at once; half-precision logits are upcast to float32 for the loss."""
+    never formed at once; half-precision logits are upcast to float32 for the loss. ``jvp_head``: the
+    head and loss go through :class:`.jvp_linear_ce.LinearCrossEntropy` (forward mode only)."""
     targets = labels[:, 1:]
     head = _head_name(model)
     if head is None:
@@ -130,6 +133,11 @@ def _loss_sums(
     total: Tensor | None = None
     for s in range(0, targets.shape[1], step):
         tgt = targets[:, s : s + step]
+        if jvp_head and hidden is not None:
+            ce = LinearCrossEntropy.apply(hidden[:, s : s + step].flatten(0, 1), weight, tgt.flatten())[0]
+            part = ce.view(tgt.shape).sum(dim=1)
+            total = part if total is None else total + part
+            continue
         logits = logits_all[:, s : s + step] if hidden is None else F.linear(hidden[:, s : s + step], weight)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
@@ -396,6 +404,7 @@ def jvp_scores(
     chunk_tokens: int = CHUNK_TOKENS,
     vmap_queries: bool = True,
     jvp_attention: bool = True,
+    jvp_head: bool = True,
 ) -> Tensor:
     """Scores [K, B] of the rows of one batch for K queries: ``d/de L(x; theta + e u_k)``, the JVP of
     the per-sample mean losses along each query (forward mode: one pass; ``vmap`` over the K tangents
@@ -405,12 +414,14 @@ def jvp_scores(
     ``jvp_attention``: the model's causal attention takes :func:`.jvp_attention.jvp_sdpa`'s exact
     flash-style tangent (Triton on CUDA); False leaves it to math SDPA's forward-mode rule, which forms
     [B, H, T, T] scores (the old path, kept for A/B checks).  SDPA calls ``jvp_sdpa`` passes through
-    (masked ones) take the math kernel either way: no other SDPA backend has a forward-mode rule."""
+    (masked ones) take the math kernel either way: no other SDPA backend has a forward-mode rule.
+    ``jvp_head``: the LM head and loss take :mod:`.jvp_linear_ce`'s rule, which never forms the
+    tangent logits; False leaves them to PyTorch's rules (the old path, kept for A/B checks)."""
     frozen = _frozen(model)
     primals = {n: frozen[n] for n in params}
 
     def losses(sub: dict[str, Tensor]) -> Tensor:
-        sums, counts = _loss_sums(model, {**frozen, **sub}, ids, labels, chunk_tokens)
+        sums, counts = _loss_sums(model, {**frozen, **sub}, ids, labels, chunk_tokens, jvp_head)
         return sums / counts.clamp(min=1)
 
     def tangent_out(tangent: dict[str, Tensor]) -> Tensor:
@@ -437,6 +448,7 @@ def influence_scores(
     autocast_dtype: torch.dtype | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
     vmap_queries: bool = True,
+    jvp_head: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Scores u^T grad L(x) of token-id ``rows`` (positive: training on x lowers the probe loss).
@@ -458,6 +470,7 @@ def influence_scores(
             autocast_dtype=autocast_dtype,
             chunk_tokens=chunk_tokens,
             vmap_queries=vmap_queries,
+            jvp_head=jvp_head,
         )
         out[:, idx] = s.double().cpu()
         if progress is not None:
