@@ -124,15 +124,19 @@ def test_a_second_run_skips_every_stage(reference: Path, capsys: pytest.CaptureF
     assert (reference / "run" / ".stages" / "pretrain.json").read_text() == before
 
 
-def test_killed_inside_training_and_between_stages_finishes_the_same(reference: Path, tmp_path: Path) -> None:
+def test_killed_inside_training_and_between_stages_finishes_the_same(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     run = tmp_path / "run"
+    monkeypatch.setenv("MOBILELLM_R1_HEARTBEAT_S", "0.1")  # the running marker's elapsed time
     # 1: killed inside training, once its second checkpoint is sealed
     _kill_when(
         tmp_path, _start(tmp_path), run / "pretrain" / "checkpoints" / "step_00000004" / "manifest.json"
     )
     marker = json.loads((run / ".stages" / "pretrain.json").read_text())
-    assert marker["state"] == "running"
+    assert marker["state"] == "running" and marker["wall_s"] > 0
+    killed_s = marker["wall_s"]
     # 2: killed between stages: as soon as training is marked done
     proc = _start(tmp_path)
     end = time.time() + 400
@@ -145,6 +149,7 @@ def test_killed_inside_training_and_between_stages_finishes_the_same(reference: 
     assert _start(tmp_path).wait() == 0
     marker = json.loads((run / ".stages" / "pretrain.json").read_text())
     assert marker["attempts"] == 2  # resumed from its checkpoint, not restarted
+    assert marker["wall_s"] > killed_s  # the killed attempt's time counts in the stage's
     assert _numbers(run) == _numbers(reference / "run")
 
 

@@ -5,19 +5,23 @@ A child process gets the stage's command line; its stdout goes to `RUN/.stages/N
 last JSON document in it is the stage's report) and, up to that report, to the terminal; its
 stderr (progress bars) goes straight to the terminal. The child dies with the orchestrator, so a
 killed run leaves no stage running. Before a stage starts, its marker says `running` under its
-key; after it exits 0, `done` with its wall time and report. Under torchrun (WORLD_SIZE > 1) every rank runs
+key (and, every HEARTBEAT_S while it runs, the time spent so far); after it exits 0, `done` with
+its wall time (a resumed stage's includes its killed attempts) and report. Under torchrun (WORLD_SIZE > 1) every rank runs
 this loop: `ranks: all` stages (training, influence) start on every rank, the others on rank 0
 while the other ranks wait for its marker (the run directory must be on a shared filesystem).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -34,6 +38,9 @@ RESUME_FLAGS: dict[tuple[str, ...], list[str]] = {
     ("curate", "coevolve"): [],
 }
 WAIT_POLL_S = 2.0
+# How often a running stage's marker records its elapsed time, so that a killed attempt's time
+# counts in the stage's wall time when it resumes (seconds; the environment variable is for tests).
+HEARTBEAT_S = float(os.environ.get("MOBILELLM_R1_HEARTBEAT_S", "30"))
 
 
 class StageFailed(RuntimeError):
@@ -109,32 +116,35 @@ class Runner:
             self._run_stage(item)
 
     def _estimate(self, item: StagePlan) -> float | None:
-        if item.marker is not None and item.marker.wall_s:
+        if item.marker is not None and item.marker.state == "done" and item.marker.wall_s:
             return item.marker.wall_s
         return item.stage.expected_s
 
     def _run_stage(self, item: StagePlan) -> None:
         argv = list(item.argv)
-        attempts = 1
+        attempts, earlier = 1, 0.0  # earlier: seconds of the attempts this one continues
         if item.action == "resume" and (flags := resume_flags(argv)) is not None:
             argv += flags
             attempts = (item.marker.attempts if item.marker else 0) + 1
+            earlier = (item.marker.wall_s if item.marker else None) or 0.0
         else:
             self._clean(item)
         runs_here = item.stage.ranks == "all" or self.rank == 0
+        start = time.time()
+        running = Marker(item.key, "running", argv, started=start, wall_s=earlier, attempts=attempts)
         if self.rank == 0:
-            write_marker(self.run_dir, item.stage.name, Marker(item.key, "running", argv, attempts=attempts))
+            write_marker(self.run_dir, item.stage.name, running)
         if not runs_here:
             self._wait_for(item)
             return
-        start = time.time()
-        code, out = self._spawn(argv, item.stage.name)
+        with self._heartbeat(item.stage.name, running, earlier):
+            code, out = self._spawn(argv, item.stage.name)
         if code != 0:
             log = log_path(self.run_dir, item.stage.name)
             if self.rank == 0:
-                write_marker(
-                    self.run_dir, item.stage.name, Marker(item.key, "failed", argv, attempts=attempts)
-                )
+                failed = Marker(item.key, "failed", argv, started=start, attempts=attempts)
+                failed.wall_s = earlier + time.time() - start
+                write_marker(self.run_dir, item.stage.name, failed)
             raise StageFailed(
                 f"stage {item.stage.name!r} failed ({exit_reason(code)}): its error is above (stderr), "
                 f"its output in {log}. Fix the cause and run the same command again: finished stages "
@@ -142,10 +152,34 @@ class Runner:
             )
         if self.rank == 0:
             marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
-            marker.wall_s, marker.device, marker.result = time.time() - start, self.device, last_json(out)
+            marker.wall_s, marker.device = earlier + time.time() - start, self.device
+            marker.result = last_json(out)
             write_marker(self.run_dir, item.stage.name, marker)
         else:
             self._wait_for(item)
+
+    @contextlib.contextmanager
+    def _heartbeat(self, name: str, running: Marker, earlier: float) -> Iterator[None]:
+        """While the stage runs, rewrite its `running` marker every HEARTBEAT_S with the time spent
+        so far (earlier attempts included): a killed run leaves that in the marker, and the resumed
+        attempt adds to it, so the stage's wall time counts every attempt (to HEARTBEAT_S)."""
+        if self.rank != 0:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                running.wall_s = earlier + time.time() - running.started
+                write_marker(self.run_dir, name, running)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _clean(self, item: StagePlan) -> None:
         """Delete the stage's old outputs (they belong to other settings or to a killed attempt)."""
