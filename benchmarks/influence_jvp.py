@@ -72,6 +72,11 @@ def time_path(score, device: torch.device, warmup: int, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def path_scores(model, params, queries, ids, labels, args, how: dict) -> torch.Tensor:
+    """One scoring pass of `jvp_scores` with one path's settings (`PATHS`)."""
+    return jvp_scores(model, params, queries, ids, labels, autocast_dtype=args.autocast, **how)
+
+
 def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str, list[dict]]:
     """Per path: one record per batch tried (time, rates, peak memory), up to the first OOM."""
     out: dict[str, list[dict]] = {}
@@ -82,7 +87,7 @@ def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str,
             ids, labels = pad_batch(rows[:batch], device=device)
 
             def score(ids=ids, labels=labels, how=how) -> torch.Tensor:
-                return jvp_scores(model, params, queries, ids, labels, autocast_dtype=args.autocast, **how)
+                return path_scores(model, params, queries, ids, labels, args, how)
 
             try:
                 seconds = time_path(score, device, args.warmup, args.iters)
@@ -104,9 +109,7 @@ def agreement(model, params, queries, rows, batch: int, args, device: torch.devi
     free(device)
     ids, labels = pad_batch(rows[:batch], device=device)
     scores = {
-        name: jvp_scores(model, params, queries, ids, labels, autocast_dtype=args.autocast, **how)
-        .double()
-        .cpu()
+        name: path_scores(model, params, queries, ids, labels, args, how).double().cpu()
         for name, how in PATHS.items()
     }
     old = scores["math"]
@@ -130,8 +133,8 @@ def profile_paths(model, params, queries, rows, batch: int, args, device: torch.
         free(device)
         ids, labels = pad_batch(rows[:batch], device=device)
         out[name] = top_kernels(
-            lambda ids=ids, labels=labels, how=how: jvp_scores(
-                model, params, queries, ids, labels, autocast_dtype=args.autocast, **how
+            lambda ids=ids, labels=labels, how=how: path_scores(
+                model, params, queries, ids, labels, args, how
             ),
             top=args.profile,
         )

@@ -135,13 +135,15 @@ def _loss_sums(
         tgt = targets[:, s : s + step]
         if jvp_head and hidden is not None:
             ce = LinearCrossEntropy.apply(hidden[:, s : s + step].flatten(0, 1), weight, tgt.flatten())[0]
-            part = ce.view(tgt.shape).sum(dim=1)
-            total = part if total is None else total + part
-            continue
-        logits = logits_all[:, s : s + step] if hidden is None else F.linear(hidden[:, s : s + step], weight)
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-        ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+        else:
+            logits = (
+                logits_all[:, s : s + step] if hidden is None else F.linear(hidden[:, s : s + step], weight)
+            )
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            ce = F.cross_entropy(
+                logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+            )
         part = ce.view(tgt.shape).sum(dim=1)
         total = part if total is None else total + part
     if total is None:  # one-token rows: nothing to predict

@@ -63,6 +63,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         hidden, weight, targets, lse = ctx.saved_tensors
         valid = targets != IGNORE_INDEX
         rows = targets.clamp(min=0)
+        # the logits again: forward mode saves only a Function's inputs and outputs, and the logits
+        # as an output would need the very tangent this rule avoids
         p = (_wide(F.linear(hidden, weight)) - lse[:, None]).exp_()  # [N, V] softmax
         d_lse = torch.zeros_like(lse)
         d_pick = torch.zeros_like(lse)

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -131,38 +132,38 @@ class Runner:
             self._clean(item)
         runs_here = item.stage.ranks == "all" or self.rank == 0
         start = time.time()
-        running = Marker(item.key, "running", argv, started=start, wall_s=earlier, attempts=attempts)
+        marker = Marker(item.key, "running", argv, started=start, wall_s=earlier, attempts=attempts)
+
+        def spent() -> float:  # this attempt's seconds plus those it continues
+            return earlier + time.time() - start
+
         if self.rank == 0:
-            write_marker(self.run_dir, item.stage.name, running)
+            write_marker(self.run_dir, item.stage.name, marker)
         if not runs_here:
             self._wait_for(item)
             return
-        with self._heartbeat(item.stage.name, running, earlier):
+        with self._heartbeat(item.stage.name, marker, spent):
             code, out = self._spawn(argv, item.stage.name)
         if code != 0:
             log = log_path(self.run_dir, item.stage.name)
             if self.rank == 0:
-                failed = Marker(item.key, "failed", argv, started=start, attempts=attempts)
-                failed.wall_s = earlier + time.time() - start
-                write_marker(self.run_dir, item.stage.name, failed)
+                write_marker(self.run_dir, item.stage.name, replace(marker, state="failed", wall_s=spent()))
             raise StageFailed(
                 f"stage {item.stage.name!r} failed ({exit_reason(code)}): its error is above (stderr), "
                 f"its output in {log}. Fix the cause and run the same command again: finished stages "
                 f"are kept"
             )
         if self.rank == 0:
-            marker = Marker(item.key, "done", argv, started=start, attempts=attempts)
-            marker.wall_s, marker.device = earlier + time.time() - start, self.device
-            marker.result = last_json(out)
-            write_marker(self.run_dir, item.stage.name, marker)
+            done = replace(marker, state="done", wall_s=spent(), device=self.device, result=last_json(out))
+            write_marker(self.run_dir, item.stage.name, done)
         else:
             self._wait_for(item)
 
     @contextlib.contextmanager
-    def _heartbeat(self, name: str, running: Marker, earlier: float) -> Iterator[None]:
-        """While the stage runs, rewrite its `running` marker every HEARTBEAT_S with the time spent
-        so far (earlier attempts included): a killed run leaves that in the marker, and the resumed
-        attempt adds to it, so the stage's wall time counts every attempt (to HEARTBEAT_S)."""
+    def _heartbeat(self, name: str, marker: Marker, spent: Callable[[], float]) -> Iterator[None]:
+        """While the stage runs, rewrite its `running` marker every HEARTBEAT_S with `spent()`, the
+        time so far (earlier attempts included): a killed run leaves that in the marker, and the
+        resumed attempt adds to it, so the stage's wall time counts every attempt (to HEARTBEAT_S)."""
         if self.rank != 0:
             yield
             return
@@ -170,8 +171,7 @@ class Runner:
 
         def beat() -> None:
             while not stop.wait(HEARTBEAT_S):
-                running.wall_s = earlier + time.time() - running.started
-                write_marker(self.run_dir, name, running)
+                write_marker(self.run_dir, name, replace(marker, wall_s=spent()))
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True)
         thread.start()
