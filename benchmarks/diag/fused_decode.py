@@ -3,6 +3,7 @@
     python benchmarks/diag/fused_decode.py --presets 140m 360m 950m [--sweep] [--profile 950m]
     python benchmarks/diag/fused_decode.py --presets 950m --overhead | --shapes | --attention | --diagnose | --prefetch
     PYTHONPATH=/old/checkout/src python benchmarks/diag/fused_decode.py --presets 140m 950m --ab old
+    python benchmarks/diag/fused_decode.py --presets 140m 950m --fuse-mlp
 
 For each preset (random bf16 weights, 1,024-token prompt):
   * check: one fused step against the eager model on the same cache (logits max |diff|,
@@ -11,6 +12,10 @@ For each preset (random bf16 weights, 1,024-token prompt):
     with and without fusion;
   * sweep (optional): every GEMV shape of the preset under a grid of launch shapes, over
     rotating weight copies (> L2), effective GB/s of each; the best is printed per shape.
+
+`--fuse-mlp` compares each layer's MLP as one kernel (`FusedDecoder(fuse_mlp=True)`, 4 kernels per
+layer) with gate_up then down (5): logits against eager bf16 and float32, step times at positions
+128, 1,024 and 4,096, and the one-kernel MLP's launch shapes.
 
 `--ab TAG` times the bare step and the Generator at prompts of 128 and 1,024 tokens with default
 settings only (so older versions of the package run it too): run two versions alternately in
@@ -211,6 +216,7 @@ def main() -> None:
     )
     p.add_argument("--ablate", action="store_true", help="only: step time with each kernel kind left out")
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
+    p.add_argument("--fuse-mlp", action="store_true", help="only: the MLP as one kernel vs gate_up + down")
     args = p.parse_args()
     table, sweeps = [], []
     only = (
@@ -222,6 +228,7 @@ def main() -> None:
         or args.prefetch
         or args.ablate
         or args.launch
+        or args.fuse_mlp
     )
     for name, cfg, model in models(args.presets):
         if args.overhead:
@@ -238,6 +245,8 @@ def main() -> None:
             ablate(model, cfg, name)
         if args.ab:
             ab(model, cfg, name, args.ab)
+        if args.fuse_mlp:
+            fuse_mlp_ab(model, cfg, name)
         if only:
             continue
         c = check(model, cfg)
@@ -450,6 +459,47 @@ def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
     for splits in (16, 24, 48):
         us = step_time_us(model, cfg, attn_splits=splits)
         print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
+
+
+def fuse_mlp_ab(model, cfg, name: str) -> None:
+    """The one-kernel MLP against gate_up + down: exactness, then step times, alternated."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
+    model32 = copy.deepcopy(model).float()
+    pos = torch.tensor([PROMPT], device="cuda")
+    logits = {}
+    with torch.no_grad():
+        for label, m, options in (
+            ("eager32", model32, None),
+            ("eager", model, None),
+            ("fused", model, {}),
+            ("fused_mlp", model, {"fuse_mlp": True}),
+        ):
+            cache = KVCache(cfg, 1, PROMPT + 256, device="cuda", dtype=next(m.parameters()).dtype)
+            m(ids[:, :PROMPT], cache=cache, cache_pos=torch.arange(PROMPT, device="cuda"))
+            if options is None:
+                logits[label] = m(ids[:, PROMPT:], cache=cache, cache_pos=pos)[0, -1].float()
+            else:
+                logits[label] = FusedDecoder(m, cache, **options)(ids[0, PROMPT:], pos)[0].float()
+    del model32
+    ref32 = logits["eager32"]
+    errs = {k: f"{(v - ref32).abs().max().item():.4f}" for k, v in logits.items() if k != "eager32"}
+    same = int(logits["fused_mlp"].argmax()) == int(logits["eager"].argmax())
+    print(f"{name}: max |logit - float32 eager|: {errs}; argmax equal to eager: {same}", flush=True)
+    for at in (128, 1024, 4096):
+        runs = {False: [], True: []}
+        for _ in range(3):  # alternated, so drift within the session hits both
+            for fuse in (False, True):
+                runs[fuse].append(step_time_us(model, cfg, cache_len=at + 256, at=at, fuse_mlp=fuse))
+        five, four = min(runs[False]), min(runs[True])
+        print(
+            f"{name} position {at}: gate_up + down {five:.1f} us/step ({1e6 / five:.0f} tok/s), "
+            f"one-kernel MLP {four:.1f} us/step ({1e6 / four:.0f} tok/s), {five / four:.3f}x",
+            flush=True,
+        )
+    for bn, bk, nw in itertools.product((4, 8, 16, 32), (256, 512), (4, 8)):
+        us = step_time_us(model, cfg, fuse_mlp=True, blocks={"mlp": GemvBlocks(bn, bk, nw)})
+        print(f"{name}: mlp {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
 
 
 def profile_step(model, cfg) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,8 +34,18 @@ def compile_all() -> dict[str, str]:
     sig |= {"best_ptr": "*i64", "N": "i32", "eps": "fp32"}
     for epilogue, name in enumerate(EPILOGUES):
         consts = dict(K=1536, NORM=True, EPILOGUE=epilogue, BLOCK_N=2, BLOCK_K=512, PDL=True)
+        consts |= dict(acc_ptr=None, xout_ptr=None, FOLD=False)
         consts["EARLY"] = epilogue % 2 == 0
         out[f"gemv_{name}"] = ptx(K.gemv_kernel, sig, consts)
+    fold = sig | {"acc_ptr": "*fp32", "xout_ptr": "*bf16"}
+    consts = dict(K=1536, NORM=True, EPILOGUE=0, BLOCK_N=2, BLOCK_K=512, PDL=True, EARLY=True, FOLD=True)
+    out["gemv_fold"] = ptx(K.gemv_kernel, fold, consts)
+    sig = {n: "*bf16" for n in ("w_ptr", "wt_ptr", "x_ptr", "norm_ptr")} | {
+        "acc_ptr": "*fp32",
+        "zero_ptr": "*fp32",
+    }
+    sig |= {"H": "i32", "eps": "fp32"}
+    out["mlp"] = ptx(K.mlp_kernel, sig, dict(K=1536, BLOCK_N=8, BLOCK_K=256, PDL=True, EARLY=True))
     sig = {n: "*bf16" for n in ("qkv_ptr", "k_cache", "v_cache", "out_ptr")}
     sig |= {
         "pos_ptr": "*i64",
@@ -61,7 +72,10 @@ def compile_all() -> dict[str, str]:
     sig |= {"finished_ptr": "*i1", "n_stop": "i32", "pad_id": "i32"}
     out["greedy_advance"] = ptx(K.greedy_advance_kernel, sig, dict(BLOCK_STOP=4, PDL=True))
     sig = {"table_ptr": "*bf16", "tok_ptr": "*i64", "out_ptr": "*bf16", "D": "i32"}
-    out["embed"] = ptx(K.embed_kernel, sig, dict(BLOCK=1024, PDL=True))
+    out["embed"] = ptx(K.embed_kernel, sig, dict(BLOCK=1024, PDL=True, zero_ptr=None, ZERO=False))
+    out["embed_zero"] = ptx(
+        K.embed_kernel, sig | {"zero_ptr": "*fp32"}, dict(BLOCK=1024, PDL=True, ZERO=True)
+    )
     return out
 
 
@@ -76,6 +90,7 @@ def test_kernels_compile_for_hopper(tmp_path) -> None:
     for name in EPILOGUES:
         code = ptx[f"gemv_{name}"]
         assert ("atom.global" in code or "red.global" in code) == (name == "argmax"), name
+    assert re.search(r"(red|atom)\.global\.\S*add\.f32", ptx["mlp"])  # the split-K down product
     assert "prefetch.global.L2" in ptx["attend_prefetch_True"]
     assert "prefetch.global.L2" not in ptx["attend_prefetch_False"]
 

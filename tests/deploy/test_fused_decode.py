@@ -17,7 +17,8 @@ from mobilellm_r1.model.model import KVCache
 # Few programs per launch keep the interpreter fast; K steps of 32 make every product take
 # several prefetched steps, and 128-row LM-head blocks leave a partial block (1,000 rows).
 BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} | {
-    "lm_head": GemvBlocks(128, 64)
+    "lm_head": GemvBlocks(128, 64),
+    "mlp": GemvBlocks(32, 64),  # 160 hidden units: 5 programs' atomic adds, the last block partial
 }
 
 
@@ -47,19 +48,22 @@ def prefilled(model, ids: torch.Tensor, n: int, max_len: int = 256) -> KVCache:
 
 
 @pytest.mark.parametrize(
-    ("use_qk_norm", "splits"),
+    ("use_qk_norm", "splits", "fuse_mlp"),
     [
-        (True, None),  # default: 16 splits of 16-slot tiles, most of them past the position
-        (False, 2),  # two splits, each walking every other tile (online softmax across tiles)
+        (True, None, False),  # default: 16 splits of 16-slot tiles, most of them past the position
+        (False, 2, False),  # two splits, each walking every other tile (online softmax across tiles)
+        (True, None, True),  # the MLP as one kernel (split-K down product folded in by the next kernel)
     ],
 )
-def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, monkeypatch) -> None:
+def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, fuse_mlp: bool, monkeypatch) -> None:
     monkeypatch.setattr(fused_decode, "MERGE_SPLITS", 2)  # the attention merge takes several steps
     cfg = gqa_config(use_qk_norm=use_qk_norm)
     model = build_model(cfg, seed=0).eval()
     ids = torch.randint(3, VOCAB, (1, 80), generator=torch.Generator().manual_seed(0))
     ref_cache, fused_cache = prefilled(model, ids, 40), prefilled(model, ids, 40)
-    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits)
+    decoder = FusedDecoder(
+        model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits, fuse_mlp=fuse_mlp
+    )
     assert decoder.n_splits == (splits or 16)
     with torch.no_grad():
         # 3, 3 and 5 tiles below the position; 75: slots 42-74 were never written (zeros in both)
@@ -74,7 +78,8 @@ def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, monkeyp
     assert decoder.tickets.eq(0).all()  # every attention launch reset its merge tickets
 
 
-def test_fused_step_half_precision_rounds_like_eager() -> None:
+@pytest.mark.parametrize("fuse_mlp", [False, True])
+def test_fused_step_half_precision_rounds_like_eager(fuse_mlp: bool) -> None:
     """In 16-bit floats the fused step rounds where the eager model rounds (only the order of
     float32 sums differs): no further from the float32 model than eager is. float16, because
     the interpreter truncates float32 -> bfloat16 where GPUs round to nearest (the bf16
@@ -87,7 +92,8 @@ def test_fused_step_half_precision_rounds_like_eager() -> None:
     with torch.no_grad():
         ref32 = model(ids[:, 29:], cache=prefilled(model, ids, 29), cache_pos=pos)[0, -1]
         ref16 = model16(ids[:, 29:], cache=prefilled(model16, ids, 29), cache_pos=pos)[0, -1].float()
-        out16 = FusedDecoder(model16, prefilled(model16, ids, 29), blocks=BLOCKS)(ids[0, 29:], pos)[0].float()
+        decoder = FusedDecoder(model16, prefilled(model16, ids, 29), blocks=BLOCKS, fuse_mlp=fuse_mlp)
+        out16 = decoder(ids[0, 29:], pos)[0].float()
     eager_err, fused_err = (ref16 - ref32).abs().max(), (out16 - ref32).abs().max()
     assert fused_err <= 1.25 * eager_err, (fused_err, eager_err)
     assert (out16 - ref16).abs().max() <= 0.03 * ref16.abs().max()

@@ -10,6 +10,9 @@ is memory bandwidth plus the number of kernels. Each decoder layer here is five 
   4. `gemv`  x -> RMSNorm -> gate_up -> SwiGLU     (gate and up rows read by one program)
   5. `gemv`  h -> down_proj, + residual (in place on x)
 
+or, with the MLP in one kernel (`FusedDecoder(fuse_mlp=True)`), four: 4-5 become `mlp_kernel`,
+which adds its hidden units' share of down_proj to a float32 accumulator (split-K, atomics)
+that the next layer's qkv kernel (or the LM head) folds into the residual as it reads x;
 then the LM head (`gemv` with the final RMSNorm); for greedy decoding its epilogue also keeps
 each program's best logit, and `greedy_advance_kernel` turns those into the next token and
 does the step's bookkeeping.
@@ -42,12 +45,25 @@ ARGMAX_SLOTS = tl.constexpr(256)  # argmax partial results (LM-head programs spr
 
 
 @triton.jit
-def _rstd(x_ptr, K: tl.constexpr, eps, BLOCK_K: tl.constexpr):
-    """1 / sqrt(mean(x^2) + eps) over the K entries of x, in float32."""
+def _residual(x_ptr, acc_ptr, kk, k_ok, FOLD: tl.constexpr):
+    """x[kk] in the model dtype; FOLD: x + acc rounded as the eager residual add rounds, where
+    acc (float32) holds the split-K MLP's down product (`mlp_kernel`), rounded to the model
+    dtype first as the eager down_proj's output is."""
+    x = tl.load(x_ptr + kk, mask=k_ok, other=0.0)
+    if FOLD:
+        a = tl.load(acc_ptr + kk, mask=k_ok, other=0.0).to(x.dtype)
+        x = (x.to(tl.float32) + a.to(tl.float32)).to(x.dtype)
+    return x
+
+
+@triton.jit
+def _rstd(x_ptr, acc_ptr, K: tl.constexpr, eps, BLOCK_K: tl.constexpr, FOLD: tl.constexpr):
+    """1 / sqrt(mean(x^2) + eps) over the K entries of x (with the MLP's output folded in:
+    see `_residual`), in float32."""
     cols = tl.arange(0, BLOCK_K)
     sq = tl.zeros([BLOCK_K], tl.float32)
     for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled: the loads of all steps in flight at once
-        x = tl.load(x_ptr + k0 + cols, mask=k0 + cols < K, other=0.0).to(tl.float32)
+        x = _residual(x_ptr, acc_ptr, k0 + cols, k0 + cols < K, FOLD).to(tl.float32)
         sq += x * x
     return tl.rsqrt(tl.sum(sq, axis=0) / K + eps)
 
@@ -77,6 +93,73 @@ def _prefetch_l2(ptr, nbytes, j, n_programs, LINES: tl.constexpr):
 
 
 @triton.jit
+def _gemv_rows(
+    w_ptr,
+    x_ptr,
+    norm_ptr,
+    acc_ptr,
+    xout_ptr,
+    rows,
+    N,
+    K: tl.constexpr,
+    eps,
+    NORM: tl.constexpr,
+    FOLD: tl.constexpr,
+    SWIGLU: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
+    EARLY: tl.constexpr,
+):
+    """float32 sums [BLOCK_N] of W[rows] . x' (and, SWIGLU, of W[N + rows] . x': the up rows),
+    x' = RMSNorm(x) if NORM else x, x with the MLP's output folded in if FOLD (program 0 then
+    writes that residual to xout_ptr). Weight tiles are loaded one step ahead; the first is in
+    flight before the wait for the previous kernel (which wrote x)."""
+    dtype = x_ptr.dtype.element_ty
+    row_ok = rows[:, None] < N
+    cols = tl.arange(0, BLOCK_K)
+    gate_rows = w_ptr + rows.to(tl.int64)[:, None] * K
+    up_rows = gate_rows + N * K
+    w = tl.load(gate_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
+    w_up = w
+    if SWIGLU:
+        w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
+    _grid_dependency(PDL, EARLY)
+    if NORM:
+        rstd = _rstd(x_ptr, acc_ptr, K, eps, BLOCK_K, FOLD)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled (K is a compile-time constant)
+        kk = k0 + cols
+        k_ok = kk < K
+        nxt = kk[None, :] + BLOCK_K
+        nxt_ok = row_ok & (nxt < K)
+        w_next = tl.load(gate_rows + nxt, mask=nxt_ok, other=0.0)
+        x = _residual(x_ptr, acc_ptr, kk, k_ok, FOLD)
+        if FOLD:
+            if tl.program_id(0) == 0:
+                tl.store(xout_ptr + kk, x, mask=k_ok)
+        if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
+            g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
+            x = ((x.to(tl.float32) * rstd).to(dtype).to(tl.float32) * g).to(dtype)
+        x = x.to(tl.float32)[None, :]
+        acc += w.to(tl.float32) * x
+        w = w_next
+        if SWIGLU:
+            up_next = tl.load(up_rows + nxt, mask=nxt_ok, other=0.0)
+            acc_up += w_up.to(tl.float32) * x
+            w_up = up_next
+    return tl.sum(acc, axis=1), tl.sum(acc_up, axis=1)
+
+
+@triton.jit
+def _swiglu(gate, up, dtype):
+    """silu(gate) * up of float32 sums, each rounded where the eager model rounds."""
+    g = gate.to(dtype).to(tl.float32)
+    return ((g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32) * up.to(dtype).to(tl.float32)).to(dtype)
+
+
+@triton.jit
 def gemv_kernel(
     w_ptr,  # [N_rows, K] row-major (N_rows = 2N for SwiGLU: gate rows, then up rows)
     x_ptr,  # [K]
@@ -93,57 +176,70 @@ def gemv_kernel(
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
     EARLY: tl.constexpr,
+    acc_ptr=None,  # [K] float32 MLP output to fold into x (read when FOLD)
+    xout_ptr=None,  # [K] x with it folded in (written by program 0 when FOLD)
+    FOLD: tl.constexpr = False,
 ):
-    """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x.
-    EPILOGUE_ARGMAX also folds this program's best (value, row) into best_ptr (see
-    `_argmax_key`).
-
-    Weight tiles are loaded one step ahead; the first is in flight before the wait for the
-    previous kernel (which wrote x)."""
+    """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x (x + the split-K
+    MLP's output if FOLD). EPILOGUE_ARGMAX also folds this program's best (value, row) into
+    best_ptr (see `_argmax_key`)."""
     dtype = out_ptr.dtype.element_ty
     if PDL and EARLY:  # the next kernel may start preloading while this one waits
         gdc_launch_dependents()
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows[:, None] < N
-    cols = tl.arange(0, BLOCK_K)
-    gate_rows = w_ptr + rows.to(tl.int64)[:, None] * K
-    up_rows = gate_rows + N * K
-    w = tl.load(gate_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
-    w_up = w
-    if EPILOGUE == 2:
-        w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
-    _grid_dependency(PDL, EARLY)
-    if NORM:
-        rstd = _rstd(x_ptr, K, eps, BLOCK_K)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled (K is a compile-time constant)
-        kk = k0 + cols
-        k_ok = kk < K
-        nxt = kk[None, :] + BLOCK_K
-        nxt_ok = row_ok & (nxt < K)
-        w_next = tl.load(gate_rows + nxt, mask=nxt_ok, other=0.0)
-        x = tl.load(x_ptr + kk, mask=k_ok, other=0.0)
-        if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
-            g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
-            x = ((x.to(tl.float32) * rstd).to(dtype).to(tl.float32) * g).to(dtype)
-        x = x.to(tl.float32)[None, :]
-        acc += w.to(tl.float32) * x
-        w = w_next
-        if EPILOGUE == 2:
-            up_next = tl.load(up_rows + nxt, mask=nxt_ok, other=0.0)
-            acc_up += w_up.to(tl.float32) * x
-            w_up = up_next
-    y = tl.sum(acc, axis=1).to(dtype).to(tl.float32)
+    y, up = _gemv_rows(
+        w_ptr, x_ptr, norm_ptr, acc_ptr, xout_ptr, rows, N, K, eps,
+        NORM, FOLD, EPILOGUE == 2, BLOCK_N, BLOCK_K, PDL, EARLY,
+    )  # fmt: skip
+    y = y.to(dtype).to(tl.float32)
     if EPILOGUE == 1:
         y = tl.load(res_ptr + rows, mask=rows < N, other=0.0).to(tl.float32) + y
     if EPILOGUE == 2:
-        up = tl.sum(acc_up, axis=1).to(dtype).to(tl.float32)
-        y = (y / (1.0 + tl.exp(-y))).to(dtype).to(tl.float32) * up  # silu(gate) * up
+        y = _swiglu(y, up, dtype).to(tl.float32)
     tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
     if EPILOGUE == 3:
         key = tl.max(_argmax_key(tl.where(rows < N, y, float("-inf")), rows), axis=0)
         tl.atomic_max(best_ptr + tl.program_id(0) % ARGMAX_SLOTS, key, sem="relaxed")
+
+
+@triton.jit
+def mlp_kernel(
+    w_ptr,  # [2H, K] gate rows, then up rows
+    wt_ptr,  # [H, K] down_proj's weight transposed: row j holds what hidden unit j adds to each output
+    x_ptr,  # [K] the residual after attention
+    norm_ptr,  # [K] RMSNorm scale
+    acc_ptr,  # [K] float32, zero before: the down product is added here (atomically)
+    zero_ptr,  # [K] float32: the other accumulator (read by the qkv kernel before), zeroed here
+    H,
+    K: tl.constexpr,
+    eps,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
+    EARLY: tl.constexpr,
+):
+    """The MLP in one kernel: program p takes hidden units [p BLOCK_N, (p + 1) BLOCK_N),
+    h = silu(gate) * up of RMSNorm(x) as `gemv_kernel`'s SWIGLU epilogue, then adds its share of
+    down_proj(h), sum_j h[j] * wt[j, :], to acc (split-K over the hidden units; the next kernel
+    rounds acc and adds it to the residual, see `_residual`). One kernel boundary fewer per layer
+    than gate_up then down; the sums' order is the atomics' (not fixed)."""
+    dtype = x_ptr.dtype.element_ty
+    if PDL and EARLY:
+        gdc_launch_dependents()
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    gate, up = _gemv_rows(
+        w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, H, K, eps,
+        True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY,
+    )  # fmt: skip
+    h = tl.where(rows < H, _swiglu(gate, up, dtype).to(tl.float32), 0.0)[:, None]
+    cols = tl.arange(0, BLOCK_K)
+    wt_rows = wt_ptr + rows.to(tl.int64)[:, None] * K
+    for k0 in tl.static_range(0, K, BLOCK_K):
+        kk = k0 + cols
+        w = tl.load(wt_rows + kk[None, :], mask=(rows[:, None] < H) & (kk[None, :] < K), other=0.0)
+        tl.atomic_add(acc_ptr + kk, tl.sum(w.to(tl.float32) * h, axis=0), mask=kk < K, sem="relaxed")
+        if tl.program_id(0) == 0:
+            tl.store(zero_ptr + kk, tl.zeros([BLOCK_K], tl.float32), mask=kk < K)
 
 
 @triton.jit
@@ -190,12 +286,24 @@ def greedy_advance_kernel(
 
 
 @triton.jit
-def embed_kernel(table_ptr, tok_ptr, out_ptr, D, BLOCK: tl.constexpr, PDL: tl.constexpr):
-    """out[:] = table[tok]."""
+def embed_kernel(
+    table_ptr,
+    tok_ptr,
+    out_ptr,
+    D,
+    BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
+    zero_ptr=None,
+    ZERO: tl.constexpr = False,
+):
+    """out[:] = table[tok]; ZERO: also zero the [2, D] float32 MLP accumulators at zero_ptr."""
     _grid_dependency(PDL)
     tok = tl.load(tok_ptr).to(tl.int64)
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + cols, tl.load(table_ptr + tok * D + cols, mask=cols < D), mask=cols < D)
+    if ZERO:
+        tl.store(zero_ptr + cols, tl.zeros([BLOCK], tl.float32), mask=cols < D)
+        tl.store(zero_ptr + D + cols, tl.zeros([BLOCK], tl.float32), mask=cols < D)
 
 
 @triton.jit

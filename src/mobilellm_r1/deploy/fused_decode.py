@@ -54,7 +54,8 @@ class GemvBlocks:
 
 
 def matrix_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
-    """(output rows, inputs) of each matrix of the fused step; gate_up's rows are per half."""
+    """(output rows, inputs) of each matrix of the fused step; gate_up's rows are per half;
+    "mlp" is gate_up and down in one kernel (`FusedDecoder(fuse_mlp=True)`)."""
     d, hd = cfg.hidden_size, cfg.head_dim
     heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
     hidden = cfg.intermediate_size_mlp
@@ -63,6 +64,7 @@ def matrix_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
         "o": (d, heads * hd),
         "gate_up": (hidden, d),
         "down": (d, hidden),
+        "mlp": (hidden, d),
         "lm_head": (cfg.vocab_size, d),
     }
 
@@ -78,6 +80,8 @@ def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
         return GemvBlocks(4, 256 if k < 1024 else 512)
     if name == "gate_up":
         return GemvBlocks(4, 512) if k >= 1024 else GemvBlocks(2, 1024)
+    if name == "mlp":  # gate_up + down in one kernel (`fuse_mlp`): not yet timed on a GPU
+        return GemvBlocks(8, 256)
     if name in ("qkv", "o") and k > 1024:
         return GemvBlocks(2, triton.next_power_of_2(k))
     if name == "down" and k >= 2048:
@@ -139,12 +143,16 @@ class FusedDecoder:
         attn_splits: int | None = None,
         pdl: bool = True,
         prefetch: int | None = None,
+        fuse_mlp: bool = False,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
         `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
         per kv head; `pdl=False` launches every kernel after the last one ends; `prefetch`:
         bytes of each layer's MLP weights that its attention kernel asks L2 to fetch (default
-        `default_prefetch` on NVIDIA GPUs, 0 elsewhere)."""
+        `default_prefetch` on NVIDIA GPUs, 0 elsewhere); `fuse_mlp`: each layer's MLP as one
+        kernel (`decode_kernels.mlp_kernel`; 4 kernels per layer instead of 5), which reads
+        down_proj transposed: a copy of those weights made here (so a decoder built before the
+        weights change decodes with the old down_proj)."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -205,6 +213,11 @@ class FusedDecoder:
             for layer in model.layers
         ]
         self.blocks = {name: gemv_blocks(name, n, k) for name, (n, k) in shapes.items()}
+        self.fuse_mlp = fuse_mlp
+        if fuse_mlp:  # [hidden, d] copies; the residual before attention; two float32 accumulators
+            self.down_t = [layer.feed_forward.down_proj.weight.t().contiguous() for layer in model.layers]
+            self.x_in = buf(d)
+            self.mlp_acc = torch.zeros(2, d, device=self.device, dtype=torch.float32)
         self.blocks.update(blocks or {})
 
     def _gemv(
@@ -216,14 +229,20 @@ class FusedDecoder:
         *,
         norm: torch.Tensor | None = None,
         epilogue: int = 0,
+        res: torch.Tensor | None = None,
+        fold: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
+        """out = epilogue(w @ x'), x' = norm(x) if norm is given; res: the residual (default
+        out, in place); fold: (acc, x_out): x + acc is x (`mlp_kernel`'s output folded in),
+        written to x_out."""
         n = out.numel()
         b = self.blocks[name]
+        acc, x_out = fold if fold is not None else (None, None)
         K.gemv_kernel[(triton.cdiv(n, b.block_n),)](
             w,
             x,
             norm if norm is not None else x,
-            out,
+            out if res is None else res,
             out,
             self.best,
             n,
@@ -231,6 +250,32 @@ class FusedDecoder:
             self.cfg.rms_norm_eps,
             NORM=norm is not None,
             EPILOGUE=epilogue,
+            BLOCK_N=b.block_n,
+            BLOCK_K=b.block_k,
+            PDL=self.pdl,
+            EARLY=b.early,
+            acc_ptr=acc,
+            xout_ptr=x_out,
+            FOLD=fold is not None,
+            num_warps=b.num_warps,
+            **self.launch,
+        )
+
+    def _mlp(self, layer: int, x: torch.Tensor) -> None:
+        """Layer `layer`'s MLP as one kernel: its down product goes to accumulator layer % 2
+        (folded in by the next kernel that reads x), the other accumulator is zeroed."""
+        ff, norm = self.model.layers[layer].feed_forward, self.model.layers[layer].post_attention_layernorm
+        hidden, b = self.down_t[layer].shape[0], self.blocks["mlp"]
+        K.mlp_kernel[(triton.cdiv(hidden, b.block_n),)](
+            ff.gate_up_proj.weight,
+            self.down_t[layer],
+            x,
+            norm.weight,
+            self.mlp_acc[layer % 2],
+            self.mlp_acc[1 - layer % 2],
+            hidden,
+            x.numel(),
+            self.cfg.rms_norm_eps,
             BLOCK_N=b.block_n,
             BLOCK_K=b.block_k,
             PDL=self.pdl,
@@ -312,11 +357,30 @@ class FusedDecoder:
 
     def _forward(self, tok: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor, lm_epilogue: int) -> None:
         d = self.cfg.hidden_size
-        K.embed_kernel[(triton.cdiv(d, 1024),)](
-            self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024, PDL=self.pdl, **self.launch
-        )
+        fold = None
+        if self.fuse_mlp:  # the embedding goes to x_in, the residual that each layer's qkv reads
+            K.embed_kernel[(triton.cdiv(d, 1024),)](
+                self.model.embed_tokens.weight, tok, self.x_in, d, BLOCK=1024, PDL=self.pdl,
+                zero_ptr=self.mlp_acc, ZERO=True, **self.launch,
+            )  # fmt: skip
+        else:
+            K.embed_kernel[(triton.cdiv(d, 1024),)](
+                self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024, PDL=self.pdl, **self.launch
+            )
         for i, layer in enumerate(self.model.layers):
             attn, ff = layer.self_attn, layer.feed_forward
+            if self.fuse_mlp:  # x: after attention; x_in: before it (the last MLP folded in)
+                resid = self.x_in if i == 0 else self.x
+                self._gemv(
+                    "qkv", attn.qkv_proj.weight, resid, self.qkv, norm=layer.input_layernorm.weight, fold=fold
+                )
+                self._attend(i, pos)
+                self._gemv(
+                    "o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL, res=self.x_in
+                )
+                self._mlp(i, self.x)
+                fold = (self.mlp_acc[i % 2], self.x_in)
+                continue
             self._gemv("qkv", attn.qkv_proj.weight, self.x, self.qkv, norm=layer.input_layernorm.weight)
             self._attend(i, pos)
             self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL)
@@ -336,6 +400,7 @@ class FusedDecoder:
             logits,
             norm=self.model.norm.weight,
             epilogue=lm_epilogue,
+            fold=fold,
         )
 
 
