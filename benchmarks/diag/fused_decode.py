@@ -15,7 +15,8 @@ For each preset (random bf16 weights, 1,024-token prompt):
 
 `--fuse-mlp` compares each layer's MLP as one kernel (`FusedDecoder(fuse_mlp=True)`, 4 kernels per
 layer) with gate_up then down (5): logits against eager bf16 and float32, step times at positions
-128, 1,024 and 4,096, and the one-kernel MLP's launch shapes.
+128, 1,024 and 4,096, and the one-kernel MLP's launch shapes; writes
+benchmarks/results/decode_fuse_mlp_<presets>_<date>.json.
 
 `--ab TAG` times the bare step and the Generator at prompts of 128 and 1,024 tokens with default
 settings only (so older versions of the package run it too): run two versions alternately in
@@ -28,7 +29,9 @@ import argparse
 import copy
 import dataclasses
 import itertools
+import sys
 import time
+from pathlib import Path
 
 import torch
 import triton
@@ -39,6 +42,9 @@ from mobilellm_r1.deploy import decode_kernels as K
 from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, gemv_blocks, matrix_shapes
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from provenance import dated_result, result_header, write_result
 
 PROMPT = 1024
 N_TOKENS = 128
@@ -218,7 +224,7 @@ def main() -> None:
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
     p.add_argument("--fuse-mlp", action="store_true", help="only: the MLP as one kernel vs gate_up + down")
     args = p.parse_args()
-    table, sweeps = [], []
+    table, sweeps, fuse_mlp = [], [], {}
     only = (
         args.overhead
         or args.shapes
@@ -246,7 +252,7 @@ def main() -> None:
         if args.ab:
             ab(model, cfg, name, args.ab)
         if args.fuse_mlp:
-            fuse_mlp_ab(model, cfg, name)
+            fuse_mlp[name] = fuse_mlp_ab(model, cfg, name)
         if only:
             continue
         c = check(model, cfg)
@@ -259,6 +265,9 @@ def main() -> None:
         )
         if args.profile == name:
             profile_step(model, cfg)
+    if fuse_mlp:
+        out = dated_result(f"decode_fuse_mlp_{'-'.join(args.presets)}")
+        write_result({**result_header("fused_decode --fuse-mlp"), "presets": fuse_mlp}, out)
     if only:
         return
     if args.sweep:
@@ -461,8 +470,9 @@ def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
         print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
 
 
-def fuse_mlp_ab(model, cfg, name: str) -> None:
-    """The one-kernel MLP against gate_up + down: exactness, then step times, alternated."""
+def fuse_mlp_ab(model, cfg, name: str) -> dict:
+    """The one-kernel MLP against gate_up + down: exactness, then step times (alternated, best
+    of 3 each), then the one-kernel MLP's launch shapes."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
     model32 = copy.deepcopy(model).float()
@@ -483,15 +493,23 @@ def fuse_mlp_ab(model, cfg, name: str) -> None:
                 logits[label] = FusedDecoder(m, cache, **options)(ids[0, PROMPT:], pos)[0].float()
     del model32
     ref32 = logits["eager32"]
-    errs = {k: f"{(v - ref32).abs().max().item():.4f}" for k, v in logits.items() if k != "eager32"}
+    errs = {k: (v - ref32).abs().max().item() for k, v in logits.items() if k != "eager32"}
     same = int(logits["fused_mlp"].argmax()) == int(logits["eager"].argmax())
-    print(f"{name}: max |logit - float32 eager|: {errs}; argmax equal to eager: {same}", flush=True)
+    shown = {k: round(v, 4) for k, v in errs.items()}
+    print(f"{name}: max |logit - float32 eager|: {shown}; argmax equal to eager: {same}", flush=True)
+    result = {
+        "max_abs_diff_vs_float32": errs,
+        "argmax_equal_to_eager": same,
+        "positions": {},
+        "mlp_shapes": {},
+    }
     for at in (128, 1024, 4096):
         runs = {False: [], True: []}
         for _ in range(3):  # alternated, so drift within the session hits both
             for fuse in (False, True):
                 runs[fuse].append(step_time_us(model, cfg, cache_len=at + 256, at=at, fuse_mlp=fuse))
         five, four = min(runs[False]), min(runs[True])
+        result["positions"][at] = {"five_kernels_us": five, "one_kernel_mlp_us": four, "speedup": five / four}
         print(
             f"{name} position {at}: gate_up + down {five:.1f} us/step ({1e6 / five:.0f} tok/s), "
             f"one-kernel MLP {four:.1f} us/step ({1e6 / four:.0f} tok/s), {five / four:.3f}x",
@@ -499,7 +517,9 @@ def fuse_mlp_ab(model, cfg, name: str) -> None:
         )
     for bn, bk, nw in itertools.product((4, 8, 16, 32), (256, 512), (4, 8)):
         us = step_time_us(model, cfg, fuse_mlp=True, blocks={"mlp": GemvBlocks(bn, bk, nw)})
+        result["mlp_shapes"][f"{bn}x{bk}x{nw}"] = us
         print(f"{name}: mlp {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
+    return result
 
 
 def profile_step(model, cfg) -> None:

@@ -141,3 +141,4 @@ def test_a_stage_exit_is_told_in_words() -> None:
     assert exit_reason(1) == "exit 1"
     assert exit_reason(-signal.SIGTERM) == "killed by SIGTERM"
     assert exit_reason(-signal.SIGKILL).startswith("killed by SIGKILL (the system's out-of-memory killer")
+    assert "GGML_NATIVE=OFF" in exit_reason(-signal.SIGILL)

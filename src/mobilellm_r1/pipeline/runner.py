@@ -78,13 +78,23 @@ def format_s(seconds: float) -> str:
     )
 
 
+SIGNAL_HINTS = {
+    signal.SIGKILL: " (the system's out-of-memory killer sends this: see `dmesg`)",
+    signal.SIGILL: (
+        " (an instruction this CPU does not run: a native library built for another CPU, e.g."
+        " llama.cpp built with -march=native elsewhere or with AMX that this VM withholds; reinstall"
+        ' it portably: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --force-reinstall --no-cache-dir'
+        " llama-cpp-python)"
+    ),
+}
+
+
 def exit_reason(code: int) -> str:
     """A stage's exit code in words (negative: the signal that killed it)."""
     if code >= 0:
         return f"exit {code}"
     name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
-    hint = " (the system's out-of-memory killer sends this: see `dmesg`)" if -code == signal.SIGKILL else ""
-    return f"killed by {name}{hint}"
+    return f"killed by {name}{SIGNAL_HINTS.get(-code, '')}"
 
 
 class Runner:
