@@ -515,10 +515,12 @@ def fuse_mlp_ab(model, cfg, name: str) -> dict:
             f"one-kernel MLP {four:.1f} us/step ({1e6 / four:.0f} tok/s), {five / four:.3f}x",
             flush=True,
         )
-    for bn, bk, nw in itertools.product((4, 8, 16, 32), (256, 512), (4, 8)):
-        us = step_time_us(model, cfg, fuse_mlp=True, blocks={"mlp": GemvBlocks(bn, bk, nw)})
-        result["mlp_shapes"][f"{bn}x{bk}x{nw}"] = us
-        print(f"{name}: mlp {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
+    for rows, bn, bk, nw in itertools.product((8, 16, 32, 64), (2, 4, 8), (512,), (4, 8)):
+        if rows % bn:
+            continue
+        us = step_time_us(model, cfg, fuse_mlp=True, blocks={"mlp": GemvBlocks(bn, bk, nw, rows=rows)})
+        result["mlp_shapes"][f"rows {rows}, {bn} x {bk}, {nw} warps"] = us
+        print(f"{name}: mlp rows {rows}, {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
     return result
 
 

@@ -45,7 +45,8 @@ def compile_all() -> dict[str, str]:
         "zero_ptr": "*fp32",
     }
     sig |= {"H": "i32", "eps": "fp32"}
-    out["mlp"] = ptx(K.mlp_kernel, sig, dict(K=1536, BLOCK_N=8, BLOCK_K=256, PDL=True, EARLY=True))
+    consts = dict(K=1536, ROWS=48, BLOCK_N=4, BLOCK_K=512, BLOCK_D=2048, PDL=True, EARLY=True)
+    out["mlp"] = ptx(K.mlp_kernel, sig, consts)
     sig = {n: "*bf16" for n in ("qkv_ptr", "k_cache", "v_cache", "out_ptr")}
     sig |= {
         "pos_ptr": "*i64",

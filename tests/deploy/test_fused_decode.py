@@ -18,7 +18,7 @@ from mobilellm_r1.model.model import KVCache
 # several prefetched steps, and 128-row LM-head blocks leave a partial block (1,000 rows).
 BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} | {
     "lm_head": GemvBlocks(128, 64),
-    "mlp": GemvBlocks(32, 64),  # 160 hidden units: 5 programs' atomic adds, the last block partial
+    "mlp": GemvBlocks(16, 64, rows=64),  # 160 hidden units: 3 programs' atomic adds, the last partial
 }
 
 
@@ -149,6 +149,9 @@ def test_launch_shapes() -> None:
     assert gemv_blocks("down", 1536, 6144) == GemvBlocks(2, 4096, 8)
     assert gemv_blocks("down", 576, 2048) == GemvBlocks(2, 4096, 8)
     assert gemv_blocks("down", 96, 160) == GemvBlocks(2, 1024)
+    # the one-kernel MLP: ~128 programs of whole 4-row chunks (950m 48 units each, 140m 16)
+    assert gemv_blocks("mlp", 6144, 1536) == GemvBlocks(4, 512, 8, rows=48)
+    assert gemv_blocks("mlp", 2048, 576) == GemvBlocks(4, 512, 8, rows=16)
     # attention: 192 programs in all, no more per kv head than the cache has 16-slot tiles
     assert fused_decode.attention_splits(4352, 6) == 32
     assert fused_decode.attention_splits(4352, 3) == 64

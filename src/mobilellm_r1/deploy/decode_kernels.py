@@ -213,33 +213,38 @@ def mlp_kernel(
     H,
     K: tl.constexpr,
     eps,
+    ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     PDL: tl.constexpr,
     EARLY: tl.constexpr,
 ):
-    """The MLP in one kernel: program p takes hidden units [p BLOCK_N, (p + 1) BLOCK_N),
-    h = silu(gate) * up of RMSNorm(x) as `gemv_kernel`'s SWIGLU epilogue, then adds its share of
-    down_proj(h), sum_j h[j] * wt[j, :], to acc (split-K over the hidden units; the next kernel
-    rounds acc and adds it to the residual, see `_residual`). One kernel boundary fewer per layer
-    than gate_up then down; the sums' order is the atomics' (not fixed)."""
+    """The MLP in one kernel: program p takes hidden units [p ROWS, (p + 1) ROWS), BLOCK_N at a
+    time: h = silu(gate) * up of RMSNorm(x) as `gemv_kernel`'s SWIGLU epilogue, and their share
+    of down_proj(h), sum_j h[j] * wt[j, :], summed over the program's units in registers
+    ([BLOCK_D] >= K), then added to acc once (split-K over the hidden units: H / ROWS atomic
+    adds per output; the next kernel rounds acc and adds it to the residual, see `_residual`).
+    One kernel boundary fewer per layer than gate_up then down; the sums' order is the atomics'
+    (not fixed)."""
     dtype = x_ptr.dtype.element_ty
     if PDL and EARLY:
         gdc_launch_dependents()
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    gate, up = _gemv_rows(
-        w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, H, K, eps,
-        True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY,
-    )  # fmt: skip
-    h = tl.where(rows < H, _swiglu(gate, up, dtype).to(tl.float32), 0.0)[:, None]
-    cols = tl.arange(0, BLOCK_K)
-    wt_rows = wt_ptr + rows.to(tl.int64)[:, None] * K
-    for k0 in tl.static_range(0, K, BLOCK_K):
-        kk = k0 + cols
-        w = tl.load(wt_rows + kk[None, :], mask=(rows[:, None] < H) & (kk[None, :] < K), other=0.0)
-        tl.atomic_add(acc_ptr + kk, tl.sum(w.to(tl.float32) * h, axis=0), mask=kk < K, sem="relaxed")
-        if tl.program_id(0) == 0:
-            tl.store(zero_ptr + kk, tl.zeros([BLOCK_K], tl.float32), mask=kk < K)
+    cols = tl.arange(0, BLOCK_D)
+    part = tl.zeros([BLOCK_D], tl.float32)
+    for r0 in tl.static_range(0, ROWS, BLOCK_N):
+        rows = tl.program_id(0) * ROWS + r0 + tl.arange(0, BLOCK_N)
+        gate, up = _gemv_rows(
+            w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, H, K, eps,
+            True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY,
+        )  # fmt: skip
+        h = tl.where(rows < H, _swiglu(gate, up, dtype).to(tl.float32), 0.0)[:, None]
+        ok = (rows[:, None] < H) & (cols[None, :] < K)
+        w = tl.load(wt_ptr + rows.to(tl.int64)[:, None] * K + cols[None, :], mask=ok, other=0.0)
+        part += tl.sum(w.to(tl.float32) * h, axis=0)
+    tl.atomic_add(acc_ptr + cols, part, mask=cols < K, sem="relaxed")
+    if tl.program_id(0) == 0:
+        tl.store(zero_ptr + cols, tl.zeros([BLOCK_D], tl.float32), mask=cols < K)
 
 
 @triton.jit

@@ -51,6 +51,7 @@ class GemvBlocks:
     block_k: int
     num_warps: int = 4
     early: bool = True
+    rows: int = 0  # "mlp" only: hidden units per program, a multiple of block_n (0: block_n)
 
 
 def matrix_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
@@ -80,8 +81,8 @@ def gemv_blocks(name: str, n: int, k: int) -> GemvBlocks:
         return GemvBlocks(4, 256 if k < 1024 else 512)
     if name == "gate_up":
         return GemvBlocks(4, 512) if k >= 1024 else GemvBlocks(2, 1024)
-    if name == "mlp":  # gate_up + down in one kernel (`fuse_mlp`): not yet timed on a GPU
-        return GemvBlocks(8, 256)
+    if name == "mlp":  # gate_up + down in one kernel (`fuse_mlp`): ~128 programs; not yet timed on a GPU
+        return GemvBlocks(4, 512, 8, rows=max(4, n // 128 // 4 * 4))
     if name in ("qkv", "o") and k > 1024:
         return GemvBlocks(2, triton.next_power_of_2(k))
     if name == "down" and k >= 2048:
@@ -266,7 +267,8 @@ class FusedDecoder:
         (folded in by the next kernel that reads x), the other accumulator is zeroed."""
         ff, norm = self.model.layers[layer].feed_forward, self.model.layers[layer].post_attention_layernorm
         hidden, b = self.down_t[layer].shape[0], self.blocks["mlp"]
-        K.mlp_kernel[(triton.cdiv(hidden, b.block_n),)](
+        rows = b.rows or b.block_n
+        K.mlp_kernel[(triton.cdiv(hidden, rows),)](
             ff.gate_up_proj.weight,
             self.down_t[layer],
             x,
@@ -276,8 +278,10 @@ class FusedDecoder:
             hidden,
             x.numel(),
             self.cfg.rms_norm_eps,
+            ROWS=rows,
             BLOCK_N=b.block_n,
             BLOCK_K=b.block_k,
+            BLOCK_D=triton.next_power_of_2(x.numel()),
             PDL=self.pdl,
             EARLY=b.early,
             num_warps=b.num_warps,
@@ -357,42 +361,16 @@ class FusedDecoder:
 
     def _forward(self, tok: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor, lm_epilogue: int) -> None:
         d = self.cfg.hidden_size
+        K.embed_kernel[(triton.cdiv(d, 1024),)](
+            self.model.embed_tokens.weight, tok, self.x_in if self.fuse_mlp else self.x, d, BLOCK=1024,
+            PDL=self.pdl, zero_ptr=self.mlp_acc if self.fuse_mlp else None, ZERO=self.fuse_mlp, **self.launch,
+        )  # fmt: skip
         fold = None
-        if self.fuse_mlp:  # the embedding goes to x_in, the residual that each layer's qkv reads
-            K.embed_kernel[(triton.cdiv(d, 1024),)](
-                self.model.embed_tokens.weight, tok, self.x_in, d, BLOCK=1024, PDL=self.pdl,
-                zero_ptr=self.mlp_acc, ZERO=True, **self.launch,
-            )  # fmt: skip
-        else:
-            K.embed_kernel[(triton.cdiv(d, 1024),)](
-                self.model.embed_tokens.weight, tok, self.x, d, BLOCK=1024, PDL=self.pdl, **self.launch
-            )
-        for i, layer in enumerate(self.model.layers):
-            attn, ff = layer.self_attn, layer.feed_forward
-            if self.fuse_mlp:  # x: after attention; x_in: before it (the last MLP folded in)
-                resid = self.x_in if i == 0 else self.x
-                self._gemv(
-                    "qkv", attn.qkv_proj.weight, resid, self.qkv, norm=layer.input_layernorm.weight, fold=fold
-                )
-                self._attend(i, pos)
-                self._gemv(
-                    "o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL, res=self.x_in
-                )
-                self._mlp(i, self.x)
-                fold = (self.mlp_acc[i % 2], self.x_in)
-                continue
-            self._gemv("qkv", attn.qkv_proj.weight, self.x, self.qkv, norm=layer.input_layernorm.weight)
-            self._attend(i, pos)
-            self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL)
-            self._gemv(
-                "gate_up",
-                ff.gate_up_proj.weight,
-                self.x,
-                self.h,
-                norm=layer.post_attention_layernorm.weight,
-                epilogue=K.EPILOGUE_SWIGLU,
-            )
-            self._gemv("down", ff.down_proj.weight, self.h, self.x, epilogue=K.EPILOGUE_RESIDUAL)
+        for i in range(len(self.model.layers)):
+            if self.fuse_mlp:
+                fold = self._layer_one_kernel_mlp(i, pos, fold)
+            else:
+                self._layer(i, pos)
         self._gemv(
             "lm_head",
             self.model.lm_head.weight,
@@ -402,6 +380,39 @@ class FusedDecoder:
             epilogue=lm_epilogue,
             fold=fold,
         )
+
+    def _layer(self, i: int, pos: torch.Tensor) -> None:
+        """Decoder layer i in five kernels, the residual x updated in place."""
+        layer = self.model.layers[i]
+        attn, ff = layer.self_attn, layer.feed_forward
+        self._gemv("qkv", attn.qkv_proj.weight, self.x, self.qkv, norm=layer.input_layernorm.weight)
+        self._attend(i, pos)
+        self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL)
+        self._gemv(
+            "gate_up",
+            ff.gate_up_proj.weight,
+            self.x,
+            self.h,
+            norm=layer.post_attention_layernorm.weight,
+            epilogue=K.EPILOGUE_SWIGLU,
+        )
+        self._gemv("down", ff.down_proj.weight, self.h, self.x, epilogue=K.EPILOGUE_RESIDUAL)
+
+    def _layer_one_kernel_mlp(
+        self, i: int, pos: torch.Tensor, fold: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder layer i in four kernels. x_in: the residual before attention (the embedding,
+        or x with the last MLP's accumulator `fold` added, written by this layer's qkv kernel);
+        x: after attention. Returns this layer's MLP accumulator for the next kernel to fold."""
+        attn = self.model.layers[i].self_attn
+        norm = self.model.layers[i].input_layernorm.weight
+        self._gemv(
+            "qkv", attn.qkv_proj.weight, self.x_in if i == 0 else self.x, self.qkv, norm=norm, fold=fold
+        )
+        self._attend(i, pos)
+        self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL, res=self.x_in)
+        self._mlp(i, self.x)
+        return self.mlp_acc[i % 2], self.x_in
 
 
 _DECODERS: weakref.WeakValueDictionary[int, FusedDecoder] = weakref.WeakValueDictionary()
