@@ -110,11 +110,14 @@ def _gemv_rows(
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
     EARLY: tl.constexpr,
+    rstd=1.0,
+    RSTD_GIVEN: tl.constexpr = False,
 ):
     """float32 sums [BLOCK_N] of W[rows] . x' (and, SWIGLU, of W[N + rows] . x': the up rows),
     x' = RMSNorm(x) if NORM else x, x with the MLP's output folded in if FOLD (program 0 then
-    writes that residual to xout_ptr). Weight tiles are loaded one step ahead; the first is in
-    flight before the wait for the previous kernel (which wrote x)."""
+    writes that residual to xout_ptr), and RMSNorm's 1 / rms (`rstd`, computed here unless
+    RSTD_GIVEN). Weight tiles are loaded one step ahead; the first is in flight before the wait
+    for the previous kernel (which wrote x)."""
     dtype = x_ptr.dtype.element_ty
     row_ok = rows[:, None] < N
     cols = tl.arange(0, BLOCK_K)
@@ -125,7 +128,7 @@ def _gemv_rows(
     if SWIGLU:
         w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
     _grid_dependency(PDL, EARLY)
-    if NORM:
+    if NORM and not RSTD_GIVEN:
         rstd = _rstd(x_ptr, acc_ptr, K, eps, BLOCK_K, FOLD)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     acc_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -149,7 +152,7 @@ def _gemv_rows(
             up_next = tl.load(up_rows + nxt, mask=nxt_ok, other=0.0)
             acc_up += w_up.to(tl.float32) * x
             w_up = up_next
-    return tl.sum(acc, axis=1), tl.sum(acc_up, axis=1)
+    return tl.sum(acc, axis=1), tl.sum(acc_up, axis=1), rstd
 
 
 @triton.jit
@@ -187,7 +190,7 @@ def gemv_kernel(
     if PDL and EARLY:  # the next kernel may start preloading while this one waits
         gdc_launch_dependents()
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    y, up = _gemv_rows(
+    y, up, _ = _gemv_rows(
         w_ptr, x_ptr, norm_ptr, acc_ptr, xout_ptr, rows, N, K, eps,
         NORM, FOLD, EPILOGUE == 2, BLOCK_N, BLOCK_K, PDL, EARLY,
     )  # fmt: skip
@@ -232,11 +235,12 @@ def mlp_kernel(
         gdc_launch_dependents()
     cols = tl.arange(0, BLOCK_D)
     part = tl.zeros([BLOCK_D], tl.float32)
-    for r0 in tl.static_range(0, ROWS, BLOCK_N):
+    rstd = 1.0
+    for r0 in tl.static_range(0, ROWS, BLOCK_N):  # RMSNorm's 1 / rms computed by the first chunk only
         rows = tl.program_id(0) * ROWS + r0 + tl.arange(0, BLOCK_N)
-        gate, up = _gemv_rows(
+        gate, up, rstd = _gemv_rows(
             w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, H, K, eps,
-            True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY,
+            True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY, rstd, r0 > 0,
         )  # fmt: skip
         h = tl.where(rows < H, _swiglu(gate, up, dtype).to(tl.float32), 0.0)[:, None]
         ok = (rows[:, None] < H) & (cols[None, :] < K)
