@@ -13,6 +13,8 @@ compile disabled) and `static_compiled` (StaticCache with transformers' own auto
 
     python benchmarks/decode_throughput.py --device cuda          # all presets, GPU
     python benchmarks/decode_throughput.py --device cpu --presets 140m --batches 1 --prompt-lens 128
+    python benchmarks/decode_throughput.py --presets 140m 950m --batches 1 --prompt-lens 1024 --fuse-mlp \
+        --hf-variants                                             # batch 1 with the one-kernel MLP, ours only
 
 Writes benchmarks/results/decode_<device>_<date>.json and prints a table last.
 """
@@ -70,8 +72,8 @@ def _rates(batch: int, new_tokens: int, prefill: float, total: float) -> dict:
     }
 
 
-def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool) -> dict:
-    gen = Generator(model, compile=compile)
+def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool, fused_options: dict) -> dict:
+    gen = Generator(model, compile=compile, fused_options=fused_options)
     full = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
     first = SamplingParams(max_new_tokens=1, stop_token_ids=())
     gen.generate(prompts, full)  # warm-up: compiles and records graphs
@@ -110,7 +112,8 @@ def run_config(name, batch, plen, args, model, hf) -> dict:
     cfg = model.config
     prompts = _prompts(batch, plen, cfg.vocab_size, seed=batch * 100_003 + plen)
     row = {"preset": name, "batch": batch, "prompt_len": plen, "new_tokens": args.new_tokens}
-    row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, compile=not args.no_compile)
+    options = {"fuse_mlp": True} if args.fuse_mlp else {}
+    row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, not args.no_compile, options)
     row["hf"] = {}
     for variant in args.hf_variants:
         try:
@@ -128,6 +131,7 @@ def save(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dic
     result = {
         **result_header("decode_throughput", args.device),
         "dtype": str(dtype).removeprefix("torch."),
+        "fuse_mlp": args.fuse_mlp,
         "results": rows,
     }
     write_result(result, out, quiet=True)
@@ -144,6 +148,7 @@ def main() -> None:
     p.add_argument("--hf-variants", nargs="*", default=["dynamic", "static", "static_compiled"])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="both engines")
     p.add_argument("--no-compile", action="store_true", help="run our engine eagerly")
+    p.add_argument("--fuse-mlp", action="store_true", help="batch 1: each layer's MLP as one kernel")
     p.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/decode_<device>_<date>.json)"
     )

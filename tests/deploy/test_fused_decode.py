@@ -99,7 +99,8 @@ def test_fused_step_half_precision_rounds_like_eager(fuse_mlp: bool) -> None:
     assert (out16 - ref16).abs().max() <= 0.03 * ref16.abs().max()
 
 
-def test_generator_fused_matches_unfused(monkeypatch) -> None:
+@pytest.mark.parametrize("fuse_mlp", [False, True])
+def test_generator_fused_matches_unfused(fuse_mlp: bool, monkeypatch) -> None:
     # the Generator builds its FusedDecoder with default launch shapes: make them interpreter-sized
     monkeypatch.setattr(fused_decode, "gemv_blocks", lambda name, n, k: GemvBlocks(128, 32))
     model = build_model(gqa_config(), seed=2).eval()
@@ -107,7 +108,7 @@ def test_generator_fused_matches_unfused(monkeypatch) -> None:
     greedy = SamplingParams(max_new_tokens=5, stop_token_ids=())
     sampled = dataclasses.replace(greedy, temperature=1.0, seed=5)
     # the fused runner advances 3 steps per call: 1 + 3 + 3 runs 2 steps past max_new_tokens
-    fused_gen = Generator(model, fused=True, sync_every=3)
+    fused_gen = Generator(model, fused=True, sync_every=3, fused_options={"fuse_mlp": fuse_mlp})
     for params in (sampled, greedy):
         plain = Generator(model).generate([prompt], params)[0][0].token_ids
         assert fused_gen.generate([prompt], params)[0][0].token_ids == plain

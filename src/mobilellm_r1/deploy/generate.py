@@ -6,7 +6,8 @@ logits processing + stop bookkeeping) reads and advances fixed device tensors in
 (`_StepState`), so it can be replayed from CUDA graphs:
   * batch 1 on a GPU (with `compile=True`, or `fused=True`): the forward is the fused
     Triton step (`fused_decode.py`) and `sync_every` whole steps are captured in one CUDA
-    graph of our own; greedy steps fold the argmax and the bookkeeping into those kernels;
+    graph of our own; greedy steps fold the argmax and the bookkeeping into those kernels
+    (`fused_options` go to `FusedDecoder`, e.g. `{"fuse_mlp": True}`);
   * otherwise, with `compile=True`, the step runs under `torch.compile` with CUDA graphs
     (mode="reduce-overhead"), one replay per token.
 The host reads tokens every `sync_every` steps, to stream them, check stop strings and stop
@@ -208,8 +209,10 @@ class Generator:
         compile_options: dict | None = None,
         sync_every: int = 16,
         fused: bool | None = None,
+        fused_options: dict | None = None,
     ) -> None:
         self.model = model.eval()
+        self.fused_options = dict(fused_options or {})  # keyword arguments of `FusedDecoder`
         self.tokenizer = tokenizer
         self.compile = compile
         self.sync_every = max(1, sync_every)
@@ -259,7 +262,11 @@ class Generator:
         if key in self._steps:
             return self._steps[key]
         cache = self._cache
-        fused = fused_decode.FusedDecoder(self.model, cache) if self._fused_for(cache.batch_size) else None
+        fused = (
+            fused_decode.FusedDecoder(self.model, cache, **self.fused_options)
+            if self._fused_for(cache.batch_size)
+            else None
+        )
         # A fused step is captured whole in a CUDA graph of our own (one replay per token);
         # otherwise torch.compile's CUDA graphs (mode="reduce-overhead") replay the model.
         own_graph = fused is not None and self.device.type == "cuda"
