@@ -104,7 +104,7 @@ def main() -> None:
     for name, options in [*COMPILERS.items(), ("eager", None)]:
         if options is not None:  # a fresh compile per variant (dynamo caches frames per code object)
             torch._dynamo.reset()
-            L._compiled = functools.cache(functools.partial(torch.compile, **options))
+            L.set_chunk_compile_options(**options)
         step = functools.partial(head_step, hidden, weight, labels, args.chunk, options is not None, autocast)
         ms = best_ms(step, device, args.iters)
         loss, gh, gw = step()

@@ -262,9 +262,10 @@ class FusedDecoder:
             **self.launch,
         )
 
-    def _mlp(self, layer: int, x: torch.Tensor) -> None:
-        """Layer `layer`'s MLP as one kernel: its down product goes to accumulator layer % 2
-        (folded in by the next kernel that reads x), the other accumulator is zeroed."""
+    def _mlp(self, layer: int) -> None:
+        """Layer `layer`'s MLP of x as one kernel: its down product goes to accumulator
+        layer % 2 (folded in by the next kernel that reads x), the other accumulator is zeroed."""
+        x = self.x
         ff, norm = self.model.layers[layer].feed_forward, self.model.layers[layer].post_attention_layernorm
         hidden, b = self.down_t[layer].shape[0], self.blocks["mlp"]
         rows = b.rows or b.block_n
@@ -411,7 +412,7 @@ class FusedDecoder:
         )
         self._attend(i, pos)
         self._gemv("o", attn.o_proj.weight, self.attn, self.x, epilogue=K.EPILOGUE_RESIDUAL, res=self.x_in)
-        self._mlp(i, self.x)
+        self._mlp(i)
         return self.mlp_acc[i % 2], self.x_in
 
 

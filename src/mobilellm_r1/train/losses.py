@@ -211,10 +211,21 @@ def _ce_chunk(
     return loss, grad.to(logits.dtype)
 
 
+CHUNK_COMPILE_OPTIONS: dict = {"dynamic": True}  # `torch.compile` options of the fused chunks
+
+
+def set_chunk_compile_options(**options) -> None:
+    """`torch.compile` options of the fused chunk functions (none given: dynamic shapes, the
+    default); chunks compiled before are compiled again on next use."""
+    CHUNK_COMPILE_OPTIONS.clear()
+    CHUNK_COMPILE_OPTIONS.update(options or {"dynamic": True})
+    _compiled.cache_clear()
+
+
 @functools.cache
 def _compiled(chunk_fn: Callable) -> Callable:
     """`torch.compile` of a chunk function, made on first use (importing dynamo costs ~1 s)."""
-    return torch.compile(chunk_fn, dynamic=True)
+    return torch.compile(chunk_fn, **CHUNK_COMPILE_OPTIONS)
 
 
 def _ce_fn(labels: Tensor, weights: Tensor, ignore_index: int, fused: bool = False) -> ChunkFn:
