@@ -22,7 +22,9 @@ def compile_all() -> dict[str, str]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from mobilellm_r1.deploy import decode_attention as A
     from mobilellm_r1.deploy import decode_kernels as K
+    from mobilellm_r1.deploy import decode_persistent as P
 
     def ptx(fn, signature: dict, constants: dict) -> str:
         sig = {**signature, **dict.fromkeys(constants, "constexpr")}
@@ -68,7 +70,7 @@ def compile_all() -> dict[str, str]:
     consts = dict(H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64, DOT_PRECISION="tf32")
     consts |= dict(ROPE=True, QK_NORM=True, TEMP_TUNING=True, PF_LINES=256, PDL=True)
     for prefetch in (False, True):
-        out[f"attend_prefetch_{prefetch}"] = ptx(K.attend_kernel, sig, {**consts, "PREFETCH": prefetch})
+        out[f"attend_prefetch_{prefetch}"] = ptx(A.attend_kernel, sig, {**consts, "PREFETCH": prefetch})
     sig = {n: "*i64" for n in ("best_ptr", "tok_ptr", "pos_ptr", "idx_ptr", "stop_ptr", "out_ptr")}
     sig |= {"finished_ptr": "*i1", "n_stop": "i32", "pad_id": "i32"}
     out["greedy_advance"] = ptx(K.greedy_advance_kernel, sig, dict(BLOCK_STOP=4, PDL=True))
@@ -77,6 +79,15 @@ def compile_all() -> dict[str, str]:
     out["embed_zero"] = ptx(
         K.embed_kernel, sig | {"zero_ptr": "*fp32"}, dict(BLOCK=1024, PDL=True, ZERO=True)
     )
+    sig = {n: "*bf16" for n in ("embed_ptr", "x_ptr", "xin_ptr", "qkv_ptr", "attn_ptr")}
+    sig |= {"layers_ptr": "*i64", "rope_ptr": "*i32", "tok_ptr": "*i64", "acc_ptr": "*fp32", "pos_ptr": "*i64"}
+    sig |= {"inv_freq_ptr": "*fp32", "part_o": "*fp32", "part_ml": "*fp32", "tickets": "*i32", "bar_ptr": "*i32"}
+    sig |= dict.fromkeys(("lo", "hi", "n_barriers", "S_max", "n_splits"), "i32")
+    sig |= dict.fromkeys(("eps", "sm_scale", "attn_scale", "floor_scale"), "fp32")
+    consts = dict(D=1536, HIDDEN=6144, QKV_N=2, QKV_K=2048, O_N=2, O_K=2048, MLP_ROWS=48, MLP_N=4, MLP_K=512)
+    consts |= dict(BLOCK_D=2048, EMBED=1024, H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64)
+    consts |= dict(DOT_PRECISION="tf32", QK_NORM=True, TEMP_TUNING=True, BARRIER=True, PDL=True)
+    out["step"] = ptx(P.step_kernel, sig, consts)
     return out
 
 
@@ -94,6 +105,10 @@ def test_kernels_compile_for_hopper(tmp_path) -> None:
     assert re.search(r"(red|atom)\.global\.\S*add\.f32", ptx["mlp"])  # the split-K down product
     assert "prefetch.global.L2" in ptx["attend_prefetch_True"]
     assert "prefetch.global.L2" not in ptx["attend_prefetch_False"]
+    # the persistent step's grid barrier: arrive with release semantics, spin with acquire loads
+    assert re.search(r"atom\.global\.gpu\.acq_rel\.add\.u32", ptx["step"])
+    assert re.search(r"ld\.global\.gpu\.acquire\.b32", ptx["step"])
+    assert "griddepcontrol.launch_dependents" in ptx["step"]
 
 
 if __name__ == "__main__":

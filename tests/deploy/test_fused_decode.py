@@ -22,6 +22,15 @@ BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} 
 }
 
 
+# the decoder's three ways of running a step: 5 kernels per layer, 4 (the MLP as one kernel), or
+# one persistent launch for all layers (3 programs: every phase has more items than programs)
+MODES = {
+    "five": {},
+    "fuse_mlp": {"fuse_mlp": True},
+    "persistent": {"persistent": True, "persistent_programs": 3},
+}
+
+
 def gqa_config(**overrides):
     """6 query heads on 2 kv heads (3 per group: not a power of two), NoPE middle layer with
     Llama-4 query temperature tuning."""
@@ -48,22 +57,22 @@ def prefilled(model, ids: torch.Tensor, n: int, max_len: int = 256) -> KVCache:
 
 
 @pytest.mark.parametrize(
-    ("use_qk_norm", "splits", "fuse_mlp"),
+    ("use_qk_norm", "splits", "mode"),
     [
-        (True, None, False),  # default: 16 splits of 16-slot tiles, most of them past the position
-        (False, 2, False),  # two splits, each walking every other tile (online softmax across tiles)
-        (True, None, True),  # the MLP as one kernel (split-K down product folded in by the next kernel)
+        (True, None, "five"),  # default: 16 splits of 16-slot tiles, most of them past the position
+        (False, 2, "five"),  # two splits, each walking every other tile (online softmax across tiles)
+        (True, None, "fuse_mlp"),  # the MLP as one kernel (split-K down product folded in by the next kernel)
+        (True, None, "persistent"),  # all layers in one kernel (here: one launch per phase)
+        (False, 2, "persistent"),
     ],
 )
-def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, fuse_mlp: bool, monkeypatch) -> None:
+def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, mode: str, monkeypatch) -> None:
     monkeypatch.setattr(fused_decode, "MERGE_SPLITS", 2)  # the attention merge takes several steps
     cfg = gqa_config(use_qk_norm=use_qk_norm)
     model = build_model(cfg, seed=0).eval()
     ids = torch.randint(3, VOCAB, (1, 80), generator=torch.Generator().manual_seed(0))
     ref_cache, fused_cache = prefilled(model, ids, 40), prefilled(model, ids, 40)
-    decoder = FusedDecoder(
-        model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits, fuse_mlp=fuse_mlp
-    )
+    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits, **MODES[mode])
     assert decoder.n_splits == (splits or 16)
     with torch.no_grad():
         # 3, 3 and 5 tiles below the position; 75: slots 42-74 were never written (zeros in both)
@@ -78,8 +87,8 @@ def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, fuse_ml
     assert decoder.tickets.eq(0).all()  # every attention launch reset its merge tickets
 
 
-@pytest.mark.parametrize("fuse_mlp", [False, True])
-def test_fused_step_half_precision_rounds_like_eager(fuse_mlp: bool) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_fused_step_half_precision_rounds_like_eager(mode: str) -> None:
     """In 16-bit floats the fused step rounds where the eager model rounds (only the order of
     float32 sums differs): no further from the float32 model than eager is. float16, because
     the interpreter truncates float32 -> bfloat16 where GPUs round to nearest (the bf16
@@ -92,15 +101,15 @@ def test_fused_step_half_precision_rounds_like_eager(fuse_mlp: bool) -> None:
     with torch.no_grad():
         ref32 = model(ids[:, 29:], cache=prefilled(model, ids, 29), cache_pos=pos)[0, -1]
         ref16 = model16(ids[:, 29:], cache=prefilled(model16, ids, 29), cache_pos=pos)[0, -1].float()
-        decoder = FusedDecoder(model16, prefilled(model16, ids, 29), blocks=BLOCKS, fuse_mlp=fuse_mlp)
+        decoder = FusedDecoder(model16, prefilled(model16, ids, 29), blocks=BLOCKS, **MODES[mode])
         out16 = decoder(ids[0, 29:], pos)[0].float()
     eager_err, fused_err = (ref16 - ref32).abs().max(), (out16 - ref32).abs().max()
     assert fused_err <= 1.25 * eager_err, (fused_err, eager_err)
     assert (out16 - ref16).abs().max() <= 0.03 * ref16.abs().max()
 
 
-@pytest.mark.parametrize("fuse_mlp", [False, True])
-def test_generator_fused_matches_unfused(fuse_mlp: bool, monkeypatch) -> None:
+@pytest.mark.parametrize("mode", list(MODES))
+def test_generator_fused_matches_unfused(mode: str, monkeypatch) -> None:
     # the Generator builds its FusedDecoder with default launch shapes: make them interpreter-sized
     monkeypatch.setattr(fused_decode, "gemv_blocks", lambda name, n, k: GemvBlocks(128, 32))
     model = build_model(gqa_config(), seed=2).eval()
@@ -108,7 +117,7 @@ def test_generator_fused_matches_unfused(fuse_mlp: bool, monkeypatch) -> None:
     greedy = SamplingParams(max_new_tokens=5, stop_token_ids=())
     sampled = dataclasses.replace(greedy, temperature=1.0, seed=5)
     # the fused runner advances 3 steps per call: 1 + 3 + 3 runs 2 steps past max_new_tokens
-    fused_gen = Generator(model, fused=True, sync_every=3, fused_options={"fuse_mlp": fuse_mlp})
+    fused_gen = Generator(model, fused=True, sync_every=3, fused_options=MODES[mode])
     for params in (sampled, greedy):
         plain = Generator(model).generate([prompt], params)[0][0].token_ids
         assert fused_gen.generate([prompt], params)[0][0].token_ids == plain

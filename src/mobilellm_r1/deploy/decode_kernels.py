@@ -1,4 +1,5 @@
-"""Triton kernels of the fused batch-1 decode step (see `fused_decode.py`).
+"""Triton kernels of the fused batch-1 decode step (see `fused_decode.py`); its attention is
+in `decode_attention.py`, and `decode_persistent.py` runs all of a step's layers in one launch.
 
 A batch-1 decode step reads every weight once and does almost no arithmetic, so its speed
 is memory bandwidth plus the number of kernels. Each decoder layer here is five kernels:
@@ -26,9 +27,8 @@ On Hopper the kernels chain with programmatic dependent launch: each loads what 
 depend on the previous kernel (its first weight tiles, its cache tile) before `gdc_wait`,
 and the matrix-vector products let the next kernel launch as soon as they start (`EARLY`).
 
-The attention kernel is latency bound: memory sits idle while it runs. Extra programs of
-it ask L2 to fetch the first rows of the MLP weights that the next kernels read
-(`PREFETCH`), so those kernels find part of their bytes in L2.
+Each kernel's per-program work is a `*_block` function of a work-item index, so that the
+persistent step kernel can run the same code for any item.
 
 The kernels take batch 1 (one token); they also run under `TRITON_INTERPRET=1` on CPU
 tensors, which is how the tests check them against the eager model.
@@ -69,7 +69,7 @@ def _rstd(x_ptr, acc_ptr, K: tl.constexpr, eps, BLOCK_K: tl.constexpr, FOLD: tl.
 
 
 @triton.jit
-def _grid_dependency(PDL: tl.constexpr, EARLY: tl.constexpr = False):
+def grid_dependency(PDL: tl.constexpr, EARLY: tl.constexpr = False):
     """With programmatic dependent launch: wait until the previous kernel's writes are
     visible, then let the next kernel start loading its weights (EARLY: it was let start
     before, see `gemv_kernel`). Loads issued before this call must not depend on the
@@ -81,18 +81,6 @@ def _grid_dependency(PDL: tl.constexpr, EARLY: tl.constexpr = False):
 
 
 @triton.jit
-def _prefetch_l2(ptr, nbytes, j, n_programs, LINES: tl.constexpr):
-    """Ask L2 to fetch bytes [0, nbytes) at ptr, in chunks of LINES 128-byte lines: program j
-    of n_programs takes chunks j, j + n_programs, ... (a hint: nothing waits for it)."""
-    lines = tl.arange(0, LINES) * 128
-    for c in tl.range(j * LINES * 128, nbytes, n_programs * LINES * 128):
-        addr = ptr + tl.minimum(c + lines, nbytes - 1)
-        tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1
-        )
-
-
-@triton.jit
 def _gemv_rows(
     w_ptr,
     x_ptr,
@@ -100,6 +88,7 @@ def _gemv_rows(
     acc_ptr,
     xout_ptr,
     rows,
+    first,
     N,
     K: tl.constexpr,
     eps,
@@ -114,8 +103,8 @@ def _gemv_rows(
     RSTD_GIVEN: tl.constexpr = False,
 ):
     """float32 sums [BLOCK_N] of W[rows] . x' (and, SWIGLU, of W[N + rows] . x': the up rows),
-    x' = RMSNorm(x) if NORM else x, x with the MLP's output folded in if FOLD (program 0 then
-    writes that residual to xout_ptr), and RMSNorm's 1 / rms (`rstd`, computed here unless
+    x' = RMSNorm(x) if NORM else x, x with the MLP's output folded in if FOLD (the `first` work
+    item then writes that residual to xout_ptr), and RMSNorm's 1 / rms (`rstd`, computed here unless
     RSTD_GIVEN). Weight tiles are loaded one step ahead; the first is in flight before the wait
     for the previous kernel (which wrote x)."""
     dtype = x_ptr.dtype.element_ty
@@ -127,7 +116,7 @@ def _gemv_rows(
     w_up = w
     if SWIGLU:
         w_up = tl.load(up_rows + cols[None, :], mask=row_ok & (cols[None, :] < K), other=0.0)
-    _grid_dependency(PDL, EARLY)
+    grid_dependency(PDL, EARLY)
     if NORM and not RSTD_GIVEN:
         rstd = _rstd(x_ptr, acc_ptr, K, eps, BLOCK_K, FOLD)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -140,7 +129,7 @@ def _gemv_rows(
         w_next = tl.load(gate_rows + nxt, mask=nxt_ok, other=0.0)
         x = _residual(x_ptr, acc_ptr, kk, k_ok, FOLD)
         if FOLD:  # noqa: SIM102 (a compile-time branch around a run-time one)
-            if tl.program_id(0) == 0:
+            if first:
                 tl.store(xout_ptr + kk, x, mask=k_ok)
         if NORM:  # eager: rms_norm(x.float()).type_as(x) * weight, each product rounded
             g = tl.load(norm_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
@@ -184,14 +173,43 @@ def gemv_kernel(
     FOLD: tl.constexpr = False,
 ):
     """out[n] = epilogue(sum_k W[n, k] * x'[k]), x' = RMSNorm(x) if NORM else x (x + the split-K
-    MLP's output if FOLD). EPILOGUE_ARGMAX also folds this program's best (value, row) into
-    best_ptr (see `_argmax_key`)."""
-    dtype = out_ptr.dtype.element_ty
+    MLP's output if FOLD), one program per BLOCK_N rows (`gemv_block`)."""
     if PDL and EARLY:  # the next kernel may start preloading while this one waits
         gdc_launch_dependents()
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    gemv_block(
+        w_ptr, x_ptr, norm_ptr, res_ptr, out_ptr, best_ptr, tl.program_id(0), N, K, eps,
+        NORM, EPILOGUE, BLOCK_N, BLOCK_K, PDL, EARLY, acc_ptr, xout_ptr, FOLD,
+    )  # fmt: skip
+
+
+@triton.jit
+def gemv_block(
+    w_ptr,
+    x_ptr,
+    norm_ptr,
+    res_ptr,
+    out_ptr,
+    best_ptr,
+    item,
+    N,
+    K: tl.constexpr,
+    eps,
+    NORM: tl.constexpr,
+    EPILOGUE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
+    EARLY: tl.constexpr,
+    acc_ptr,
+    xout_ptr,
+    FOLD: tl.constexpr,
+):
+    """Rows [item BLOCK_N, (item + 1) BLOCK_N) of `gemv_kernel` (arguments as there).
+    EPILOGUE_ARGMAX also folds this block's best (value, row) into best_ptr (see `_argmax_key`)."""
+    dtype = out_ptr.dtype.element_ty
+    rows = item * BLOCK_N + tl.arange(0, BLOCK_N)
     y, up, _ = _gemv_rows(
-        w_ptr, x_ptr, norm_ptr, acc_ptr, xout_ptr, rows, N, K, eps,
+        w_ptr, x_ptr, norm_ptr, acc_ptr, xout_ptr, rows, item == 0, N, K, eps,
         NORM, FOLD, EPILOGUE == 2, BLOCK_N, BLOCK_K, PDL, EARLY,
     )  # fmt: skip
     y = y.to(dtype).to(tl.float32)
@@ -202,7 +220,7 @@ def gemv_kernel(
     tl.store(out_ptr + rows, y.to(dtype), mask=rows < N)
     if EPILOGUE == 3:
         key = tl.max(_argmax_key(tl.where(rows < N, y, float("-inf")), rows), axis=0)
-        tl.atomic_max(best_ptr + tl.program_id(0) % ARGMAX_SLOTS, key, sem="relaxed")
+        tl.atomic_max(best_ptr + item % ARGMAX_SLOTS, key, sem="relaxed")
 
 
 @triton.jit
@@ -223,23 +241,50 @@ def mlp_kernel(
     PDL: tl.constexpr,
     EARLY: tl.constexpr,
 ):
-    """The MLP in one kernel: program p takes hidden units [p ROWS, (p + 1) ROWS), BLOCK_N at a
-    time: h = silu(gate) * up of RMSNorm(x) as `gemv_kernel`'s SWIGLU epilogue, and their share
-    of down_proj(h), sum_j h[j] * wt[j, :], summed over the program's units in registers
-    ([BLOCK_D] >= K), then added to acc once (split-K over the hidden units: H / ROWS atomic
-    adds per output; the next kernel rounds acc and adds it to the residual, see `_residual`).
-    One kernel boundary fewer per layer than gate_up then down; the sums' order is the atomics'
-    (not fixed)."""
-    dtype = x_ptr.dtype.element_ty
+    """The MLP in one kernel, one program per ROWS hidden units (`mlp_block`). One kernel
+    boundary fewer per layer than gate_up then down; the sums' order is the atomics' (not
+    fixed)."""
     if PDL and EARLY:
         gdc_launch_dependents()
+    mlp_block(
+        w_ptr, wt_ptr, x_ptr, norm_ptr, acc_ptr, zero_ptr, tl.program_id(0), H, K, eps,
+        ROWS, BLOCK_N, BLOCK_K, BLOCK_D, PDL, EARLY,
+    )  # fmt: skip
+
+
+@triton.jit
+def mlp_block(
+    w_ptr,
+    wt_ptr,
+    x_ptr,
+    norm_ptr,
+    acc_ptr,
+    zero_ptr,
+    item,
+    H,
+    K: tl.constexpr,
+    eps,
+    ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
+    EARLY: tl.constexpr,
+):
+    """Hidden units [item ROWS, (item + 1) ROWS) of `mlp_kernel` (arguments as there), BLOCK_N
+    at a time: h = silu(gate) * up of RMSNorm(x) as `gemv_kernel`'s SWIGLU epilogue, and their
+    share of down_proj(h), sum_j h[j] * wt[j, :], summed over the item's units in registers
+    ([BLOCK_D] >= K), then added to acc once (split-K over the hidden units: H / ROWS atomic
+    adds per output; the next kernel rounds acc and adds it to the residual, see `_residual`).
+    Item 0 zeroes the other accumulator."""
+    dtype = x_ptr.dtype.element_ty
     cols = tl.arange(0, BLOCK_D)
     part = tl.zeros([BLOCK_D], tl.float32)
     rstd = 1.0
     for r0 in tl.static_range(0, ROWS, BLOCK_N):  # RMSNorm's 1 / rms computed by the first chunk only
-        rows = tl.program_id(0) * ROWS + r0 + tl.arange(0, BLOCK_N)
+        rows = item * ROWS + r0 + tl.arange(0, BLOCK_N)
         gate, up, rstd = _gemv_rows(
-            w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, H, K, eps,
+            w_ptr, x_ptr, norm_ptr, acc_ptr, x_ptr, rows, False, H, K, eps,
             True, False, True, BLOCK_N, BLOCK_K, PDL, EARLY, rstd, r0 > 0,
         )  # fmt: skip
         h = tl.where(rows < H, _swiglu(gate, up, dtype).to(tl.float32), 0.0)[:, None]
@@ -247,7 +292,7 @@ def mlp_kernel(
         w = tl.load(wt_ptr + rows.to(tl.int64)[:, None] * K + cols[None, :], mask=ok, other=0.0)
         part += tl.sum(w.to(tl.float32) * h, axis=0)
     tl.atomic_add(acc_ptr + cols, part, mask=cols < K, sem="relaxed")
-    if tl.program_id(0) == 0:
+    if item == 0:
         tl.store(zero_ptr + cols, tl.zeros([BLOCK_D], tl.float32), mask=cols < K)
 
 
@@ -277,7 +322,7 @@ def greedy_advance_kernel(
 ):
     """One program ends a greedy decode step: the argmax token (pad_id once finished) goes
     to tok and out[idx]; finished |= it is a stop token; pos and idx advance."""
-    _grid_dependency(PDL)
+    grid_dependency(PDL)
     slots = tl.arange(0, ARGMAX_SLOTS)
     key = tl.max(tl.load(best_ptr + slots), axis=0)
     tl.store(best_ptr + slots, tl.full([ARGMAX_SLOTS], -(2**63), tl.int64))
@@ -306,211 +351,16 @@ def embed_kernel(
     ZERO: tl.constexpr = False,
 ):
     """out[:] = table[tok]; ZERO: also zero the [2, D] float32 MLP accumulators at zero_ptr."""
-    _grid_dependency(PDL)
+    grid_dependency(PDL)
+    embed_block(table_ptr, tok_ptr, out_ptr, D, tl.program_id(0), BLOCK, zero_ptr, ZERO)
+
+
+@triton.jit
+def embed_block(table_ptr, tok_ptr, out_ptr, D, item, BLOCK: tl.constexpr, zero_ptr, ZERO: tl.constexpr):
+    """Entries [item BLOCK, (item + 1) BLOCK) of `embed_kernel`."""
     tok = tl.load(tok_ptr).to(tl.int64)
-    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = item * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + cols, tl.load(table_ptr + tok * D + cols, mask=cols < D), mask=cols < D)
     if ZERO:
         tl.store(zero_ptr + cols, tl.zeros([BLOCK], tl.float32), mask=cols < D)
         tl.store(zero_ptr + D + cols, tl.zeros([BLOCK], tl.float32), mask=cols < D)
-
-
-@triton.jit
-def _rope_norm(
-    x_ptr, rows, row_ok, cos, sin, eps, dtype, HD: tl.constexpr, ROPE: tl.constexpr, QK_NORM: tl.constexpr
-):
-    """Even and odd halves [R, HD/2] of heads at x_ptr + rows * HD, rotated and L2-normed."""
-    half = tl.arange(0, HD // 2)
-    offs = rows[:, None] * HD + 2 * half[None, :]
-    even = tl.load(x_ptr + offs, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    odd = tl.load(x_ptr + offs + 1, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    if ROPE:  # Llama-4: the pair (x[2i], x[2i+1]) rotated as one complex number, in float32
-        even, odd = even * cos - odd * sin, even * sin + odd * cos
-        even, odd = even.to(dtype).to(tl.float32), odd.to(dtype).to(tl.float32)
-    if QK_NORM:
-        ms = (tl.sum(even * even, axis=1) + tl.sum(odd * odd, axis=1)) / HD
-        rstd = tl.rsqrt(ms + eps)[:, None]
-        even, odd = (even * rstd).to(dtype).to(tl.float32), (odd * rstd).to(dtype).to(tl.float32)
-    return even, odd
-
-
-@triton.jit
-def _cache_tile(k_cache, v_cache, base, tile, pos, BLOCK_S: tl.constexpr, HD: tl.constexpr):
-    """Cache slots [tile*BLOCK_S, (tile+1)*BLOCK_S) of one kv head (base: its first slot), the
-    slots >= pos masked out: keys as even/odd halves [BLOCK_S, HD/2], values [BLOCK_S, HD]."""
-    half = tl.arange(0, HD // 2)
-    slots = tile * BLOCK_S + tl.arange(0, BLOCK_S)
-    offs = base + slots[:, None] * HD
-    ok = (slots < pos)[:, None]
-    k_e = tl.load(k_cache + offs + 2 * half[None, :], mask=ok, other=0.0)
-    k_o = tl.load(k_cache + offs + 2 * half[None, :] + 1, mask=ok, other=0.0)
-    v = tl.load(v_cache + offs + tl.arange(0, HD)[None, :], mask=ok, other=0.0)
-    return k_e, k_o, v, slots
-
-
-@triton.jit
-def attend_kernel(
-    qkv_ptr,  # [(H + 2 KVH) * HD]: this token's q, k, v heads (the qkv projection's output)
-    k_cache,  # [KVH, S_max, HD]
-    v_cache,  # [KVH, S_max, HD]
-    pos_ptr,  # [1] int64: the cache slot (= RoPE position) of this token
-    inv_freq_ptr,  # [HD/2] float32
-    part_o,  # [n_splits, H, HD] float32 scratch
-    part_ml,  # [n_splits, 2, H] float32 scratch (running max, then sum of exponentials)
-    tickets,  # [KVH] int32, zero between launches
-    out_ptr,  # [H * HD]
-    pf0,  # three byte ranges to prefetch into L2 (read when PREFETCH)
-    pf1,
-    pf2,
-    pf0_bytes,
-    pf1_bytes,
-    pf2_bytes,
-    S_max,
-    n_splits,
-    eps,
-    sm_scale,
-    attn_scale,  # NoPE layers scale queries by 1 + log1p(floor((pos + 1) / floor_scale)) * attn_scale
-    floor_scale,
-    H: tl.constexpr,
-    KVH: tl.constexpr,
-    HD: tl.constexpr,
-    BLOCK_REP: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    MERGE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    ROPE: tl.constexpr,
-    QK_NORM: tl.constexpr,
-    TEMP_TUNING: tl.constexpr,
-    PREFETCH: tl.constexpr,
-    PF_LINES: tl.constexpr,
-    PDL: tl.constexpr,
-):
-    """Program (kv head g, split s): the queries of g over the cache tiles s, s + n_splits,
-    s + 2 n_splits, ... of BLOCK_S slots that lie before this token (online softmax across
-    them), so the work follows the position, not the cache length: splits with no tile
-    return at once. Split 0 also takes the token itself and writes its k, v into the cache.
-    Slots >= pos are never read, so no program reads what another writes, and the first
-    cache tile (written by earlier steps) is loaded before the wait for the qkv kernel.
-    With PREFETCH, the grid has programs beyond the n_splits of each kv head: they only ask
-    L2 for the byte ranges pf0, pf1, pf2 and return."""
-    dtype = out_ptr.dtype.element_ty
-    REP: tl.constexpr = H // KVH
-    g = tl.program_id(0)
-    split = tl.program_id(1)
-    if PREFETCH:  # the first n_pf programs of each kv head prefetch (dispatched first)
-        n_pf = tl.num_programs(1) - n_splits
-        if split < n_pf:
-            j, n_programs = g * n_pf + split, KVH * n_pf
-            _prefetch_l2(pf0, pf0_bytes, j, n_programs, PF_LINES)
-            _prefetch_l2(pf1, pf1_bytes, j, n_programs, PF_LINES)
-            _prefetch_l2(pf2, pf2_bytes, j, n_programs, PF_LINES)
-            return
-        split -= n_pf
-    pos = tl.load(pos_ptr).to(tl.int32)  # set before this decode step began
-    n_tiles = tl.cdiv(pos, BLOCK_S)  # tiles holding earlier tokens
-    n_active = tl.maximum(1, tl.minimum(n_tiles, n_splits))  # split 0 always runs
-    if split >= n_active:
-        return
-    base = g.to(tl.int64) * S_max * HD
-    k_e, k_o, v, slots = _cache_tile(k_cache, v_cache, base, split, pos, BLOCK_S, HD)
-    half = tl.arange(0, HD // 2)
-    cos = tl.zeros([1, HD // 2], tl.float32)
-    sin = tl.zeros([1, HD // 2], tl.float32)
-    if ROPE:  # the rotation depends on the position only: computed before the wait
-        angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + half)[None, :]
-        cos, sin = tl.cos(angle), tl.sin(angle)
-    _grid_dependency(PDL)
-
-    r = tl.arange(0, BLOCK_Q)  # the group's REP query heads, padded to a tensor-core tile
-    heads = g * REP + r
-    q_ok = r < REP
-    qe, qo = _rope_norm(qkv_ptr, heads, q_ok, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
-    kv_row = tl.full([1], H + g, tl.int32)  # this token's key and value (every split loads them)
-    ke, ko = _rope_norm(qkv_ptr, kv_row, kv_row >= 0, cos, sin, eps, dtype, HD, ROPE, QK_NORM)
-    d = tl.arange(0, HD)
-    v_new = tl.load(qkv_ptr + (H + KVH + g) * HD + d).to(dtype)
-    if TEMP_TUNING:
-        scale = tl.log(1.0 + tl.floor((pos.to(tl.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
-        qe, qo = (qe * scale).to(dtype).to(tl.float32), (qo * scale).to(dtype).to(tl.float32)
-    if split == 0:
-        slot = base + pos * HD
-        tl.store(k_cache + slot + 2 * half[None, :], ke.to(dtype))
-        tl.store(k_cache + slot + 2 * half[None, :] + 1, ko.to(dtype))
-        tl.store(v_cache + slot + d, v_new)
-
-    cdt = k_e.dtype
-    m = tl.full([BLOCK_Q], -1.0e30, tl.float32)
-    l_sum = tl.zeros([BLOCK_Q], tl.float32)
-    acc = tl.zeros([BLOCK_Q, HD], tl.float32)
-    for t in tl.range(split, n_tiles, n_splits):  # online softmax over this split's tiles
-        nxt = _cache_tile(k_cache, v_cache, base, t + n_splits, pos, BLOCK_S, HD)
-        scores = tl.dot(qe.to(cdt), tl.trans(k_e), input_precision=DOT_PRECISION)
-        scores += tl.dot(qo.to(cdt), tl.trans(k_o), input_precision=DOT_PRECISION)  # [BLOCK_Q, BLOCK_S]
-        seen = (slots < pos)[None, :]
-        scores = tl.where(seen, scores * sm_scale, -1.0e30)
-        m_new = tl.maximum(m, tl.max(scores, axis=1))
-        p = tl.where(seen, tl.exp(scores - m_new[:, None]), 0.0)
-        alpha = tl.exp(m - m_new)
-        l_sum = l_sum * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(cdt), v, input_precision=DOT_PRECISION)  # [BLOCK_Q, HD]
-        m = m_new
-        k_e, k_o, v, slots = nxt
-    if split == 0:
-        s_new = (tl.sum(qe * ke, axis=1) + tl.sum(qo * ko, axis=1)) * sm_scale
-        m_new = tl.maximum(m, s_new)
-        alpha, beta = tl.exp(m - m_new), tl.exp(s_new - m_new)
-        acc = acc * alpha[:, None] + beta[:, None] * v_new.to(tl.float32)[None, :]
-        l_sum = l_sum * alpha + beta
-        m = m_new
-
-    part = split * H + heads
-    tl.store(part_o + part[:, None] * HD + d[None, :], acc, mask=q_ok[:, None])
-    tl.store(part_ml + split * 2 * H + heads, m, mask=q_ok)
-    tl.store(part_ml + (split * 2 + 1) * H + heads, l_sum, mask=q_ok)
-    tl.debug_barrier()
-    if tl.atomic_add(tickets + g, 1) == n_active - 1:  # acq_rel: every split's partials are visible
-        _merge_splits(part_o, part_ml, out_ptr, g, n_active, H, KVH, HD, BLOCK_REP, MERGE)
-        tl.atomic_xchg(tickets + g, 0)
-
-
-@triton.jit
-def _merge_splits(
-    part_o,
-    part_ml,
-    out_ptr,
-    g,
-    n_parts,
-    H: tl.constexpr,
-    KVH: tl.constexpr,
-    HD: tl.constexpr,
-    BLOCK_REP: tl.constexpr,
-    MERGE: tl.constexpr,
-):
-    """out[heads of group g] = sum_s o_s exp(m_s - M) / sum_s l_s exp(m_s - M) over the first
-    n_parts splits' partial results, rounded to out's dtype; MERGE splits per step, rescaled
-    online."""
-    dtype = out_ptr.dtype.element_ty
-    r = tl.arange(0, BLOCK_REP)
-    heads = g * (H // KVH) + r
-    q_ok = r < H // KVH
-    d = tl.arange(0, HD)
-    m_all = tl.full([BLOCK_REP], -1.0e30, tl.float32)
-    den = tl.zeros([BLOCK_REP], tl.float32)
-    num = tl.zeros([BLOCK_REP, HD], tl.float32)
-    for s0 in tl.range(0, n_parts, MERGE):
-        s = s0 + tl.arange(0, MERGE)
-        ok = (s < n_parts)[:, None] & q_ok[None, :]  # [MERGE, BLOCK_REP]
-        ml = part_ml + (2 * s)[:, None] * H + heads[None, :]
-        m_s = tl.load(ml, mask=ok, other=-1.0e30, cache_modifier=".cg")
-        l_s = tl.load(ml + H, mask=ok, other=0.0, cache_modifier=".cg")
-        o_off = ((s[:, None] * H + heads[None, :]) * HD)[:, :, None] + d[None, None, :]
-        o_s = tl.load(part_o + o_off, mask=ok[:, :, None], other=0.0, cache_modifier=".cg")
-        m_new = tl.maximum(m_all, tl.max(m_s, axis=0))
-        rescale = tl.exp(m_all - m_new)
-        w = tl.exp(m_s - m_new[None, :])  # [MERGE, BLOCK_REP]
-        den = den * rescale + tl.sum(l_s * w, axis=0)
-        num = num * rescale[:, None] + tl.sum(o_s * w[:, :, None], axis=0)
-        m_all = m_new
-    out = num / tl.where(q_ok, den, 1.0)[:, None]
-    tl.store(out_ptr + heads[:, None] * HD + d[None, :], out.to(dtype), mask=q_ok[:, None])

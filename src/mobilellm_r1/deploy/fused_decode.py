@@ -27,7 +27,9 @@ from ..model.model import KVCache, Transformer
 try:
     import triton
 
+    from . import decode_attention as A
     from . import decode_kernels as K
+    from . import decode_persistent as P
 except ImportError:  # the CPU wheel of torch ships without Triton
     triton = None
 
@@ -145,6 +147,9 @@ class FusedDecoder:
         pdl: bool = True,
         prefetch: int | None = None,
         fuse_mlp: bool = False,
+        persistent: bool = False,
+        persistent_warps: int = 4,
+        persistent_programs: int | None = None,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
         `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
@@ -153,7 +158,10 @@ class FusedDecoder:
         `default_prefetch` on NVIDIA GPUs, 0 elsewhere); `fuse_mlp`: each layer's MLP as one
         kernel (`decode_kernels.mlp_kernel`; 4 kernels per layer instead of 5), which reads
         down_proj transposed: a copy of those weights made here (so a decoder built before the
-        weights change decodes with the old down_proj)."""
+        weights change decodes with the old down_proj). `persistent`: all layers of a step in one
+        launch of `decode_persistent.step_kernel` (fuse_mlp's work, grid barriers between its
+        phases; `persistent_warps` warps per program, `persistent_programs` programs, default as
+        many as the GPU holds at once), then the LM head."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -214,12 +222,106 @@ class FusedDecoder:
             for layer in model.layers
         ]
         self.blocks = {name: gemv_blocks(name, n, k) for name, (n, k) in shapes.items()}
-        self.fuse_mlp = fuse_mlp
+        self.fuse_mlp = fuse_mlp = fuse_mlp or persistent
         if fuse_mlp:  # [hidden, d] copies; the residual before attention; two float32 accumulators
             self.down_t = [layer.feed_forward.down_proj.weight.t().contiguous() for layer in model.layers]
             self.x_in = buf(d)
             self.mlp_acc = torch.zeros(2, d, device=self.device, dtype=torch.float32)
         self.blocks.update(blocks or {})
+        self.persistent = persistent
+        if persistent:
+            self._init_persistent(persistent_warps, persistent_programs)
+
+    def _init_persistent(self, num_warps: int, programs: int | None) -> None:
+        """Tables of the persistent step kernel: each layer's tensor addresses (the tensors kept
+        alive here) and RoPE flag, the barrier counters, and its compile-time arguments."""
+        cfg, layers = self.cfg, self.model.layers
+        self.layer_tensors = [
+            [
+                layer.self_attn.qkv_proj.weight,
+                layer.input_layernorm.weight,
+                layer.self_attn.o_proj.weight,
+                layer.feed_forward.gate_up_proj.weight,
+                self.down_t[i],
+                layer.post_attention_layernorm.weight,
+                *self.kv[i],
+            ]
+            for i, layer in enumerate(layers)
+        ]
+        for row in self.layer_tensors:
+            if any(t.dtype != self.dtype or not t.is_contiguous() for t in row):
+                raise ValueError(f"the persistent step needs contiguous {self.dtype} weights and cache")
+        ptrs = [[t.data_ptr() for t in row] for row in self.layer_tensors]
+        self.layer_ptrs = torch.tensor(ptrs, device=self.device, dtype=torch.int64)
+        rope = [int(layer.self_attn.use_rope) for layer in layers]
+        self.layer_rope = torch.tensor(rope, device=self.device, dtype=torch.int32)
+        self.n_phases = P.n_phases(len(layers))
+        self.barriers = torch.zeros(self.n_phases, device=self.device, dtype=torch.int32)  # counters, flag
+        self.programs = programs
+        b, meta = self.blocks, self.attn_meta
+        self.step_meta = {
+            "D": cfg.hidden_size,
+            "HIDDEN": cfg.intermediate_size_mlp,
+            "QKV_N": b["qkv"].block_n,
+            "QKV_K": b["qkv"].block_k,
+            "O_N": b["o"].block_n,
+            "O_K": b["o"].block_k,
+            "MLP_ROWS": b["mlp"].rows or b["mlp"].block_n,
+            "MLP_N": b["mlp"].block_n,
+            "MLP_K": b["mlp"].block_k,
+            "BLOCK_D": triton.next_power_of_2(cfg.hidden_size),
+            "EMBED": 1024,
+            **{k: meta[k] for k in ("H", "KVH", "HD", "BLOCK_REP", "BLOCK_Q", "BLOCK_S", "MERGE", "DOT_PRECISION")},
+            "QK_NORM": cfg.use_qk_norm,
+            "TEMP_TUNING": cfg.attn_temperature_tuning,
+            "num_warps": num_warps,
+        }
+
+    def _step_layers(self, tok: torch.Tensor, pos: torch.Tensor) -> None:
+        """Embedding and every layer (`decode_persistent.step_kernel`): one launch on a GPU,
+        one per phase (no barrier) under the interpreter."""
+        cfg = self.cfg
+        args = (
+            self.layer_ptrs, self.layer_rope, self.model.embed_tokens.weight, tok, self.x, self.x_in,
+            self.qkv, self.attn, self.mlp_acc, pos, self.inv_freq, self.part_o, self.part_ml, self.tickets,
+            self.barriers,
+        )  # fmt: skip
+        scalars = (self.cache.max_len, self.n_splits, cfg.rms_norm_eps, cfg.head_dim**-0.5, cfg.attn_scale)
+        scalars += (float(cfg.floor_scale),)
+        n_barriers = self.n_phases - 1
+        if _interpreting():
+            for phase in range(self.n_phases):
+                P.step_kernel[(self.programs or 4,)](
+                    *args, phase, phase + 1, n_barriers, *scalars, BARRIER=False, PDL=False, **self.step_meta
+                )
+            return
+        if self.programs is None:
+            self.programs = self._resident_programs(args, n_barriers, scalars)
+        P.step_kernel[(self.programs,)](
+            *args, 0, self.n_phases, n_barriers, *scalars, BARRIER=True, PDL=self.pdl, **self.step_meta,
+            **self.launch,
+        )  # fmt: skip
+
+    def _resident_programs(self, args: tuple, n_barriers: int, scalars: tuple) -> int:
+        """As many step-kernel programs as the GPU holds at once (the grid barrier needs them all
+        running): from the compiled kernel's registers and shared memory."""
+        kernel = P.step_kernel.warmup(
+            *args, 0, self.n_phases, n_barriers, *scalars, BARRIER=True, PDL=self.pdl, grid=(1,),
+            **self.step_meta,
+        )  # fmt: skip
+        kernel._init_handles()  # loads the binary: n_regs (as in Triton's fused-softmax tutorial)
+        props = torch.cuda.get_device_properties(self.device)
+        regs = triton.runtime.driver.active.utils.get_device_properties(self.device.index or 0)["max_num_regs"]
+        limits = P.SMLimits(
+            props.multi_processor_count, props.max_threads_per_multi_processor, regs,
+            props.shared_memory_per_multiprocessor,
+        )  # fmt: skip
+        return P.resident_programs(kernel.n_regs, kernel.metadata.shared, self.step_meta["num_warps"], limits)
+
+    def barrier_timeouts(self) -> int:
+        """1 if a grid barrier of the persistent step gave up waiting (its results are wrong:
+        not every program was resident), else 0."""
+        return int(self.barriers[-1].item()) if self.persistent else 0
 
     def _gemv(
         self,
@@ -293,7 +395,7 @@ class FusedDecoder:
         cfg, attn = self.cfg, self.model.layers[layer].self_attn
         k_cache, v_cache = self.kv[layer]
         (pf0, n0), (pf1, n1), (pf2, n2) = self.prefetch_ranges[layer]
-        K.attend_kernel[(self.n_kv, self.n_prefetch + self.n_splits)](
+        A.attend_kernel[(self.n_kv, self.n_prefetch + self.n_splits)](
             self.qkv,
             k_cache,
             v_cache,
@@ -361,6 +463,24 @@ class FusedDecoder:
         )
 
     def _forward(self, tok: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor, lm_epilogue: int) -> None:
+        if self.persistent:
+            self._step_layers(tok, pos)
+            fold = self.mlp_acc[(len(self.model.layers) - 1) % 2], self.x_in
+        else:
+            fold = self._layers(tok, pos)
+        self._gemv(
+            "lm_head",
+            self.model.lm_head.weight,
+            self.x,
+            logits,
+            norm=self.model.norm.weight,
+            epilogue=lm_epilogue,
+            fold=fold,
+        )
+
+    def _layers(self, tok: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Embedding and every layer as separate kernels; returns the last MLP's accumulator and
+        x_in (fuse_mlp) for the LM head to fold, else None."""
         d = self.cfg.hidden_size
         K.embed_kernel[(triton.cdiv(d, 1024),)](
             self.model.embed_tokens.weight, tok, self.x_in if self.fuse_mlp else self.x, d, BLOCK=1024,
@@ -372,15 +492,7 @@ class FusedDecoder:
                 fold = self._layer_one_kernel_mlp(i, pos, fold)
             else:
                 self._layer(i, pos)
-        self._gemv(
-            "lm_head",
-            self.model.lm_head.weight,
-            self.x,
-            logits,
-            norm=self.model.norm.weight,
-            epilogue=lm_epilogue,
-            fold=fold,
-        )
+        return fold
 
     def _layer(self, i: int, pos: torch.Tensor) -> None:
         """Decoder layer i in five kernels, the residual x updated in place."""

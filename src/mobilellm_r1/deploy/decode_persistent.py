@@ -1,0 +1,259 @@
+"""Persistent batch-1 decode step: every decoder layer of a step in one Triton launch.
+
+With one kernel per operation the 140M step at a 1k context costs ~2.8 us per kernel beyond
+the time its weight bytes take (README, Decoding), so kernel boundaries, not bytes, bound it.
+`step_kernel` is launched with as many programs as the GPU holds at once; they walk the step's
+phases together, waiting for each other at a grid barrier between phases:
+
+  phase 0          embedding of the token (and zeroed MLP accumulators)
+  phase 1 + 4l     layer l: RMSNorm -> qkv, with the last MLP's output folded into x
+  phase 2 + 4l     attention (RoPE or NoPE per layer, QK-norm, cache write, split-KV)
+  phase 3 + 4l     o_proj + residual
+  phase 4 + 4l     MLP, its down product added to a float32 accumulator (split-K)
+
+Each phase hands its work items (row blocks; (kv head, split) pairs; slices of hidden units) to
+the programs round-robin and runs the per-item functions of the separate kernels
+(`decode_kernels.gemv_block`, `mlp_block`, `embed_block`, `decode_attention.attend_split`),
+so a step computes what `FusedDecoder(fuse_mlp=True)`'s 4 kernels per layer compute. The LM
+head stays a kernel of its own.
+
+The grid barrier is a counter per phase: each program adds one (release: its writes are
+visible first) and spins until all have arrived (acquire). The last to arrive zeroes the
+previous barrier's counter, which every program has left, so the counters are zero again when
+the next step reaches them. It needs every program resident at once: `FusedDecoder` sizes the
+grid from the compiled kernel's registers and shared memory. A spin that lasts ~2^24 polls
+gives up and raises a flag (`FusedDecoder.barrier_timeouts`) rather than hang.
+
+Triton's CPU interpreter runs programs one after another, so a barrier would wait forever
+there: under it the decoder launches the kernel once per phase (`lo`, `hi`) with the barrier
+compiled out, which runs the same phase code. The barrier itself runs only on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from .decode_attention import attend_split
+from .decode_kernels import embed_block, gemv_block, mlp_block
+
+LAYER_POINTERS = tl.constexpr(8)  # per layer: qkv, input norm, o, gate_up, down (transposed), post-attention norm, k, v
+PHASES_PER_LAYER = tl.constexpr(4)
+SPIN_LIMIT = tl.constexpr(1 << 24)
+
+
+@triton.jit
+def _grid_sync(bar_ptr, index, n_barriers, n_programs, BARRIER: tl.constexpr):
+    """Wait until all n_programs programs reach barrier `index` (see the module docstring);
+    bar_ptr[n_barriers] is set if a wait gave up."""
+    if BARRIER:
+        tl.debug_barrier()  # every thread of this program has stored its results
+        arrived = tl.atomic_add(bar_ptr + index, 1, sem="acq_rel", scope="gpu")
+        if arrived == n_programs - 1:  # the last one in: everyone has left the previous barrier
+            tl.atomic_xchg(bar_ptr + (index + n_barriers - 1) % n_barriers, 0, sem="relaxed", scope="gpu")
+        spins = 0
+        while (tl.atomic_add(bar_ptr + index, 0, sem="acquire", scope="gpu") < n_programs) & (spins < SPIN_LIMIT):
+            spins += 1
+        if spins >= SPIN_LIMIT:
+            tl.atomic_xchg(bar_ptr + n_barriers, 1, sem="relaxed", scope="gpu")
+        tl.debug_barrier()
+
+
+@triton.jit
+def _pointer(layers_ptr, layer, which, dtype):
+    return tl.load(layers_ptr + layer * LAYER_POINTERS + which).to(tl.pointer_type(dtype))
+
+
+@triton.jit
+def step_kernel(
+    layers_ptr,  # [L, LAYER_POINTERS] int64 addresses of each layer's tensors (see LAYER_POINTERS)
+    rope_ptr,  # [L] int32: 1 where the layer uses RoPE, 0 on NoPE layers
+    embed_ptr,  # [V, D] embedding table
+    tok_ptr,  # [1] int64 token
+    x_ptr,  # [D] the residual after the embedding / after attention
+    xin_ptr,  # [D] the residual before attention
+    qkv_ptr,  # [(H + 2 KVH) HD]
+    attn_ptr,  # [H HD]
+    acc_ptr,  # [2, D] float32 MLP accumulators (layer l adds to row l % 2)
+    pos_ptr,  # [1] int64 cache slot of this token
+    inv_freq_ptr,
+    part_o,
+    part_ml,
+    tickets,
+    bar_ptr,  # [n_barriers + 1] int32 barrier counters, then the gave-up flag
+    lo,  # phases [lo, hi) run in this launch
+    hi,
+    n_barriers,
+    S_max,
+    n_splits,
+    eps,
+    sm_scale,
+    attn_scale,
+    floor_scale,
+    D: tl.constexpr,
+    HIDDEN: tl.constexpr,
+    QKV_N: tl.constexpr,  # rows per qkv item
+    QKV_K: tl.constexpr,
+    O_N: tl.constexpr,
+    O_K: tl.constexpr,
+    MLP_ROWS: tl.constexpr,  # hidden units per MLP item
+    MLP_N: tl.constexpr,
+    MLP_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EMBED: tl.constexpr,  # entries per embedding item
+    H: tl.constexpr,
+    KVH: tl.constexpr,
+    HD: tl.constexpr,
+    BLOCK_REP: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    MERGE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    QK_NORM: tl.constexpr,
+    TEMP_TUNING: tl.constexpr,
+    BARRIER: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """Phases [lo, hi) of a decode step (module docstring), a grid barrier after each but the
+    last; program p takes items p, p + P, p + 2P, ... of each phase (P programs)."""
+    dtype = x_ptr.dtype.element_ty
+    p = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    NQKV: tl.constexpr = (H + 2 * KVH) * HD
+    if PDL:  # the previous kernel (the last step's bookkeeping) wrote tok and pos
+        gdc_wait()
+    for i in range(0, hi - lo):
+        phase = lo + i  # a tensor under the interpreter too (its range yields ints)
+        layer = (phase - 1) // PHASES_PER_LAYER
+        kind = (phase - 1) % PHASES_PER_LAYER
+        if PDL and phase == hi - 1:  # let the LM head launch and preload its weights
+            gdc_launch_dependents()
+        if phase == 0:
+            for item in range(p, tl.cdiv(D, EMBED), n_programs):
+                embed_block(embed_ptr, tok_ptr, x_ptr, D, item, EMBED, acc_ptr, True)
+        elif kind == 0:  # x + the last MLP's output -> xin (item 0), RMSNorm -> qkv
+            w = _pointer(layers_ptr, layer, 0, dtype)
+            norm = _pointer(layers_ptr, layer, 1, dtype)
+            acc_in = acc_ptr + ((layer + 1) % 2) * D
+            for item in range(p, tl.cdiv(NQKV, QKV_N), n_programs):  # epilogue 0: store
+                gemv_block(
+                    w, x_ptr, norm, qkv_ptr, qkv_ptr, qkv_ptr, item, NQKV, D, eps,
+                    True, 0, QKV_N, QKV_K, False, False, acc_in, xin_ptr, True,
+                )  # fmt: skip
+        elif kind == 1:
+            _attention(
+                layers_ptr, rope_ptr, layer, qkv_ptr, attn_ptr, pos_ptr, inv_freq_ptr, part_o, part_ml,
+                tickets, p, n_programs, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale,
+                H, KVH, HD, BLOCK_REP, BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, QK_NORM, TEMP_TUNING,
+            )  # fmt: skip
+        elif kind == 2:  # xin + o_proj(attn) -> x
+            w = _pointer(layers_ptr, layer, 2, dtype)
+            for item in range(p, tl.cdiv(D, O_N), n_programs):  # epilogue 1: + residual
+                gemv_block(
+                    w, attn_ptr, attn_ptr, xin_ptr, x_ptr, x_ptr, item, D, H * HD, eps,
+                    False, 1, O_N, O_K, False, False, acc_ptr, x_ptr, False,
+                )  # fmt: skip
+        else:  # MLP of x into accumulator layer % 2; the other one (read by this layer's qkv) zeroed
+            gate_up = _pointer(layers_ptr, layer, 3, dtype)
+            down_t = _pointer(layers_ptr, layer, 4, dtype)
+            norm = _pointer(layers_ptr, layer, 5, dtype)
+            acc_out = acc_ptr + (layer % 2) * D
+            acc_old = acc_ptr + ((layer + 1) % 2) * D
+            for item in range(p, tl.cdiv(HIDDEN, MLP_ROWS), n_programs):
+                mlp_block(
+                    gate_up, down_t, x_ptr, norm, acc_out, acc_old, item, HIDDEN, D, eps,
+                    MLP_ROWS, MLP_N, MLP_K, BLOCK_D, False, False,
+                )  # fmt: skip
+        if phase < hi - 1:
+            _grid_sync(bar_ptr, phase, n_barriers, n_programs, BARRIER)
+
+
+@triton.jit
+def _attention(
+    layers_ptr,
+    rope_ptr,
+    layer,
+    qkv_ptr,
+    attn_ptr,
+    pos_ptr,
+    inv_freq_ptr,
+    part_o,
+    part_ml,
+    tickets,
+    p,
+    n_programs,
+    S_max,
+    n_splits,
+    eps,
+    sm_scale,
+    attn_scale,
+    floor_scale,
+    H: tl.constexpr,
+    KVH: tl.constexpr,
+    HD: tl.constexpr,
+    BLOCK_REP: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    MERGE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    QK_NORM: tl.constexpr,
+    TEMP_TUNING: tl.constexpr,
+):
+    """The attention phase: items (kv head, split) over the splits with work at this position;
+    RoPE and QK-norm on RoPE layers, temperature tuning on NoPE layers (as the eager model)."""
+    dtype = attn_ptr.dtype.element_ty
+    k_cache = _pointer(layers_ptr, layer, 6, dtype)
+    v_cache = _pointer(layers_ptr, layer, 7, dtype)
+    rope = tl.load(rope_ptr + layer) != 0
+    pos = tl.load(pos_ptr).to(tl.int32)
+    n_active = tl.maximum(1, tl.minimum(tl.cdiv(pos, BLOCK_S), n_splits))
+    for item in range(p, KVH * n_active, n_programs):
+        g = item // n_active
+        split = item % n_active
+        if rope:
+            attend_split(
+                qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g, split,
+                n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD, BLOCK_REP,
+                BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, True, QK_NORM, False, False,
+            )  # fmt: skip
+        else:
+            attend_split(
+                qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g, split,
+                n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD, BLOCK_REP,
+                BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, False, False, TEMP_TUNING, False,
+            )  # fmt: skip
+
+
+def n_phases(n_layers: int) -> int:
+    """Phases of one step: the embedding, then PHASES_PER_LAYER per layer."""
+    return 1 + PHASES_PER_LAYER * n_layers
+
+
+@dataclass(frozen=True)
+class SMLimits:
+    """What one streaming multiprocessor holds: threads, 32-bit registers, shared memory bytes,
+    blocks; and how many SMs the GPU has."""
+
+    sms: int
+    threads: int = 2048
+    registers: int = 65536
+    shared: int = 233472
+    blocks: int = 32
+
+
+def resident_programs(n_regs: int, shared: int, num_warps: int, limits: SMLimits, per_sm: int | None = None) -> int:
+    """Programs of a kernel (n_regs registers per thread, `shared` bytes of shared memory,
+    num_warps warps) that the GPU holds at once: per SM the least of the thread, register
+    (allocated per warp in units of 256) and shared-memory limits and the block limit (and
+    `per_sm` if given), times the SMs."""
+    by_threads = limits.threads // (32 * num_warps)
+    regs_per_warp = -(-max(n_regs, 1) * 32 // 256) * 256
+    by_regs = limits.registers // (regs_per_warp * num_warps)
+    by_shared = limits.shared // shared if shared else limits.blocks
+    fit = min(by_threads, by_regs, by_shared, limits.blocks, per_sm or limits.blocks)
+    if fit < 1:
+        raise ValueError(f"the persistent step kernel does not fit an SM ({n_regs} registers, {shared} B shared)")
+    return fit * limits.sms

@@ -1,0 +1,35 @@
+"""The persistent decode step's launch arithmetic (its numbers against the eager model are in
+test_fused_decode.py, its compilation for sm_90 in test_decode_kernels.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mobilellm_r1.deploy.decode_persistent import SMLimits, n_phases, resident_programs
+
+H100 = SMLimits(sms=132)
+
+
+def test_phases_per_step() -> None:
+    assert n_phases(15) == 61  # the embedding, then qkv, attention, o and MLP per layer
+
+
+@pytest.mark.parametrize(
+    ("n_regs", "shared", "warps", "per_sm"),
+    [
+        (32, 0, 4, 16),  # threads bound: 2,048 / 128
+        (128, 0, 4, 4),  # registers: 65,536 / (128 x 128)
+        (130, 0, 4, 3),  # 130 registers round up to 136 per thread (256 per warp): 3 blocks
+        (64, 100_000, 4, 2),  # shared memory: 233,472 / 100,000
+        (255, 0, 8, 1),
+        (16, 0, 1, 32),  # the block limit
+    ],
+)
+def test_resident_programs(n_regs: int, shared: int, warps: int, per_sm: int) -> None:
+    assert resident_programs(n_regs, shared, warps, H100) == per_sm * 132
+    assert resident_programs(n_regs, shared, warps, H100, per_sm=1) == 132
+
+
+def test_resident_programs_refuses_a_kernel_that_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        resident_programs(64, 300_000, 4, H100)
