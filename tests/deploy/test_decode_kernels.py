@@ -80,12 +80,26 @@ def compile_all() -> dict[str, str]:
         K.embed_kernel, sig | {"zero_ptr": "*fp32"}, dict(BLOCK=1024, PDL=True, ZERO=True)
     )
     sig = {n: "*bf16" for n in ("embed_ptr", "x_ptr", "xin_ptr", "qkv_ptr", "attn_ptr")}
-    sig |= {"layers_ptr": "*i64", "rope_ptr": "*i32", "tok_ptr": "*i64", "acc_ptr": "*fp32", "pos_ptr": "*i64"}
-    sig |= {"inv_freq_ptr": "*fp32", "part_o": "*fp32", "part_ml": "*fp32", "tickets": "*i32", "bar_ptr": "*i32"}
+    sig |= {
+        "layers_ptr": "*i64",
+        "rope_ptr": "*i32",
+        "tok_ptr": "*i64",
+        "acc_ptr": "*fp32",
+        "pos_ptr": "*i64",
+    }
+    sig |= {
+        "inv_freq_ptr": "*fp32",
+        "part_o": "*fp32",
+        "part_ml": "*fp32",
+        "tickets": "*i32",
+        "bar_ptr": "*i32",
+    }
     sig |= dict.fromkeys(("lo", "hi", "n_barriers", "S_max", "n_splits"), "i32")
     sig |= dict.fromkeys(("eps", "sm_scale", "attn_scale", "floor_scale"), "fp32")
     consts = dict(D=1536, HIDDEN=6144, QKV_N=2, QKV_K=2048, O_N=2, O_K=2048, MLP_ROWS=48, MLP_N=4, MLP_K=512)
-    consts |= dict(BLOCK_D=2048, EMBED=1024, H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64)
+    consts |= dict(
+        BLOCK_D=2048, EMBED=1024, H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64
+    )
     consts |= dict(DOT_PRECISION="tf32", QK_NORM=True, TEMP_TUNING=True, BARRIER=True, PDL=True)
     out["step"] = ptx(P.step_kernel, sig, consts)
     return out

@@ -72,7 +72,9 @@ def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, mode: s
     model = build_model(cfg, seed=0).eval()
     ids = torch.randint(3, VOCAB, (1, 80), generator=torch.Generator().manual_seed(0))
     ref_cache, fused_cache = prefilled(model, ids, 40), prefilled(model, ids, 40)
-    decoder = FusedDecoder(model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits, **MODES[mode])
+    decoder = FusedDecoder(
+        model, fused_cache, blocks=BLOCKS, attn_block=16, attn_splits=splits, **MODES[mode]
+    )
     assert decoder.n_splits == (splits or 16)
     with torch.no_grad():
         # 3, 3 and 5 tiles below the position; 75: slots 42-74 were never written (zeros in both)

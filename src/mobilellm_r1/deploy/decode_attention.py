@@ -112,8 +112,6 @@ def attend_kernel(
     cache tile (written by earlier steps) is loaded before the wait for the qkv kernel.
     With PREFETCH, the grid has programs beyond the n_splits of each kv head: they only ask
     L2 for the byte ranges pf0, pf1, pf2 and return."""
-    dtype = out_ptr.dtype.element_ty
-    REP: tl.constexpr = H // KVH
     g = tl.program_id(0)
     split = tl.program_id(1)
     if PREFETCH:  # the first n_pf programs of each kv head prefetch (dispatched first)

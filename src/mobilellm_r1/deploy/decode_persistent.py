@@ -40,7 +40,8 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from .decode_attention import attend_split
 from .decode_kernels import embed_block, gemv_block, mlp_block
 
-LAYER_POINTERS = tl.constexpr(8)  # per layer: qkv, input norm, o, gate_up, down (transposed), post-attention norm, k, v
+# per layer: qkv, input norm, o, gate_up, down (transposed), post-attention norm, k cache, v cache
+LAYER_POINTERS = tl.constexpr(8)
 PHASES_PER_LAYER = tl.constexpr(4)
 SPIN_LIMIT = tl.constexpr(1 << 24)
 
@@ -55,9 +56,11 @@ def _grid_sync(bar_ptr, index, n_barriers, n_programs, BARRIER: tl.constexpr):
         if arrived == n_programs - 1:  # the last one in: everyone has left the previous barrier
             tl.atomic_xchg(bar_ptr + (index + n_barriers - 1) % n_barriers, 0, sem="relaxed", scope="gpu")
         spins = 0
-        while (tl.atomic_add(bar_ptr + index, 0, sem="acquire", scope="gpu") < n_programs) & (spins < SPIN_LIMIT):
+        seen = arrived + 1
+        while (seen < n_programs) & (spins < SPIN_LIMIT):
+            seen = tl.atomic_add(bar_ptr + index, 0, sem="acquire", scope="gpu")
             spins += 1
-        if spins >= SPIN_LIMIT:
+        if seen < n_programs:
             tl.atomic_xchg(bar_ptr + n_barriers, 1, sem="relaxed", scope="gpu")
         tl.debug_barrier()
 
@@ -244,7 +247,9 @@ class SMLimits:
     blocks: int = 32
 
 
-def resident_programs(n_regs: int, shared: int, num_warps: int, limits: SMLimits, per_sm: int | None = None) -> int:
+def resident_programs(
+    n_regs: int, shared: int, num_warps: int, limits: SMLimits, per_sm: int | None = None
+) -> int:
     """Programs of a kernel (n_regs registers per thread, `shared` bytes of shared memory,
     num_warps warps) that the GPU holds at once: per SM the least of the thread, register
     (allocated per warp in units of 256) and shared-memory limits and the block limit (and
@@ -255,5 +260,7 @@ def resident_programs(n_regs: int, shared: int, num_warps: int, limits: SMLimits
     by_shared = limits.shared // shared if shared else limits.blocks
     fit = min(by_threads, by_regs, by_shared, limits.blocks, per_sm or limits.blocks)
     if fit < 1:
-        raise ValueError(f"the persistent step kernel does not fit an SM ({n_regs} registers, {shared} B shared)")
+        raise ValueError(
+            f"the persistent step kernel does not fit an SM ({n_regs} registers, {shared} B shared)"
+        )
     return fit * limits.sms

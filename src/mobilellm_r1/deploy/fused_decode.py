@@ -271,7 +271,8 @@ class FusedDecoder:
             "MLP_K": b["mlp"].block_k,
             "BLOCK_D": triton.next_power_of_2(cfg.hidden_size),
             "EMBED": 1024,
-            **{k: meta[k] for k in ("H", "KVH", "HD", "BLOCK_REP", "BLOCK_Q", "BLOCK_S", "MERGE", "DOT_PRECISION")},
+            **{k: meta[k] for k in ("H", "KVH", "HD", "BLOCK_REP", "BLOCK_Q", "BLOCK_S", "MERGE")},
+            "DOT_PRECISION": meta["DOT_PRECISION"],
             "QK_NORM": cfg.use_qk_norm,
             "TEMP_TUNING": cfg.attn_temperature_tuning,
             "num_warps": num_warps,
@@ -311,7 +312,8 @@ class FusedDecoder:
         )  # fmt: skip
         kernel._init_handles()  # loads the binary: n_regs (as in Triton's fused-softmax tutorial)
         props = torch.cuda.get_device_properties(self.device)
-        regs = triton.runtime.driver.active.utils.get_device_properties(self.device.index or 0)["max_num_regs"]
+        device = triton.runtime.driver.active.utils.get_device_properties(self.device.index or 0)
+        regs = device["max_num_regs"]
         limits = P.SMLimits(
             props.multi_processor_count, props.max_threads_per_multi_processor, regs,
             props.shared_memory_per_multiprocessor,
