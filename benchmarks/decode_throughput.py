@@ -13,8 +13,8 @@ compile disabled) and `static_compiled` (StaticCache with transformers' own auto
 
     python benchmarks/decode_throughput.py --device cuda          # all presets, GPU
     python benchmarks/decode_throughput.py --device cpu --presets 140m --batches 1 --prompt-lens 128
-    python benchmarks/decode_throughput.py --presets 140m 950m --batches 1 --prompt-lens 1024 --fuse-mlp \
-        --hf-variants                                             # batch 1 with the one-kernel MLP, ours only
+    python benchmarks/decode_throughput.py --presets 140m 950m --batches 1 --prompt-lens 1024 \
+        --step persistent --hf-variants          # batch 1, every layer in one persistent launch, ours only
 
 Writes benchmarks/results/decode_<device>_<date>.json and prints a table last.
 """
@@ -108,11 +108,16 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
     return _rates(len(prompts), new_tokens, prefill, total)
 
 
+# batch-1 fused step variants (FusedDecoder options): default 5 kernels per layer, the MLP as one
+# kernel (4), or every layer in one persistent launch
+STEP_OPTIONS = {"default": {}, "fuse_mlp": {"fuse_mlp": True}, "persistent": {"persistent": True}}
+
+
 def run_config(name, batch, plen, args, model, hf) -> dict:
     cfg = model.config
     prompts = _prompts(batch, plen, cfg.vocab_size, seed=batch * 100_003 + plen)
     row = {"preset": name, "batch": batch, "prompt_len": plen, "new_tokens": args.new_tokens}
-    options = {"fuse_mlp": True} if args.fuse_mlp else {}
+    options = STEP_OPTIONS[args.step]
     row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, not args.no_compile, options)
     row["hf"] = {}
     for variant in args.hf_variants:
@@ -131,7 +136,7 @@ def save(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dic
     result = {
         **result_header("decode_throughput", args.device),
         "dtype": str(dtype).removeprefix("torch."),
-        "fuse_mlp": args.fuse_mlp,
+        "fused_step": args.step,
         "results": rows,
     }
     write_result(result, out, quiet=True)
@@ -148,7 +153,12 @@ def main() -> None:
     p.add_argument("--hf-variants", nargs="*", default=["dynamic", "static", "static_compiled"])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="both engines")
     p.add_argument("--no-compile", action="store_true", help="run our engine eagerly")
-    p.add_argument("--fuse-mlp", action="store_true", help="batch 1: each layer's MLP as one kernel")
+    p.add_argument(
+        "--step",
+        choices=list(STEP_OPTIONS),
+        default="default",
+        help="batch 1: the fused step's kernels (FusedDecoder: fuse_mlp, persistent)",
+    )
     p.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/decode_<device>_<date>.json)"
     )

@@ -3,7 +3,7 @@
     python benchmarks/diag/fused_decode.py --presets 140m 360m 950m [--sweep] [--profile 950m]
     python benchmarks/diag/fused_decode.py --presets 950m --overhead | --shapes | --attention | --diagnose | --prefetch
     PYTHONPATH=/old/checkout/src python benchmarks/diag/fused_decode.py --presets 140m 950m --ab old
-    python benchmarks/diag/fused_decode.py --presets 140m 950m --fuse-mlp
+    python benchmarks/diag/fused_decode.py --presets 140m 950m --modes
 
 For each preset (random bf16 weights, 1,024-token prompt):
   * check: one fused step against the eager model on the same cache (logits max |diff|,
@@ -13,10 +13,11 @@ For each preset (random bf16 weights, 1,024-token prompt):
   * sweep (optional): every GEMV shape of the preset under a grid of launch shapes, over
     rotating weight copies (> L2), effective GB/s of each; the best is printed per shape.
 
-`--fuse-mlp` compares each layer's MLP as one kernel (`FusedDecoder(fuse_mlp=True)`, 4 kernels per
-layer) with gate_up then down (5): logits against eager bf16 and float32, step times at positions
-128, 1,024 and 4,096, and the one-kernel MLP's launch shapes; writes
-benchmarks/results/decode_fuse_mlp_<presets>_<date>.json.
+`--modes` compares the fused step's three ways of running: 5 kernels per layer (default), the MLP
+as one kernel (`fuse_mlp`, 4 per layer) and every layer in one persistent launch (`persistent`):
+logits against eager bf16 and float32, step times at positions 128, 1,024, 4,096, 8,192 and
+32,768 (alternated, best of 3), then launch shapes of the one-kernel MLP and of the persistent
+kernel (warps, programs, row blocks); writes benchmarks/results/decode_modes_<presets>_<date>.json.
 
 `--ab TAG` times the bare step and the Generator at prompts of 128 and 1,024 tokens with default
 settings only (so older versions of the package run it too): run two versions alternately in
@@ -222,9 +223,9 @@ def main() -> None:
     )
     p.add_argument("--ablate", action="store_true", help="only: step time with each kernel kind left out")
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
-    p.add_argument("--fuse-mlp", action="store_true", help="only: the MLP as one kernel vs gate_up + down")
+    p.add_argument("--modes", action="store_true", help="only: 5 kernels per layer vs fuse_mlp vs persistent")
     args = p.parse_args()
-    table, sweeps, fuse_mlp = [], [], {}
+    table, sweeps, modes = [], [], {}
     only = (
         args.overhead
         or args.shapes
@@ -234,7 +235,7 @@ def main() -> None:
         or args.prefetch
         or args.ablate
         or args.launch
-        or args.fuse_mlp
+        or args.modes
     )
     for name, cfg, model in models(args.presets):
         if args.overhead:
@@ -251,8 +252,8 @@ def main() -> None:
             ablate(model, cfg, name)
         if args.ab:
             ab(model, cfg, name, args.ab)
-        if args.fuse_mlp:
-            fuse_mlp[name] = fuse_mlp_ab(model, cfg, name)
+        if args.modes:
+            modes[name] = modes_ab(model, cfg, name)
         if only:
             continue
         c = check(model, cfg)
@@ -265,9 +266,9 @@ def main() -> None:
         )
         if args.profile == name:
             profile_step(model, cfg)
-    if fuse_mlp:
-        out = dated_result(f"decode_fuse_mlp_{'-'.join(args.presets)}")
-        write_result({**result_header("fused_decode --fuse-mlp"), "presets": fuse_mlp}, out)
+    if modes:
+        out = dated_result(f"decode_modes_{'-'.join(args.presets)}")
+        write_result({**result_header("fused_decode --modes"), "presets": modes}, out)
     if only:
         return
     if args.sweep:
@@ -362,7 +363,7 @@ def generator_overhead(model, cfg, name: str) -> None:
         runner(None)
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    ours = ("gemv_kernel", "attend_kernel", "embed_kernel")
+    ours = ("gemv_kernel", "attend_kernel", "embed_kernel", "mlp_kernel", "step_kernel", "greedy_advance")
     other: dict[str, float] = {}
     for e in kernels:
         if not e.name.startswith(ours):
@@ -470,58 +471,84 @@ def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
         print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
 
 
-def fuse_mlp_ab(model, cfg, name: str) -> dict:
-    """The one-kernel MLP against gate_up + down: exactness, then step times (alternated, best
-    of 3 each), then the one-kernel MLP's launch shapes."""
+MODES = {"five": {}, "fuse_mlp": {"fuse_mlp": True}, "persistent": {"persistent": True}}
+
+
+def modes_ab(model, cfg, name: str) -> dict:
+    """The fused step's three modes (MODES): exactness, step times (alternated, best of 3),
+    then launch shapes of the one-kernel MLP and of the persistent kernel."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
     model32 = copy.deepcopy(model).float()
     pos = torch.tensor([PROMPT], device="cuda")
-    logits = {}
+    logits, timeouts = {}, {}
     with torch.no_grad():
-        for label, m, options in (
-            ("eager32", model32, None),
-            ("eager", model, None),
-            ("fused", model, {}),
-            ("fused_mlp", model, {"fuse_mlp": True}),
-        ):
+        variants = [("eager32", model32, None), ("eager", model, None)]
+        for label, m, options in variants + [(mode, model, options) for mode, options in MODES.items()]:
             cache = KVCache(cfg, 1, PROMPT + 256, device="cuda", dtype=next(m.parameters()).dtype)
             m(ids[:, :PROMPT], cache=cache, cache_pos=torch.arange(PROMPT, device="cuda"))
             if options is None:
                 logits[label] = m(ids[:, PROMPT:], cache=cache, cache_pos=pos)[0, -1].float()
-            else:
-                logits[label] = FusedDecoder(m, cache, **options)(ids[0, PROMPT:], pos)[0].float()
+                continue
+            dec = FusedDecoder(m, cache, **options)
+            logits[label] = dec(ids[0, PROMPT:], pos)[0].float()
+            timeouts[label] = dec.barrier_timeouts()
     del model32
     ref32 = logits["eager32"]
     errs = {k: (v - ref32).abs().max().item() for k, v in logits.items() if k != "eager32"}
-    same = int(logits["fused_mlp"].argmax()) == int(logits["eager"].argmax())
+    same = {mode: int(logits[mode].argmax()) == int(logits["eager"].argmax()) for mode in MODES}
     shown = {k: round(v, 4) for k, v in errs.items()}
     print(f"{name}: max |logit - float32 eager|: {shown}; argmax equal to eager: {same}", flush=True)
+    print(f"{name}: persistent barrier timeouts: {timeouts['persistent']}", flush=True)
     result = {
         "max_abs_diff_vs_float32": errs,
         "argmax_equal_to_eager": same,
+        "barrier_timeouts": timeouts["persistent"],
         "positions": {},
         "mlp_shapes": {},
+        "persistent_shapes": {},
     }
-    for at in (128, 1024, 4096):
-        runs = {False: [], True: []}
-        for _ in range(3):  # alternated, so drift within the session hits both
-            for fuse in (False, True):
-                runs[fuse].append(step_time_us(model, cfg, cache_len=at + 256, at=at, fuse_mlp=fuse))
-        five, four = min(runs[False]), min(runs[True])
-        result["positions"][at] = {"five_kernels_us": five, "one_kernel_mlp_us": four, "speedup": five / four}
-        print(
-            f"{name} position {at}: gate_up + down {five:.1f} us/step ({1e6 / five:.0f} tok/s), "
-            f"one-kernel MLP {four:.1f} us/step ({1e6 / four:.0f} tok/s), {five / four:.3f}x",
-            flush=True,
-        )
+    for at in (128, 1024, 4096, 8192, 32768):
+        runs = {mode: [] for mode in MODES}
+        for _ in range(3):  # alternated, so drift within the session hits every mode
+            for mode, options in MODES.items():
+                runs[mode].append(step_time_us(model, cfg, cache_len=at + 256, at=at, **options))
+        best = {mode: min(t) for mode, t in runs.items()}
+        result["positions"][at] = {f"{mode}_us": us for mode, us in best.items()}
+        shown = ", ".join(f"{mode} {us:.1f} us ({1e6 / us:.0f} tok/s)" for mode, us in best.items())
+        print(f"{name} position {at}: {shown}", flush=True)
     for rows, bn, bk, nw in itertools.product((8, 16, 32, 64), (2, 4, 8), (512,), (4, 8)):
         if rows % bn:
             continue
         us = step_time_us(model, cfg, fuse_mlp=True, blocks={"mlp": GemvBlocks(bn, bk, nw, rows=rows)})
         result["mlp_shapes"][f"rows {rows}, {bn} x {bk}, {nw} warps"] = us
         print(f"{name}: mlp rows {rows}, {bn} x {bk}, {nw} warps: {us:.1f} us/step", flush=True)
+    result["persistent_shapes"] = persistent_sweep(model, cfg, name)
     return result
+
+
+def persistent_sweep(model, cfg, name: str) -> dict:
+    """Persistent-kernel step times over warps per program, programs (one per SM, or as many as
+    fit) and the row blocks of its qkv / o items and MLP items."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shapes = matrix_shapes(cfg)
+    out = {}
+    for nw, bn, rows, per_sm in itertools.product((4, 8), (2, 8), (16, 48), (1, None)):
+        blocks = {m: GemvBlocks(bn, gemv_blocks(m, *shapes[m]).block_k) for m in ("qkv", "o")}
+        blocks["mlp"] = GemvBlocks(4, 512, rows=rows)
+        programs = sms if per_sm == 1 else None
+        cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
+        dec = FusedDecoder(
+            model, cache, blocks=blocks, persistent=True, persistent_warps=nw, persistent_programs=programs
+        )
+        tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
+        us = do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3  # noqa: B023 (used at once)
+        key = f"{nw} warps, {dec.programs} programs, qkv/o {bn} rows, mlp {rows} rows"
+        out[key] = {"us": us, "barrier_timeouts": dec.barrier_timeouts()}
+        print(
+            f"{name}: persistent {key}: {us:.1f} us/step, timeouts {out[key]['barrier_timeouts']}", flush=True
+        )
+    return out
 
 
 def profile_step(model, cfg) -> None:
