@@ -1,4 +1,5 @@
-"""Fused batch-1 decoding: the model's one-token forward as 5 Triton kernels per layer.
+"""Fused batch-1 decoding: the model's one-token forward as 5 Triton kernels per layer, or 4
+(`fuse_mlp`: the MLP as one kernel), or one persistent launch for all layers (`persistent`).
 
 `FusedDecoder(model, cache)(tok, pos)` computes the same logits as
 `model(tok, cache=cache, cache_pos=pos)` for one row and one token (see `decode_kernels.py`
