@@ -17,7 +17,7 @@ For each preset (random bf16 weights, 1,024-token prompt):
 as one kernel (`fuse_mlp`, 4 per layer) and every layer in one persistent launch (`persistent`):
 logits against eager bf16 and float32, step times at positions 128, 1,024, 4,096, 8,192 and
 32,768 (alternated, best of 3), then launch shapes of the one-kernel MLP and of the persistent
-kernel (warps, programs, row blocks); writes benchmarks/results/decode_modes_<presets>_<date>.json.
+kernel (warps, programs, row blocks, L2 prefetch); writes benchmarks/results/decode_modes_<presets>_<date>.json.
 
 `--ab TAG` times the bare step and the Generator at prompts of 128 and 1,024 tokens with default
 settings only (so older versions of the package run it too): run two versions alternately in
@@ -528,26 +528,32 @@ def modes_ab(model, cfg, name: str) -> dict:
 
 
 def persistent_sweep(model, cfg, name: str) -> dict:
-    """Persistent-kernel step times over warps per program, programs (one per SM, or as many as
-    fit) and the row blocks of its qkv / o items and MLP items."""
+    """Persistent-kernel step times, one setting varied at a time from the defaults: warps per
+    program, programs (one per SM or as many as fit), rows per qkv / o item, hidden units per
+    MLP item, L2 prefetch bytes per barrier."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     shapes = matrix_shapes(cfg)
-    out = {}
-    for nw, bn, rows, per_sm in itertools.product((4, 8), (2, 8), (16, 48), (1, None)):
+    variants = [("defaults", {})]
+    variants += [(f"{nw} warps", {"persistent_warps": nw}) for nw in (8, 16)]
+    variants += [(f"{sms} programs (one per SM)", {"persistent_programs": sms})]
+    for bn in (2, 4, 8, 16):
         blocks = {m: GemvBlocks(bn, gemv_blocks(m, *shapes[m]).block_k) for m in ("qkv", "o")}
-        blocks["mlp"] = GemvBlocks(4, 512, rows=rows)
-        programs = sms if per_sm == 1 else None
+        variants.append((f"qkv/o items of {bn} rows", {"blocks": blocks}))
+    for rows in (16, 32, 64):
+        variants.append((f"mlp items of {rows} units", {"blocks": {"mlp": GemvBlocks(4, 512, rows=rows)}}))
+    variants += [(f"prefetch {mb} MB", {"persistent_prefetch": mb << 20}) for mb in (0, 1, 16)]
+    out = {}
+    for label, options in variants:
         cache = KVCache(cfg, 1, PROMPT + 256, device="cuda")
-        dec = FusedDecoder(
-            model, cache, blocks=blocks, persistent=True, persistent_warps=nw, persistent_programs=programs
-        )
         tok, pos = torch.tensor([7], device="cuda"), torch.tensor([PROMPT], device="cuda")
-        us = do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3  # noqa: B023 (used at once)
-        key = f"{nw} warps, {dec.programs} programs, qkv/o {bn} rows, mlp {rows} rows"
-        out[key] = {"us": us, "barrier_timeouts": dec.barrier_timeouts()}
-        print(
-            f"{name}: persistent {key}: {us:.1f} us/step, timeouts {out[key]['barrier_timeouts']}", flush=True
-        )
+        try:  # a setting that does not compile is recorded, the sweep goes on
+            dec = FusedDecoder(model, cache, persistent=True, **options)
+            us = do_bench_cudagraph(lambda: dec(tok, pos), rep=200) * 1e3  # noqa: B023 (used at once)
+        except Exception as err:
+            out[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
+        else:
+            out[label] = {"us": us, "programs": dec.programs, "barrier_timeouts": dec.barrier_timeouts()}
+        print(f"{name}: persistent, {label}: {out[label]}", flush=True)
     return out
 
 

@@ -101,7 +101,9 @@ def compile_all() -> dict[str, str]:
         BLOCK_D=2048, EMBED=1024, H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64
     )
     consts |= dict(DOT_PRECISION="tf32", QK_NORM=True, TEMP_TUNING=True, BARRIER=True, PDL=True)
+    consts |= dict(PF_BYTES=0, PF_LINES=256)
     out["step"] = ptx(P.step_kernel, sig, consts)
+    out["step_prefetch"] = ptx(P.step_kernel, sig, consts | dict(PF_BYTES=4 << 20, PF_LINES=256))
     return out
 
 
@@ -123,6 +125,8 @@ def test_kernels_compile_for_hopper(tmp_path) -> None:
     assert re.search(r"atom\.global\.gpu\.acq_rel\.add\.u32", ptx["step"])
     assert re.search(r"ld\.global\.gpu\.acquire\.b32", ptx["step"])
     assert "griddepcontrol.launch_dependents" in ptx["step"]
+    assert "prefetch.global.L2" in ptx["step_prefetch"]  # the next phase's bytes, before each barrier
+    assert "prefetch.global.L2" not in ptx["step"]
 
 
 if __name__ == "__main__":

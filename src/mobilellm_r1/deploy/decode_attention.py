@@ -18,19 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .decode_kernels import grid_dependency
-
-
-@triton.jit
-def _prefetch_l2(ptr, nbytes, j, n_programs, LINES: tl.constexpr):
-    """Ask L2 to fetch bytes [0, nbytes) at ptr, in chunks of LINES 128-byte lines: program j
-    of n_programs takes chunks j, j + n_programs, ... (a hint: nothing waits for it)."""
-    lines = tl.arange(0, LINES) * 128
-    for c in tl.range(j * LINES * 128, nbytes, n_programs * LINES * 128):
-        addr = ptr + tl.minimum(c + lines, nbytes - 1)
-        tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1
-        )
+from .decode_kernels import grid_dependency, prefetch_l2
 
 
 @triton.jit
@@ -118,9 +106,9 @@ def attend_kernel(
         n_pf = tl.num_programs(1) - n_splits
         if split < n_pf:
             j, n_programs = g * n_pf + split, KVH * n_pf
-            _prefetch_l2(pf0, pf0_bytes, j, n_programs, PF_LINES)
-            _prefetch_l2(pf1, pf1_bytes, j, n_programs, PF_LINES)
-            _prefetch_l2(pf2, pf2_bytes, j, n_programs, PF_LINES)
+            prefetch_l2(pf0, pf0_bytes, j, n_programs, PF_LINES)
+            prefetch_l2(pf1, pf1_bytes, j, n_programs, PF_LINES)
+            prefetch_l2(pf2, pf2_bytes, j, n_programs, PF_LINES)
             return
         split -= n_pf
     pos = tl.load(pos_ptr).to(tl.int32)  # set before this decode step began

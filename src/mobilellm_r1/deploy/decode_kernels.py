@@ -81,6 +81,18 @@ def grid_dependency(PDL: tl.constexpr, EARLY: tl.constexpr = False):
 
 
 @triton.jit
+def prefetch_l2(ptr, nbytes, j, n_programs, LINES: tl.constexpr):
+    """Ask L2 to fetch bytes [0, nbytes) at ptr, in chunks of LINES 128-byte lines: program j
+    of n_programs takes chunks j, j + n_programs, ... (a hint: nothing waits for it)."""
+    lines = tl.arange(0, LINES) * 128
+    for c in tl.range(j * LINES * 128, nbytes, n_programs * LINES * 128):
+        addr = ptr + tl.minimum(c + lines, nbytes - 1)
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [addr], dtype=tl.int32, is_pure=False, pack=1
+        )
+
+
+@triton.jit
 def _gemv_rows(
     w_ptr,
     x_ptr,

@@ -39,7 +39,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from .decode_attention import attend_split
-from .decode_kernels import embed_block, gemv_block, mlp_block
+from .decode_kernels import embed_block, gemv_block, mlp_block, prefetch_l2
 
 # per layer: qkv, input norm, o, gate_up, down (transposed), post-attention norm, k cache, v cache
 LAYER_POINTERS = tl.constexpr(8)
@@ -121,6 +121,8 @@ def step_kernel(
     TEMP_TUNING: tl.constexpr,
     BARRIER: tl.constexpr,
     PDL: tl.constexpr,
+    PF_BYTES: tl.constexpr,  # per barrier: bytes of the next phase's reads to ask L2 for (0: none)
+    PF_LINES: tl.constexpr,
 ):
     """Phases [lo, hi) of a decode step (module docstring), a grid barrier after each but the
     last; program p takes items p, p + P, p + 2P, ... of each phase (P programs)."""
@@ -173,7 +175,58 @@ def step_kernel(
                     MLP_ROWS, MLP_N, MLP_K, BLOCK_D, False, False,
                 )  # fmt: skip
         if phase < hi - 1:
+            if PF_BYTES > 0:  # the fetch overlaps the wait: weights do not depend on this phase
+                _prefetch_next(
+                    layers_ptr, phase + 1, pos_ptr, p, n_programs, S_max, D, HIDDEN, H, KVH, HD,
+                    x_ptr.dtype.element_ty.primitive_bitwidth // 8, PF_BYTES, PF_LINES,
+                )  # fmt: skip
             _grid_sync(bar_ptr, phase, n_barriers, n_programs, BARRIER)
+
+
+@triton.jit
+def _prefetch_next(
+    layers_ptr,
+    phase,
+    pos_ptr,
+    p,
+    n_programs,
+    S_max,
+    D: tl.constexpr,
+    HIDDEN: tl.constexpr,
+    H: tl.constexpr,
+    KVH: tl.constexpr,
+    HD: tl.constexpr,
+    ES: tl.constexpr,  # bytes per element
+    PF_BYTES: tl.constexpr,
+    PF_LINES: tl.constexpr,
+):
+    """Ask L2 for the first PF_BYTES bytes that phase `phase` reads, spread over the programs:
+    the qkv or o weights, the cache below the position (attention; equal shares per kv head and
+    k / v), or the MLP's gate, up and transposed down rows of its first items (a third each)."""
+    layer = (phase - 1) // PHASES_PER_LAYER
+    kind = (phase - 1) % PHASES_PER_LAYER
+    if kind == 0:
+        w = _pointer(layers_ptr, layer, 0, tl.uint8)
+        prefetch_l2(w, min((H + 2 * KVH) * HD * D * ES, PF_BYTES), p, n_programs, PF_LINES)
+    elif kind == 1:
+        k_cache = _pointer(layers_ptr, layer, 6, tl.uint8)
+        v_cache = _pointer(layers_ptr, layer, 7, tl.uint8)
+        pos = tl.load(pos_ptr).to(tl.int32)
+        share = tl.minimum(pos * (HD * ES), PF_BYTES // (2 * KVH))
+        for g in tl.static_range(KVH):
+            head = g * S_max * (HD * ES)
+            prefetch_l2(k_cache + head, share, p, n_programs, PF_LINES)
+            prefetch_l2(v_cache + head, share, p, n_programs, PF_LINES)
+    elif kind == 2:
+        w = _pointer(layers_ptr, layer, 2, tl.uint8)
+        prefetch_l2(w, min(D * H * HD * ES, PF_BYTES), p, n_programs, PF_LINES)
+    else:
+        gate_up = _pointer(layers_ptr, layer, 3, tl.uint8)
+        down_t = _pointer(layers_ptr, layer, 4, tl.uint8)
+        third: tl.constexpr = min(HIDDEN * D * ES, PF_BYTES // 3)
+        prefetch_l2(gate_up, third, p, n_programs, PF_LINES)
+        prefetch_l2(gate_up + HIDDEN * D * ES, third, p, n_programs, PF_LINES)
+        prefetch_l2(down_t, third, p, n_programs, PF_LINES)
 
 
 @triton.jit

@@ -42,6 +42,7 @@ PREFETCH_PROGRAMS = 96  # attention programs (in all) that prefetch MLP weights 
 PREFETCH_LINES = 256  # 128-byte lines per prefetch chunk
 PREFETCH_BYTES = 4 << 20  # per layer, for layers whose MLP reads >= PREFETCH_MIN_MLP bytes
 PREFETCH_MIN_MLP = 32 << 20
+PERSISTENT_PREFETCH = 4 << 20  # per grid barrier of the persistent step (not yet tuned on a GPU)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class FusedDecoder:
         persistent: bool = False,
         persistent_warps: int = 4,
         persistent_programs: int | None = None,
+        persistent_prefetch: int | None = None,
     ) -> None:
         """`blocks` overrides launch shapes by matrix (qkv, o, gate_up, down, lm_head),
         `attn_block` the cache slots per attention tile, `attn_splits` the attention programs
@@ -162,7 +164,9 @@ class FusedDecoder:
         weights change decodes with the old down_proj). `persistent`: all layers of a step in one
         launch of `decode_persistent.step_kernel` (fuse_mlp's work, grid barriers between its
         phases; `persistent_warps` warps per program, `persistent_programs` programs, default as
-        many as the GPU holds at once), then the LM head."""
+        many as the GPU holds at once; before each barrier the programs ask L2 for the first
+        `persistent_prefetch` bytes that the next phase reads, default PERSISTENT_PREFETCH on
+        NVIDIA GPUs, else 0), then the LM head."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
@@ -231,9 +235,14 @@ class FusedDecoder:
         self.blocks.update(blocks or {})
         self.persistent = persistent
         if persistent:
-            self._init_persistent(persistent_warps, persistent_programs)
+            budget = (
+                (PERSISTENT_PREFETCH if nvidia else 0) if persistent_prefetch is None else persistent_prefetch
+            )
+            if budget and not nvidia:
+                raise ValueError("L2 prefetch (persistent_prefetch > 0) needs an NVIDIA GPU")
+            self._init_persistent(persistent_warps, persistent_programs, budget)
 
-    def _init_persistent(self, num_warps: int, programs: int | None) -> None:
+    def _init_persistent(self, num_warps: int, programs: int | None, prefetch: int) -> None:
         """Tables of the persistent step kernel: each layer's tensor addresses (the tensors kept
         alive here) and RoPE flag, the barrier counters, and its compile-time arguments."""
         cfg, layers = self.cfg, self.model.layers
@@ -276,6 +285,8 @@ class FusedDecoder:
             "DOT_PRECISION": meta["DOT_PRECISION"],
             "QK_NORM": cfg.use_qk_norm,
             "TEMP_TUNING": cfg.attn_temperature_tuning,
+            "PF_BYTES": prefetch,
+            "PF_LINES": PREFETCH_LINES,
             "num_warps": num_warps,
         }
 
