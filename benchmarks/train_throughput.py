@@ -9,6 +9,8 @@ liger : (--liger) the seeds' path with the seeds' efficiency switch, Liger kerne
         because Liger patches transformers' Llama-4 module globally.
 ours_fp8_<recipe> : (--fp8 tensorwise rowwise) ours with the decoder layers' linears in FP8
         (`train/float8.py`, torchao); MFU still counts against the bf16 peaks.
+ours_cce : (--cce) ours with the LM-head loss by cut cross-entropy (`loss_kernel: cce`,
+        `train/cut_ce.py`: no logits in memory) instead of chunked logits.
 For each preset the largest micro-batch in --micro-batches that fits is timed (sequence 2048).
 MFU = tokens/s x FLOPs/token / peak, FLOPs/token = 6 x params + 12 x layers x dim x seq, both
 ways: `mfu` against a measured 8192^3 bf16 matmul on this GPU, `mfu_vendor` against the
@@ -16,6 +18,7 @@ vendor's dense bf16 figure (989 TFLOP/s for H100 / H200); the formula is in the 
 
     python benchmarks/train_throughput.py --presets 140m 360m 950m
     python benchmarks/train_throughput.py --presets 140m 950m --fp8 tensorwise rowwise --no-seeds
+    python benchmarks/train_throughput.py --presets 140m 950m --cce --no-seeds --micro-batches 16 8
 """
 
 from __future__ import annotations
@@ -56,12 +59,16 @@ def time_step(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def ours_step(cfg, micro: int, seq: int, chunk: int, fused: bool = True, fp8: str = "none"):
+def ours_step(
+    cfg, micro: int, seq: int, chunk: int, fused: bool = True, fp8: str = "none", loss_kernel: str = "chunked"
+):
     model = build_model(cfg, device="cuda", seed=0)
     convert_to_float8(model.layers, fp8)
     for layer in model.layers:
         layer.compile()
-    objective = LMObjective(model, chunk_tokens=chunk, document_mask=False, fused_loss=fused)
+    objective = LMObjective(
+        model, chunk_tokens=chunk, document_mask=False, fused_loss=fused, loss_kernel=loss_kernel
+    )
     opt = build_optimizer(objective, OptimSection(lr=1e-4))
     ids = torch.randint(0, cfg.vocab_size, (micro, seq + 1), device="cuda")
     batch = RandomBatch(ids)
@@ -142,6 +149,7 @@ def main() -> None:
     p.add_argument(
         "--fp8", nargs="*", default=[], choices=["tensorwise", "rowwise"], help="also ours with FP8"
     )
+    p.add_argument("--cce", action="store_true", help="also ours with cut cross-entropy")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' path (ours only)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -154,9 +162,13 @@ def main() -> None:
         cfg = preset(name)
         fpt = 6 * cfg.num_params() + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
         row = {"preset": name, "seq": args.seq, "flops_per_token": fpt}
-        for key, fp8 in [("ours", "none"), *((f"ours_fp8_{r}", r) for r in args.fp8)]:
+        variants = [("ours", "none", "chunked"), *((f"ours_fp8_{r}", r, "chunked") for r in args.fp8)]
+        variants += [("ours_cce", "none", "cce")] if args.cce else []
+        for key, fp8, kernel in variants:
             row[key] = measure(
-                lambda m, cfg=cfg, fp8=fp8: ours_step(cfg, m, args.seq, args.chunk, fp8=fp8),
+                lambda m, cfg=cfg, fp8=fp8, kernel=kernel: ours_step(
+                    cfg, m, args.seq, args.chunk, fp8=fp8, loss_kernel=kernel
+                ),
                 args.micro_batches,
                 args.seq,
                 fpt,

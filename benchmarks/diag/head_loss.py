@@ -9,7 +9,8 @@ Why: on an H100 the 140M step's largest kernel is that pass (15.2 ms of 97.7, `p
 ~1.9 ms per 4,096-token chunk for ~3 GB of logit traffic (read twice, gradient written once:
 ~0.9 ms at 3.35 TB/s). Variants (`train/losses.py` compiles `_ce_chunk` with `dynamic=True`):
   * dynamic (today), static shapes, static + max-autotune (Inductor tunes the reduction);
-  * eager (`fused=False`: float32 softmax in place).
+  * eager (`fused=False`: float32 softmax in place);
+  * cut cross-entropy (`loss_kernel: cce`, `train/cut_ce.py`: no logits in memory).
 Each variant's loss and gradients are compared with today's. "matmuls" times the head's three
 products per chunk alone (logits, input gradient, weight gradient), so total - matmuls is what
 the softmax/gradient pass and the weight-gradient accumulation cost. Writes
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 import mobilellm_r1.train.losses as L
+from mobilellm_r1.train.cut_ce import cut_cross_entropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from provenance import dated_result, result_header, write_result
@@ -56,11 +58,15 @@ def best_ms(fn, device: torch.device, iters: int) -> float:
     return best * 1e3
 
 
-def head_step(hidden, weight, labels, chunk: int, fused: bool, autocast: bool):
-    """Loss and gradients (hidden, weight) of one forward + backward of the chunked head loss."""
+def head_step(hidden, weight, labels, chunk: int, fused: bool | None, autocast: bool):
+    """Loss and gradients (hidden, weight) of one forward + backward of the chunked head loss
+    (fused or not), or of cut cross-entropy (fused None)."""
     hidden.grad = weight.grad = None
     with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=autocast):
-        loss = L.chunked_cross_entropy(hidden, weight, labels, chunk_size=chunk, fused=fused)
+        if fused is None:
+            loss = cut_cross_entropy(hidden, weight, labels)
+        else:
+            loss = L.chunked_cross_entropy(hidden, weight, labels, chunk_size=chunk, fused=fused)
     loss.backward()
     return loss.detach(), hidden.grad, weight.grad
 
@@ -101,11 +107,12 @@ def main() -> None:
     autocast = device.type == "cuda"
     base_loss = base_gh = base_gw = None
     rows = []
-    for name, options in [*COMPILERS.items(), ("eager", None)]:
+    for name, options in [*COMPILERS.items(), ("eager", None), ("cut cross-entropy", None)]:
         if options is not None:  # a fresh compile per variant (dynamo caches frames per code object)
             torch._dynamo.reset()
             L.set_chunk_compile_options(**options)
-        step = functools.partial(head_step, hidden, weight, labels, args.chunk, options is not None, autocast)
+        fused = None if name == "cut cross-entropy" else options is not None
+        step = functools.partial(head_step, hidden, weight, labels, args.chunk, fused, autocast)
         ms = best_ms(step, device, args.iters)
         loss, gh, gw = step()
         if base_loss is None:

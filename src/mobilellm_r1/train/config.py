@@ -147,6 +147,9 @@ class TrainConfig:
     activation_checkpointing: bool = False
     fsdp_reshard_after_forward: bool = True  # False: keep gathered layer weights for backward
     loss_chunk_tokens: int = bounded(4096, ge=1)  # chunked LM-head loss: tokens per chunk
+    # the cross-entropy objectives' LM-head loss: chunked logits (train/losses.py) or cut
+    # cross-entropy (train/cut_ce.py: no logits in memory); kd and grpo take chunked only
+    loss_kernel: Literal["chunked", "cce"] = "chunked"
     out_dir: str = "runs/{name}"
     checkpoint_every: int = bounded(500, ge=0)  # 0: only at the end
     keep_last: int = bounded(3, ge=1)

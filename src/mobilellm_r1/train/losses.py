@@ -68,7 +68,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+def compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
     """The matmul dtype: autocast's for the device if enabled (and inputs are <= fp32)."""
     device = hidden.device.type
     low = (torch.float32, torch.float16, torch.bfloat16)
@@ -158,7 +158,7 @@ def _apply(hidden: Tensor, weight: Tensor, fn: ChunkFn, chunk_size: int) -> Tens
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     grad = torch.is_grad_enabled()
     need_h, need_w = grad and hidden.requires_grad, grad and weight.requires_grad
-    cdtype = _compute_dtype(hidden, weight)
+    cdtype = compute_dtype(hidden, weight)
     return _ChunkedHeadLoss.apply(hidden, weight, fn, chunk_size, cdtype, need_h, need_w)
 
 
@@ -374,7 +374,7 @@ def _label_weights(
     if labels.shape != hidden.shape[:1]:
         raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
     keep = labels != ignore_index
-    return keep, *_token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    return keep, *_token_weights(keep, reduction, _acc_dtype(compute_dtype(hidden, weight)))
 
 
 def _with_ce(
@@ -447,7 +447,7 @@ def chunked_kl_distill(
     `chunked_cross_entropy`.
     """
     keep = _mask_or_all(mask, hidden)
-    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    weights, count = _token_weights(keep, reduction, _acc_dtype(compute_dtype(hidden, weight)))
     fn = _kl_fn(_as_teacher_fn(teacher_logits), weights, temperature, fused)
     loss = _apply(hidden, weight, fn, chunk_size)
     return _finish(loss, count, reduction, return_stats)
@@ -515,7 +515,7 @@ def topk_kl_distill(
     """
     _check_topk(hidden, topk_ids, topk_logprobs)
     keep = _mask_or_all(mask, hidden)
-    weights, count = _token_weights(keep, reduction, _acc_dtype(_compute_dtype(hidden, weight)))
+    weights, count = _token_weights(keep, reduction, _acc_dtype(compute_dtype(hidden, weight)))
     fn = _topk_fn(topk_ids.long(), topk_logprobs.detach(), keep, weights, temperature)
     return _finish(_apply(hidden, weight, fn, chunk_size), count, reduction, return_stats)
 

@@ -37,6 +37,7 @@ from torch import nn
 from ...data.mixture import Batch
 from ...model import Transformer
 from .. import parallel
+from ..cut_ce import cut_cross_entropy
 from ..losses import CE_CHUNK, chunked_cross_entropy
 from ..optim import clip_gradients
 
@@ -93,7 +94,8 @@ class Objective(nn.Module):
     """Model + loss in one forward, so a sharded LM head is gathered inside the forward like
     every other parameter (see the module docstring for the protocol). This base trains
     next-token cross-entropy, computed in chunks of `chunk_tokens` (`fused_loss`: compiled
-    chunk kernels, on with `compile`); `document_mask`: attend within packed documents only."""
+    chunk kernels, on with `compile`) or, with `loss_kernel="cce"`, by cut cross-entropy
+    (`cut_ce.py`); `document_mask`: attend within packed documents only."""
 
     def __init__(
         self,
@@ -101,10 +103,11 @@ class Objective(nn.Module):
         chunk_tokens: int = CE_CHUNK,
         document_mask: bool = False,
         fused_loss: bool = False,
+        loss_kernel: str = "chunked",
     ) -> None:
         super().__init__()
         self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
-        self.fused_loss = fused_loss
+        self.fused_loss, self.loss_kernel = fused_loss, loss_kernel
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -118,7 +121,13 @@ class Objective(nn.Module):
     @classmethod
     def build(cls, cfg: TrainConfig, model: Transformer, tokenizer: Tokenizer, dist: DistInfo) -> Objective:
         """The objective around `model` for the run `cfg`."""
-        return cls(model, cfg.loss_chunk_tokens, cfg.data.document_mask, fused_loss=cfg.compile)
+        return cls(
+            model,
+            cfg.loss_chunk_tokens,
+            cfg.data.document_mask,
+            fused_loss=cfg.compile,
+            loss_kernel=cfg.loss_kernel,
+        )
 
     def batches(self, cfg: TrainConfig, tokenizer: Tokenizer, dist: DistInfo) -> tuple[Loader, int]:
         """This rank's loader of what the objective consumes, and the row length."""
@@ -142,6 +151,8 @@ class Objective(nn.Module):
 
     def cross_entropy(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy summed over the tokens whose label counts."""
+        if self.loss_kernel == "cce":
+            return cut_cross_entropy(hidden, weight, labels, reduction="sum")
         return chunked_cross_entropy(
             hidden, weight, labels, chunk_size=self.chunk_tokens, reduction="sum", fused=self.fused_loss
         )

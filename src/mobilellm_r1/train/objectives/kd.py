@@ -51,6 +51,8 @@ class KDObjective(LMObjective):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
+        if cfg.loss_kernel != "chunked":
+            raise ValueError(f"objective kd takes loss_kernel: chunked, got loss_kernel: {cfg.loss_kernel}")
         if not (cfg.distill.teacher or cfg.distill.topk_dir):
             raise ValueError("objective kd needs distill.teacher or distill.topk_dir")
 

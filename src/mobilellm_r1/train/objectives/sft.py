@@ -27,9 +27,13 @@ class SFTObjective(Objective):
     def build(
         cls, cfg: TrainConfig, model: Transformer, tokenizer: Tokenizer, dist: DistInfo
     ) -> SFTObjective:
-        return cls(
-            model, cfg.loss_chunk_tokens, document_mask=True, fused_loss=cfg.compile
-        )  # packed chats never mix
+        return cls(  # packed chats never mix
+            model,
+            cfg.loss_chunk_tokens,
+            document_mask=True,
+            fused_loss=cfg.compile,
+            loss_kernel=cfg.loss_kernel,
+        )
 
     def batches(self, cfg: TrainConfig, tokenizer: Tokenizer, dist: DistInfo) -> tuple[SFTLoader, int]:
         if not cfg.data.seq_len:
