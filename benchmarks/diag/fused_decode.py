@@ -553,6 +553,7 @@ def persistent_sweep(model, cfg, name: str) -> dict:
             out[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
         else:
             out[label] = {"us": us, "programs": dec.programs, "barrier_timeouts": dec.barrier_timeouts()}
+            out[label] |= dec.step_kernel_info  # registers and spills: the phase that needs most sets them
         print(f"{name}: persistent, {label}: {out[label]}", flush=True)
     return out
 

@@ -149,6 +149,19 @@ def test_fused_decoder_rejects_what_it_cannot_run() -> None:
         FusedDecoder(gqa, KVCache(gqa.config, 1, 64, dtype=torch.float32), attn_block=24)
 
 
+def test_persistent_grid_no_larger_than_the_gpu_holds(monkeypatch) -> None:
+    """On a GPU the first persistent launch sizes the grid from the compiled kernel (here
+    faked: 2 programs fit); asking for more is an error before anything is launched, since
+    programs not running would keep the others waiting at the grid barrier."""
+    model = build_model(gqa_config(), seed=0).eval()
+    cache = KVCache(model.config, 1, 64, dtype=torch.float32)
+    dec = FusedDecoder(model, cache, blocks=BLOCKS, persistent=True, persistent_programs=3)
+    monkeypatch.setattr(fused_decode, "_interpreting", lambda: False)
+    monkeypatch.setattr(dec, "_resident_programs", lambda *args: 2)
+    with pytest.raises(ValueError, match="persistent_programs=3: this GPU holds 2 programs"):
+        dec(torch.tensor([5]), torch.tensor([0]))
+
+
 def test_launch_shapes() -> None:
     assert available(torch.device("cpu"))  # the interpreter (conftest) runs the kernels on CPU
     assert gemv_blocks("lm_head", 128256, 1536) == GemvBlocks(4, 512)

@@ -268,6 +268,7 @@ class FusedDecoder:
         self.n_phases = P.n_phases(len(layers))
         self.barriers = torch.zeros(self.n_phases, device=self.device, dtype=torch.int32)  # counters, flag
         self.programs = programs
+        self.step_kernel_info: dict[str, int] = {}  # registers, spills, shared bytes (GPU, first launch)
         b, meta = self.blocks, self.attn_meta
         self.step_meta = {
             "D": cfg.hidden_size,
@@ -308,8 +309,14 @@ class FusedDecoder:
                     *args, phase, phase + 1, n_barriers, *scalars, BARRIER=False, PDL=False, **self.step_meta
                 )
             return
-        if self.programs is None:
-            self.programs = self._resident_programs(args, n_barriers, scalars)
+        if not self.step_kernel_info:  # the first launch on this GPU: size the grid
+            resident = self._resident_programs(args, n_barriers, scalars)
+            if self.programs is not None and self.programs > resident:
+                raise ValueError(
+                    f"persistent_programs={self.programs}: this GPU holds {resident} programs of the step "
+                    "kernel at once, and its grid barrier needs all of them running"
+                )
+            self.programs = self.programs or resident
         P.step_kernel[(self.programs,)](
             *args, 0, self.n_phases, n_barriers, *scalars, BARRIER=True, PDL=self.pdl, **self.step_meta,
             **self.launch,
@@ -330,6 +337,11 @@ class FusedDecoder:
             props.multi_processor_count, props.max_threads_per_multi_processor, regs,
             props.shared_memory_per_multiprocessor,
         )  # fmt: skip
+        self.step_kernel_info = {
+            "registers": kernel.n_regs,
+            "spills": kernel.n_spills,
+            "shared": kernel.metadata.shared,
+        }
         return P.resident_programs(kernel.n_regs, kernel.metadata.shared, self.step_meta["num_warps"], limits)
 
     def barrier_timeouts(self) -> int:
