@@ -136,6 +136,21 @@ def test_generator_fused_matches_unfused(mode: str, monkeypatch) -> None:
     ]
 
 
+def test_generator_raises_when_a_persistent_barrier_timed_out(monkeypatch) -> None:
+    """A grid barrier that gave up (flag set by the kernel; here by hand) means wrong tokens:
+    the Generator raises at the end of the call instead of returning them."""
+    monkeypatch.setattr(fused_decode, "gemv_blocks", lambda name, n, k: GemvBlocks(128, 32))
+    model = build_model(gqa_config(), seed=2).eval()
+    gen = Generator(model, fused=True, sync_every=3, fused_options=MODES["persistent"])
+    greedy = SamplingParams(max_new_tokens=3, stop_token_ids=())
+    gen.generate([[5, 6, 7]], greedy)
+    (runner,) = gen._steps.values()
+    with torch.inference_mode():
+        runner.fused.barriers[-1] = 1
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        gen.generate([[5, 6, 7]], greedy)
+
+
 def test_fused_decoder_rejects_what_it_cannot_run() -> None:
     model = build_model(small_config(), seed=0).eval()
     with pytest.raises(ValueError, match="batch-1"):

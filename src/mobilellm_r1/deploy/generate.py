@@ -176,11 +176,26 @@ class _StepRunner:
     (all `steps` of them) that every later call replays."""
 
     def __init__(
-        self, advance: Callable, state: _StepState, steps: int, own_graph: bool, mark_steps: bool
+        self,
+        advance: Callable,
+        state: _StepState,
+        steps: int,
+        own_graph: bool,
+        mark_steps: bool,
+        fused: fused_decode.FusedDecoder | None = None,
     ) -> None:
         self.advance, self.state, self.steps = advance, state, steps
-        self.own_graph, self.mark_steps = own_graph, mark_steps
+        self.own_graph, self.mark_steps, self.fused = own_graph, mark_steps, fused
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    def check(self) -> None:
+        """Raise if a persistent fused step's grid barrier gave up waiting (its tokens are wrong:
+        not every program of the step kernel was running, e.g. another process held the GPU)."""
+        if self.fused is not None and self.fused.barrier_timeouts():
+            raise RuntimeError(
+                "the persistent decode step's grid barrier timed out (programs not all resident); "
+                "decode without fused_options={'persistent': True}"
+            )
 
     def __call__(self) -> None:
         if self.graph is not None:
@@ -280,7 +295,7 @@ class Generator:
             advance = functools.partial(_advance_by, step)
         steps = self.sync_every if fused is not None else 1  # a fused runner: whole blocks of steps
         state = _StepState.allocate(cache, stop_ids, sampling=not params.greedy)
-        runner = _StepRunner(advance, state, steps, own_graph, mark_steps=self.compile and not own_graph)
+        runner = _StepRunner(advance, state, steps, own_graph, self.compile and not own_graph, fused)
         self._steps[key] = runner
         return runner
 
@@ -384,6 +399,7 @@ class Generator:
         for block in (pending, self._snapshot(st, synced, end) if end > synced else None):
             if block is not None:
                 self._sync(block, host, host_done, st.finished, params, stop_set, stream)
+        runner.check()
         return host
 
     def _snapshot(self, st: _StepState, start: int, end: int) -> _Block:
