@@ -150,12 +150,26 @@ def step_kernel(
                     w, x_ptr, norm, qkv_ptr, qkv_ptr, qkv_ptr, item, NQKV, D, eps,
                     True, 0, QKV_N, QKV_K, False, False, acc_in, xin_ptr, True,
                 )  # fmt: skip
-        elif kind == 1:
-            _attention(
-                layers_ptr, rope_ptr, layer, qkv_ptr, attn_ptr, pos_ptr, inv_freq_ptr, part_o, part_ml,
-                tickets, p, n_programs, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale,
-                H, KVH, HD, BLOCK_REP, BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, QK_NORM, TEMP_TUNING,
-            )  # fmt: skip
+        elif kind == 1:  # items (kv head, split) over the splits with work at this position
+            k_cache = _pointer(layers_ptr, layer, 6, dtype)
+            v_cache = _pointer(layers_ptr, layer, 7, dtype)
+            pos = tl.load(pos_ptr).to(tl.int32)
+            n_active = tl.maximum(1, tl.minimum(tl.cdiv(pos, BLOCK_S), n_splits))
+            rope = tl.load(rope_ptr + layer) != 0  # RoPE + QK-norm, or NoPE + temperature tuning
+            for item in range(p, KVH * n_active, n_programs):
+                g, split = item // n_active, item % n_active
+                if rope:
+                    attend_split(
+                        qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g,
+                        split, n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD,
+                        BLOCK_REP, BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, True, QK_NORM, False, False,
+                    )  # fmt: skip
+                else:
+                    attend_split(
+                        qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g,
+                        split, n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD,
+                        BLOCK_REP, BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, False, False, TEMP_TUNING, False,
+                    )  # fmt: skip
         elif kind == 2:  # xin + o_proj(attn) -> x
             w = _pointer(layers_ptr, layer, 2, dtype)
             for item in range(p, tl.cdiv(D, O_N), n_programs):  # epilogue 1: + residual
@@ -227,62 +241,6 @@ def _prefetch_next(
         prefetch_l2(gate_up, third, p, n_programs, PF_LINES)
         prefetch_l2(gate_up + HIDDEN * D * ES, third, p, n_programs, PF_LINES)
         prefetch_l2(down_t, third, p, n_programs, PF_LINES)
-
-
-@triton.jit
-def _attention(
-    layers_ptr,
-    rope_ptr,
-    layer,
-    qkv_ptr,
-    attn_ptr,
-    pos_ptr,
-    inv_freq_ptr,
-    part_o,
-    part_ml,
-    tickets,
-    p,
-    n_programs,
-    S_max,
-    n_splits,
-    eps,
-    sm_scale,
-    attn_scale,
-    floor_scale,
-    H: tl.constexpr,
-    KVH: tl.constexpr,
-    HD: tl.constexpr,
-    BLOCK_REP: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    MERGE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    QK_NORM: tl.constexpr,
-    TEMP_TUNING: tl.constexpr,
-):
-    """The attention phase: items (kv head, split) over the splits with work at this position;
-    RoPE and QK-norm on RoPE layers, temperature tuning on NoPE layers (as the eager model)."""
-    dtype = attn_ptr.dtype.element_ty
-    k_cache = _pointer(layers_ptr, layer, 6, dtype)
-    v_cache = _pointer(layers_ptr, layer, 7, dtype)
-    rope = tl.load(rope_ptr + layer) != 0
-    pos = tl.load(pos_ptr).to(tl.int32)
-    n_active = tl.maximum(1, tl.minimum(tl.cdiv(pos, BLOCK_S), n_splits))
-    for item in range(p, KVH * n_active, n_programs):
-        g = item // n_active
-        split = item % n_active
-        if rope:
-            attend_split(
-                qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g, split,
-                n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD, BLOCK_REP,
-                BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, True, QK_NORM, False, False,
-            )  # fmt: skip
-        else:
-            attend_split(
-                qkv_ptr, k_cache, v_cache, pos, inv_freq_ptr, part_o, part_ml, tickets, attn_ptr, g, split,
-                n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD, BLOCK_REP,
-                BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, False, False, TEMP_TUNING, False,
-            )  # fmt: skip
 
 
 def n_phases(n_layers: int) -> int:
