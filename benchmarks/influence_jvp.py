@@ -38,6 +38,7 @@ from kernel_profile import print_kernels, top_kernels
 from mobilellm_r1.curation import jvp_attention
 from mobilellm_r1.curation.influence import jvp_scores, pad_batch, probe_gradient, select_params
 from mobilellm_r1.model import build_model, preset
+from mobilellm_r1.train.metrics import measure_peak_flops, mfu_both, vendor_peak_flops
 from provenance import dated_result, result_header, write_result
 
 PATHS = {  # name -> jvp_scores settings
@@ -46,6 +47,9 @@ PATHS = {  # name -> jvp_scores settings
     "fused": {"jvp_attention": True, "jvp_head": True},
 }
 BASELINE = "19.6 samples/s: 140M, T 2048, k1, subset all, bf16 autocast, batch 32, H100 (README, Nov 2026)"
+# a JVP pass computes the primal forward and the tangent (two products per weight), as forward +
+# backward do; the K > 1 queries add tangents that this count leaves out
+FLOP_FORMULA = "3 x forward matmul FLOPs per token (ModelConfig.flops_per_token(seq)['train'])"
 
 
 def free(device: torch.device) -> None:
@@ -98,7 +102,10 @@ def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str,
                 break
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             record = {"batch": batch, "pass_s": seconds, "samples_per_s": batch / seconds}
-            out[name].append({**record, "tokens_per_s": batch * args.seq / seconds, "peak_mem_gib": peak})
+            tps = batch * args.seq / seconds
+            out[name].append(
+                {**record, "tokens_per_s": tps, "peak_mem_gib": peak, **mfu_both(tps * args.fpt, *args.peaks)}
+            )
             print(f"{name:>5} batch {batch:>4}: {batch / seconds:9.2f} samples/s", flush=True)
     return out
 
@@ -149,14 +156,19 @@ def best(records: list[dict]) -> dict | None:
 
 
 def table(result: dict) -> None:
-    print(f"\n{'path':>6} {'batch':>6} {'samples/s':>10} {'tokens/s':>10} {'peak GiB':>9}")
+    print(
+        f"\n{'path':>6} {'batch':>6} {'samples/s':>10} {'tokens/s':>10} {'peak GiB':>9} {'MFU':>6} {'vendor':>6}"
+    )
     for name in PATHS:
         r = result["best"][name]
         if r is None:
             print(f"{name:>6} {'-':>6} {'no batch fits':>10}")
             continue
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
-        print(f"{name:>6} {r['batch']:>6} {r['samples_per_s']:>10.2f} {r['tokens_per_s']:>10.0f} {mem:>9}")
+        mfu = [f"{r[k]:.1%}" if r[k] is not None else "-" for k in ("mfu", "mfu_vendor")]
+        print(
+            f"{name:>6} {r['batch']:>6} {r['samples_per_s']:>10.2f} {r['tokens_per_s']:>10.0f} {mem:>9} {mfu[0]:>6} {mfu[1]:>6}"
+        )
     for key, ratio in result["ratios"].items():
         print(f"ratio {key.replace('_over_', ' / ')}: " + (f"{ratio:.2f}x" if ratio else "-"))
     a = result["agreement"]
@@ -208,6 +220,8 @@ def main() -> None:
     for name, value in launch.items():
         setattr(jvp_attention, name, value)
     model = build_model(preset(args.preset), device=device, seed=0).eval()
+    args.fpt = model.config.flops_per_token(args.seq)["train"]
+    args.peaks = (measure_peak_flops(device), vendor_peak_flops(device))
     vocab = model.config.vocab_size
     params = select_params(model, args.subset)
     probes = [random_rows(args.probe_rows, args.seq, vocab, seed=10 + i) for i in range(args.queries)]
@@ -224,7 +238,7 @@ def main() -> None:
         for key, (a, b) in pairs.items()
     }
     profiles = profile_paths(model, params, queries, rows, common, args, device) if args.profile else None
-    config = {**vars(args), "autocast": str(args.autocast), "launch": launch}
+    config = {**vars(args), "autocast": str(args.autocast), "launch": launch, "flop_formula": FLOP_FORMULA}
     config["params"] = sum(p.numel() for p in model.parameters())
     result = {
         **result_header("influence_jvp", device.type),

@@ -9,6 +9,8 @@ Two loss paths, same step otherwise:
   chunked: `Teacher` hands the loss its final hidden states and LM head, logits made per loss
           chunk, KL chunks fused by `torch.compile` (what `compile: true` trains with now)
 Also timed: the teacher's forward alone, the floor a live teacher puts under each step.
+MFU both ways (measured bf16 matmul peak, vendor's dense bf16 figure) with FLOPs per token =
+the student's training FLOPs (3 x forward) + the teacher's forward FLOPs (formula in the JSON).
 
     python benchmarks/kd_throughput.py --student 950m --micro-batch 4
 """
@@ -22,6 +24,7 @@ import torch
 
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.train.config import DistillSection, OptimSection
+from mobilellm_r1.train.metrics import measure_peak_flops, mfu_both, vendor_peak_flops
 from mobilellm_r1.train.objectives.kd import KDObjective
 from mobilellm_r1.train.optim import build_optimizer
 from mobilellm_r1.train.teacher import Teacher, transformers_teacher
@@ -63,17 +66,33 @@ def kd_step(student: str, teacher: Teacher, fused: bool, micro: int, seq: int, c
     return step
 
 
-def measure(step, micro: int, seq: int, steps: int) -> dict:
+FLOP_FORMULA = (
+    "student: 3 x forward matmul FLOPs (ModelConfig.flops_per_token(seq)['train']); teacher forward: "
+    "2 x (params - embedding) + 4 x layers x hidden x seq; per token"
+)
+
+
+def teacher_forward_flops(teacher, seq: int) -> float:
+    """Forward matmul FLOPs per token of a transformers decoder (embedding lookup excluded)."""
+    c = teacher.config
+    matmul = sum(x.numel() for x in teacher.parameters()) - c.vocab_size * c.hidden_size
+    return 2.0 * matmul + 4.0 * c.num_hidden_layers * c.hidden_size * seq
+
+
+def measure(step, micro: int, seq: int, steps: int, flops_per_token: float, peaks: tuple) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     try:
         seconds = time_step(step, steps=steps, warmup=3)
     except torch.OutOfMemoryError:
         return {"error": "out of memory"}
+    tps = micro * seq / seconds
     return {
-        "tokens_per_s": micro * seq / seconds,
+        "tokens_per_s": tps,
         "step_s": seconds,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "flops_per_token": flops_per_token,
+        **mfu_both(tps * flops_per_token, *peaks),
     }
 
 
@@ -89,13 +108,18 @@ def main() -> None:
     args = p.parse_args()
 
     teacher_model, chunked, full = build_teacher(args.teacher_layers)
+    peaks = (measure_peak_flops(torch.device("cuda")), vendor_peak_flops(torch.device("cuda")))
+    teacher_fpt = teacher_forward_flops(teacher_model, args.seq)
+    student_fpt = preset(args.student).flops_per_token(args.seq)["train"]
     ids = torch.randint(0, 128000, (args.micro_batch, args.seq), device="cuda")
     rows = {
-        "teacher_forward_only": measure(lambda: chunked.chunks(ids), args.micro_batch, args.seq, args.steps)
+        "teacher_forward_only": measure(
+            lambda: chunked.chunks(ids), args.micro_batch, args.seq, args.steps, teacher_fpt, peaks
+        )
     }
     for name, teacher, fused in (("full", full, False), ("chunked", chunked, True)):
         step = kd_step(args.student, teacher, fused, args.micro_batch, args.seq, args.chunk)
-        rows[name] = measure(step, args.micro_batch, args.seq, args.steps)
+        rows[name] = measure(step, args.micro_batch, args.seq, args.steps, student_fpt + teacher_fpt, peaks)
         print(name, json.dumps(rows[name]), flush=True)
         del step
     result = {
@@ -104,16 +128,22 @@ def main() -> None:
             **vars(args),
             "teacher": "Llama-3.1-8B shape, random init, bf16",
             "teacher_params": sum(x.numel() for x in teacher_model.parameters()),
+            "flop_formula": FLOP_FORMULA,
+            "peak_flops": {"measured": peaks[0], "vendor": peaks[1]},
         },
         "results": rows,
     }
     write_result(result, args.out or dated_result(f"kd_throughput_{args.student}"))
-    print(f"{'path':>22} {'tok/s':>9} {'s/step':>7} {'GiB':>6}")
+    print(f"{'path':>22} {'tok/s':>9} {'s/step':>7} {'GiB':>6} {'MFU':>6} {'vendor':>6}")
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:>22} {r['error']}")
         else:
-            print(f"{name:>22} {r['tokens_per_s']:9.0f} {r['step_s']:7.3f} {r['peak_mem_gib']:6.1f}")
+            mfu = [f"{r[k]:.1%}" if r[k] is not None else "-" for k in ("mfu", "mfu_vendor")]
+            print(
+                f"{name:>22} {r['tokens_per_s']:9.0f} {r['step_s']:7.3f} {r['peak_mem_gib']:6.1f} "
+                f"{mfu[0]:>6} {mfu[1]:>6}"
+            )
 
 
 if __name__ == "__main__":
