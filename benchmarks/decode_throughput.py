@@ -7,6 +7,9 @@ randomly initialised model (bf16 by default, on GPU and CPU alike) for a fixed n
   * decode_tok_s = batch * (new_tokens - 1) / (wall time - prefill time), prefill time being
                    that of the same call with one new token
 (each time the best of 3 calls, for both engines).
+`bandwidth_fraction` (ours): the bytes a decode step reads (every weight once, plus each row's
+KV cache at the mean context of the decode) x steps/s, over this device's read bandwidth,
+measured once as the best of 5 sums over a 2 GiB tensor (`read_bandwidth_gb_s` in the JSON).
 transformers variants: `dynamic` (default DynamicCache, no compile), `static` (StaticCache,
 compile disabled) and `static_compiled` (StaticCache with transformers' own auto-compile);
 `hf_best` is the best of those measured. Warm-up runs (which include compilation) are not timed.
@@ -72,6 +75,22 @@ def _rates(batch: int, new_tokens: int, prefill: float, total: float) -> dict:
     }
 
 
+def read_bandwidth(device: str, nbytes: int = 2 << 30) -> float:
+    """Bytes/s of the best of 5 sums over an `nbytes` bf16 tensor (memory-bound reads)."""
+    x = torch.ones(nbytes // 2, device=device, dtype=torch.bfloat16)
+    x.sum()  # warm-up
+    return nbytes / _best(x.sum, device, repeats=5)
+
+
+def step_bytes(cfg, batch: int, context: float, elem: int) -> float:
+    """Bytes one decode step reads: every weight once (the embedding table only if it is also
+    the LM head) and each row's K and V at `context` cached tokens."""
+    weights = cfg.num_params(include_embedding=True)
+    if not cfg.tie_word_embeddings:  # the input table: one row per token, not the whole table
+        weights -= cfg.vocab_size * cfg.hidden_size
+    return weights * elem + batch * context * cfg.kv_cache_bytes_per_token(elem)
+
+
 def bench_ours(model, prompts, new_tokens: int, device: str, compile: bool, fused_options: dict) -> dict:
     gen = Generator(model, compile=compile, fused_options=fused_options)
     full = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
@@ -119,6 +138,9 @@ def run_config(name, batch, plen, args, model, hf) -> dict:
     row = {"preset": name, "batch": batch, "prompt_len": plen, "new_tokens": args.new_tokens}
     options = STEP_OPTIONS[args.step]
     row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, not args.no_compile, options)
+    elem = next(model.parameters()).element_size()
+    nbytes = step_bytes(cfg, batch, plen + args.new_tokens / 2, elem)
+    row["ours"]["bandwidth_fraction"] = row["ours"]["decode_tok_s"] / batch * nbytes / args.read_bandwidth
     row["hf"] = {}
     for variant in args.hf_variants:
         try:
@@ -137,6 +159,7 @@ def save(out: Path, args: argparse.Namespace, dtype: torch.dtype, rows: list[dic
         **result_header("decode_throughput", args.device),
         "dtype": str(dtype).removeprefix("torch."),
         "fused_step": args.step,
+        "read_bandwidth_gb_s": args.read_bandwidth / 1e9,
         "results": rows,
     }
     write_result(result, out, quiet=True)
@@ -168,6 +191,8 @@ def main() -> None:
     import transformers
 
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    args.read_bandwidth = read_bandwidth(args.device)
+    print(f"read bandwidth {args.read_bandwidth / 1e9:.0f} GB/s", flush=True)
     out = Path(args.out) if args.out else dated_result(f"decode_{args.device}")
     rows: list[dict] = []
     for name in args.presets:
@@ -194,14 +219,15 @@ def main() -> None:
 def print_table(rows: list[dict]) -> None:
     """tok/s; decode = after prefill; transformers: best of its variants."""
     print(
-        f"{'preset':>6} {'batch':>5} {'prompt':>6} | {'ours e2e':>9} {'hf e2e':>8} | {'ours dec':>9} {'hf dec':>8} | dec x"
+        f"{'preset':>6} {'batch':>5} {'prompt':>6} | {'ours e2e':>9} {'hf e2e':>8} | {'ours dec':>9} {'hf dec':>8} | dec x | BW"
     )
     for r in rows:
         hf_e2e, hf_dec = r["hf_best_e2e_tok_s"] or 0.0, r.get("hf_best_decode_tok_s") or 0.0
         ratio = f"{r['ours']['decode_tok_s'] / hf_dec:5.1f}x" if hf_dec else "  n/a"
         print(
             f"{r['preset']:>6} {r['batch']:>5} {r['prompt_len']:>6} | {r['ours']['e2e_tok_s']:9.1f} "
-            f"{hf_e2e:8.1f} | {r['ours']['decode_tok_s']:9.1f} {hf_dec:8.1f} | {ratio}"
+            f"{hf_e2e:8.1f} | {r['ours']['decode_tok_s']:9.1f} {hf_dec:8.1f} | {ratio} | "
+            f"{r['ours']['bandwidth_fraction']:.0%}"
         )
 
 
