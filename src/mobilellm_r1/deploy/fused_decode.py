@@ -43,6 +43,7 @@ PREFETCH_LINES = 256  # 128-byte lines per prefetch chunk
 PREFETCH_BYTES = 4 << 20  # per layer, for layers whose MLP reads >= PREFETCH_MIN_MLP bytes
 PREFETCH_MIN_MLP = 32 << 20
 PERSISTENT_PREFETCH = 4 << 20  # per grid barrier of the persistent step (not yet tuned on a GPU)
+INTERPRETER_PROGRAMS = 4  # persistent step programs under the interpreter (unless given)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class FusedDecoder:
         n_barriers = self.n_phases - 1
         if _interpreting():
             for phase in range(self.n_phases):
-                P.step_kernel[(self.programs or 4,)](
+                P.step_kernel[(self.programs or INTERPRETER_PROGRAMS,)](
                     *args, phase, phase + 1, n_barriers, *scalars, BARRIER=False, PDL=False, **self.step_meta
                 )
             return
