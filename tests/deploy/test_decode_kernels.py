@@ -101,9 +101,10 @@ def compile_all() -> dict[str, str]:
         BLOCK_D=2048, EMBED=1024, H=24, KVH=6, HD=64, BLOCK_REP=4, BLOCK_Q=16, BLOCK_S=16, MERGE=64
     )
     consts |= dict(DOT_PRECISION="tf32", QK_NORM=True, TEMP_TUNING=True, BARRIER=True, PDL=True)
-    consts |= dict(PF_BYTES=0, PF_LINES=256)
+    consts |= dict(PF_BYTES=0, PF_QKV=0, PF_O=0, PF_MLP=0, PF_KV=0, PF_LINES=256)
     out["step"] = ptx(P.step_kernel, sig, consts)
-    out["step_prefetch"] = ptx(P.step_kernel, sig, consts | dict(PF_BYTES=4 << 20, PF_LINES=256))
+    prefetch = dict(PF_BYTES=4 << 20, PF_QKV=4 << 20, PF_O=4 << 20, PF_MLP=1 << 20, PF_KV=1 << 18)
+    out["step_prefetch"] = ptx(P.step_kernel, sig, consts | prefetch)
     return out
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mobilellm_r1.deploy.decode_persistent import SMLimits, n_phases, resident_programs
+from mobilellm_r1.deploy.decode_persistent import SMLimits, n_phases, prefetch_sizes, resident_programs
+from mobilellm_r1.model import preset
 
 H100 = SMLimits(sms=132)
 
@@ -33,3 +34,12 @@ def test_resident_programs(n_regs: int, shared: int, warps: int, per_sm: int) ->
 def test_resident_programs_refuses_a_kernel_that_does_not_fit() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         resident_programs(64, 300_000, 4, H100)
+
+
+def test_prefetch_sizes() -> None:
+    cfg = preset("950m")  # qkv 7.1 MB, o 4.7 MB, gate / up / down 18.9 MB each, 6 kv heads
+    sizes = prefetch_sizes(cfg, 2, 4 << 20)
+    assert sizes == {"PF_QKV": 4 << 20, "PF_O": 4 << 20, "PF_MLP": (4 << 20) // 3, "PF_KV": (4 << 20) // 12}
+    small = prefetch_sizes(cfg, 2, 64 << 20)  # a budget past a matrix asks for that matrix only
+    assert small["PF_QKV"] == 36 * 64 * 1536 * 2 and small["PF_O"] == 1536 * 1536 * 2
+    assert prefetch_sizes(cfg, 2, 0) == dict.fromkeys(sizes, 0)

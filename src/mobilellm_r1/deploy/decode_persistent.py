@@ -122,6 +122,10 @@ def step_kernel(
     BARRIER: tl.constexpr,
     PDL: tl.constexpr,
     PF_BYTES: tl.constexpr,  # per barrier: bytes of the next phase's reads to ask L2 for (0: none)
+    PF_QKV: tl.constexpr,  # bytes asked for of: the qkv weights, the o weights, each of gate / up /
+    PF_O: tl.constexpr,  # down, and K and V of each kv head (a cap): `prefetch_sizes`
+    PF_MLP: tl.constexpr,
+    PF_KV: tl.constexpr,
     PF_LINES: tl.constexpr,
 ):
     """Phases [lo, hi) of a decode step (module docstring), a grid barrier after each but the
@@ -191,8 +195,8 @@ def step_kernel(
         if phase < hi - 1:
             if PF_BYTES > 0:  # the fetch overlaps the wait: weights do not depend on this phase
                 _prefetch_next(
-                    layers_ptr, phase + 1, pos_ptr, p, n_programs, S_max, D, HIDDEN, H, KVH, HD,
-                    x_ptr.dtype.element_ty.primitive_bitwidth // 8, PF_BYTES, PF_LINES,
+                    layers_ptr, phase + 1, pos_ptr, p, n_programs, S_max, D, HIDDEN, KVH, HD,
+                    x_ptr.dtype.element_ty.primitive_bitwidth // 8, PF_QKV, PF_O, PF_MLP, PF_KV, PF_LINES,
                 )  # fmt: skip
             _grid_sync(bar_ptr, phase, n_barriers, n_programs, BARRIER)
 
@@ -207,40 +211,53 @@ def _prefetch_next(
     S_max,
     D: tl.constexpr,
     HIDDEN: tl.constexpr,
-    H: tl.constexpr,
     KVH: tl.constexpr,
     HD: tl.constexpr,
     ES: tl.constexpr,  # bytes per element
-    PF_BYTES: tl.constexpr,
+    PF_QKV: tl.constexpr,
+    PF_O: tl.constexpr,
+    PF_MLP: tl.constexpr,
+    PF_KV: tl.constexpr,
     PF_LINES: tl.constexpr,
 ):
-    """Ask L2 for the first PF_BYTES bytes that phase `phase` reads, spread over the programs:
-    the qkv or o weights, the cache below the position (attention; equal shares per kv head and
-    k / v), or the MLP's gate, up and transposed down rows of its first items (a third each)."""
+    """Ask L2 for the first bytes that phase `phase` reads (`prefetch_sizes`), spread over the
+    programs: the qkv or o weights, the cache below the position (attention; equal shares per
+    kv head and k / v), or the MLP's gate, up and transposed down rows of its first items."""
     layer = (phase - 1) // PHASES_PER_LAYER
     kind = (phase - 1) % PHASES_PER_LAYER
     if kind == 0:
-        w = _pointer(layers_ptr, layer, 0, tl.uint8)
-        prefetch_l2(w, min((H + 2 * KVH) * HD * D * ES, PF_BYTES), p, n_programs, PF_LINES)
+        prefetch_l2(_pointer(layers_ptr, layer, 0, tl.uint8), PF_QKV, p, n_programs, PF_LINES)
     elif kind == 1:
         k_cache = _pointer(layers_ptr, layer, 6, tl.uint8)
         v_cache = _pointer(layers_ptr, layer, 7, tl.uint8)
-        pos = tl.load(pos_ptr).to(tl.int32)
-        share = tl.minimum(pos * (HD * ES), PF_BYTES // (2 * KVH))
+        share = tl.minimum(tl.load(pos_ptr).to(tl.int32) * (HD * ES), PF_KV)
         for g in tl.static_range(KVH):
             head = g * S_max * (HD * ES)
             prefetch_l2(k_cache + head, share, p, n_programs, PF_LINES)
             prefetch_l2(v_cache + head, share, p, n_programs, PF_LINES)
     elif kind == 2:
-        w = _pointer(layers_ptr, layer, 2, tl.uint8)
-        prefetch_l2(w, min(D * H * HD * ES, PF_BYTES), p, n_programs, PF_LINES)
+        prefetch_l2(_pointer(layers_ptr, layer, 2, tl.uint8), PF_O, p, n_programs, PF_LINES)
     else:
         gate_up = _pointer(layers_ptr, layer, 3, tl.uint8)
-        down_t = _pointer(layers_ptr, layer, 4, tl.uint8)
-        third: tl.constexpr = min(HIDDEN * D * ES, PF_BYTES // 3)
-        prefetch_l2(gate_up, third, p, n_programs, PF_LINES)
-        prefetch_l2(gate_up + HIDDEN * D * ES, third, p, n_programs, PF_LINES)
-        prefetch_l2(down_t, third, p, n_programs, PF_LINES)
+        prefetch_l2(gate_up, PF_MLP, p, n_programs, PF_LINES)
+        prefetch_l2(gate_up + HIDDEN * D * ES, PF_MLP, p, n_programs, PF_LINES)
+        prefetch_l2(_pointer(layers_ptr, layer, 4, tl.uint8), PF_MLP, p, n_programs, PF_LINES)
+
+
+def prefetch_sizes(cfg, element_size: int, budget: int) -> dict[str, int]:
+    """`step_kernel`'s PF_* arguments: bytes it asks L2 for before each barrier, out of
+    `budget`: of the qkv weights, of the o weights, of each of gate, up and down (a third each),
+    and the cap per kv head of each of K and V (the cache below the position)."""
+    d, hd, kv = cfg.hidden_size, cfg.head_dim, cfg.num_key_value_heads
+    qkv = (cfg.num_attention_heads + 2 * kv) * hd * d * element_size
+    o = d * cfg.num_attention_heads * hd * element_size
+    mlp = cfg.intermediate_size_mlp * d * element_size
+    return {
+        "PF_QKV": min(qkv, budget),
+        "PF_O": min(o, budget),
+        "PF_MLP": min(mlp, budget // 3),
+        "PF_KV": budget // (2 * kv),
+    }
 
 
 def n_phases(n_layers: int) -> int:

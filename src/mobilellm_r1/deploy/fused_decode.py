@@ -288,6 +288,7 @@ class FusedDecoder:
             "QK_NORM": cfg.use_qk_norm,
             "TEMP_TUNING": cfg.attn_temperature_tuning,
             "PF_BYTES": prefetch,
+            **P.prefetch_sizes(cfg, self.model.embed_tokens.weight.element_size(), prefetch),
             "PF_LINES": PREFETCH_LINES,
             "num_warps": num_warps,
         }
