@@ -140,8 +140,9 @@ def step_kernel(
         phase = lo + i  # a tensor under the interpreter too (its range yields ints)
         layer = (phase - 1) // PHASES_PER_LAYER
         kind = (phase - 1) % PHASES_PER_LAYER
-        if PDL and phase == hi - 1:  # let the LM head launch and preload its weights
-            gdc_launch_dependents()
+        if PDL:  # noqa: SIM102 (a compile-time branch around a run-time one)
+            if phase == hi - 1:  # let the LM head launch and preload its weights
+                gdc_launch_dependents()
         if phase == 0:
             for item in range(p, tl.cdiv(D, EMBED), n_programs):
                 embed_block(embed_ptr, tok_ptr, x_ptr, D, item, EMBED, acc_ptr, True)
