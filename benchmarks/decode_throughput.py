@@ -129,7 +129,12 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
 
 # batch-1 fused step variants (FusedDecoder options): default 5 kernels per layer, the MLP as one
 # kernel (4), or every layer in one persistent launch
-STEP_OPTIONS = {"default": {}, "fuse_mlp": {"fuse_mlp": True}, "persistent": {"persistent": True}}
+STEP_OPTIONS = {
+    "default": {},
+    "fuse_mlp": {"fuse_mlp": True},
+    "persistent": {"persistent": True},
+    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True},
+}
 
 
 def run_config(name, batch, plen, args, model, hf) -> dict:

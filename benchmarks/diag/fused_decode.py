@@ -13,8 +13,8 @@ For each preset (random bf16 weights, 1,024-token prompt):
   * sweep (optional): every GEMV shape of the preset under a grid of launch shapes, over
     rotating weight copies (> L2), effective GB/s of each; the best is printed per shape.
 
-`--modes` compares the fused step's three ways of running: 5 kernels per layer (default), the MLP
-as one kernel (`fuse_mlp`, 4 per layer) and every layer in one persistent launch (`persistent`):
+`--modes` compares the fused step's ways of running: 5 kernels per layer (default), the MLP as
+one kernel (`fuse_mlp`, 4 per layer) and every layer in one persistent launch with either's phases:
 logits against eager bf16 and float32, step times at positions 128, 1,024, 4,096, 8,192 and
 32,768 (alternated, best of 3), and with `--sweep` launch shapes of the one-kernel MLP and of the
 persistent kernel (warps, programs, row blocks, L2 prefetch); writes
@@ -225,6 +225,7 @@ def main() -> None:
     p.add_argument("--ablate", action="store_true", help="only: step time with each kernel kind left out")
     p.add_argument("--ab", default=None, metavar="TAG", help="only: A/B figures of this version, tagged")
     p.add_argument("--modes", action="store_true", help="only: 5 kernels per layer vs fuse_mlp vs persistent")
+    p.add_argument("--positions", type=int, nargs="+", default=[128, 1024, 4096, 8192, 32768], help="--modes")
     args = p.parse_args()
     table, sweeps, modes = [], [], {}
     only = (
@@ -254,7 +255,7 @@ def main() -> None:
         if args.ab:
             ab(model, cfg, name, args.ab)
         if args.modes:  # written after every preset: a cut-off run keeps what it measured
-            modes[name] = modes_ab(model, cfg, name, args.sweep)
+            modes[name] = modes_ab(model, cfg, name, args.sweep, args.positions)
             out = dated_result(f"decode_modes_{'-'.join(args.presets)}")
             write_result({**result_header("fused_decode --modes"), "presets": modes}, out)
         if only:
@@ -471,10 +472,15 @@ def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
         print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
 
 
-MODES = {"five": {}, "fuse_mlp": {"fuse_mlp": True}, "persistent": {"persistent": True}}
+MODES = {
+    "five": {},
+    "fuse_mlp": {"fuse_mlp": True},
+    "persistent": {"persistent": True},  # 5 phases per layer
+    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True},  # 4
+}
 
 
-def modes_ab(model, cfg, name: str, sweeps: bool) -> dict:
+def modes_ab(model, cfg, name: str, sweeps: bool, positions: list[int]) -> dict:
     """The fused step's three modes (MODES): exactness, step times (alternated, best of 3),
     then (`sweeps`) launch shapes of the one-kernel MLP and of the persistent kernel. A mode that
     fails (compile error, barrier timeout) is recorded and left out of the timings."""
@@ -482,7 +488,7 @@ def modes_ab(model, cfg, name: str, sweeps: bool) -> dict:
     ids = torch.randint(0, cfg.vocab_size, (1, PROMPT + 1), device="cuda", generator=gen)
     model32 = copy.deepcopy(model).float()
     pos = torch.tensor([PROMPT], device="cuda")
-    logits, timeouts, errors = {}, {}, {}
+    logits, timeouts, errors, kernels = {}, {}, {}, {}
     with torch.no_grad():
         variants = [("eager32", model32, None), ("eager", model, None)]
         for label, m, options in variants + [(mode, model, options) for mode, options in MODES.items()]:
@@ -495,6 +501,8 @@ def modes_ab(model, cfg, name: str, sweeps: bool) -> dict:
                 dec = FusedDecoder(m, cache, **options)
                 logits[label] = dec(ids[0, PROMPT:], pos)[0].float()
                 timeouts[label] = dec.barrier_timeouts()
+                if dec.persistent:  # registers, spills, shared bytes and the grid it sized
+                    kernels[label] = {**dec.step_kernel_info, "programs": dec.programs}
             except Exception as err:  # recorded; the other modes go on
                 errors[label] = f"{type(err).__name__}: {err}"[:500]
                 print(f"{name}: {label} failed: {errors[label]}", flush=True)
@@ -507,17 +515,18 @@ def modes_ab(model, cfg, name: str, sweeps: bool) -> dict:
     }
     shown = {k: round(v, 4) for k, v in errs.items()}
     print(f"{name}: max |logit - float32 eager|: {shown}; argmax equal to eager: {same}", flush=True)
-    print(f"{name}: persistent barrier timeouts: {timeouts.get('persistent')}", flush=True)
+    print(f"{name}: barrier timeouts {timeouts}; persistent kernels {kernels}", flush=True)
     result = {
         "max_abs_diff_vs_float32": errs,
         "argmax_equal_to_eager": same,
-        "barrier_timeouts": timeouts.get("persistent"),
+        "barrier_timeouts": {k: v for k, v in timeouts.items() if k.startswith("persistent")},
+        "persistent_kernels": kernels,
         "errors": errors,
         "positions": {},
         "mlp_shapes": {},
         "persistent_shapes": {},
     }
-    for at in (128, 1024, 4096, 8192, 32768):
+    for at in positions:
         runs = {mode: [] for mode in ok}
         for _ in range(3):  # alternated, so drift within the session hits every mode
             for mode in ok:

@@ -79,7 +79,7 @@ def compile_all() -> dict[str, str]:
     out["embed_zero"] = ptx(
         K.embed_kernel, sig | {"zero_ptr": "*fp32"}, dict(BLOCK=1024, PDL=True, ZERO=True)
     )
-    sig = {n: "*bf16" for n in ("embed_ptr", "x_ptr", "xin_ptr", "qkv_ptr", "attn_ptr")}
+    sig = {n: "*bf16" for n in ("embed_ptr", "x_ptr", "xin_ptr", "qkv_ptr", "attn_ptr", "h_ptr")}
     sig |= {
         "layers_ptr": "*i64",
         "rope_ptr": "*i32",
@@ -102,9 +102,10 @@ def compile_all() -> dict[str, str]:
     )
     consts |= dict(DOT_PRECISION="tf32", QK_NORM=True, TEMP_TUNING=True, BARRIER=True, PDL=True)
     consts |= dict(PF_BYTES=0, PF_QKV=0, PF_O=0, PF_MLP=0, PF_KV=0, PF_LINES=256)
-    out["step"] = ptx(P.step_kernel, sig, consts)
+    consts |= dict(GU_N=4, GU_K=512, DN_N=2, DN_K=4096, PER_LAYER=5)
+    out["step"] = ptx(P.step_kernel, sig, consts)  # 5 phases per layer; then 4, with L2 prefetch
     prefetch = dict(PF_BYTES=4 << 20, PF_QKV=4 << 20, PF_O=4 << 20, PF_MLP=1 << 20, PF_KV=1 << 18)
-    out["step_prefetch"] = ptx(P.step_kernel, sig, consts | prefetch)
+    out["step_prefetch"] = ptx(P.step_kernel, sig, consts | prefetch | dict(PER_LAYER=4))
     return out
 
 

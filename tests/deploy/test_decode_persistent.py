@@ -12,7 +12,8 @@ H100 = SMLimits(sms=132)
 
 
 def test_phases_per_step() -> None:
-    assert n_phases(15) == 61  # the embedding, then qkv, attention, o and MLP per layer
+    assert n_phases(15, 5) == 76  # the embedding, then qkv, attention, o, gate_up, down per layer
+    assert n_phases(15, 4) == 61  # the MLP as one phase
 
 
 @pytest.mark.parametrize(

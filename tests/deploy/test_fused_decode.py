@@ -22,12 +22,14 @@ BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} 
 }
 
 
-# the decoder's three ways of running a step: 5 kernels per layer, 4 (the MLP as one kernel), or
-# one persistent launch for all layers (3 programs: every phase has more items than programs)
+# the decoder's ways of running a step: 5 kernels per layer, 4 (the MLP as one kernel), or one
+# persistent launch for all layers with either's phases (3 programs: every phase has more items
+# than programs)
 MODES = {
     "five": {},
     "fuse_mlp": {"fuse_mlp": True},
     "persistent": {"persistent": True, "persistent_programs": 3},
+    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True, "persistent_programs": 3},
 }
 
 
@@ -64,6 +66,7 @@ def prefilled(model, ids: torch.Tensor, n: int, max_len: int = 256) -> KVCache:
         (True, None, "fuse_mlp"),  # the MLP as one kernel (split-K down product folded in by the next kernel)
         (True, None, "persistent"),  # all layers in one kernel (here: one launch per phase)
         (False, 2, "persistent"),
+        (True, None, "persistent_fuse_mlp"),
     ],
 )
 def test_fused_step_matches_eager(use_qk_norm: bool, splits: int | None, mode: str, monkeypatch) -> None:

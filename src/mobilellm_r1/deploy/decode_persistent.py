@@ -6,16 +6,17 @@ the time its weight bytes take (README, Decoding), so kernel boundaries, not byt
 phases together, waiting for each other at a grid barrier between phases:
 
   phase 0          embedding of the token (and zeroed MLP accumulators)
-  phase 1 + 4l     layer l: RMSNorm -> qkv, with the last MLP's output folded into x
-  phase 2 + 4l     attention (RoPE or NoPE per layer, QK-norm, cache write, split-KV)
-  phase 3 + 4l     o_proj + residual
-  phase 4 + 4l     MLP, its down product added to a float32 accumulator (split-K)
+  then per layer   RMSNorm -> qkv; attention (RoPE or NoPE per layer, QK-norm, cache write,
+                   split-KV); o_proj + residual; RMSNorm -> gate_up -> SwiGLU; down_proj +
+                   residual (5 phases, PER_LAYER = 5), or with the MLP as one phase whose down
+                   product goes to a float32 accumulator that the next qkv phase folds into x
+                   (PER_LAYER = 4, as `mlp_kernel`)
 
 Each phase hands its work items (row blocks; (kv head, split) pairs; slices of hidden units) to
 the programs round-robin and runs the per-item functions of the separate kernels
 (`decode_kernels.gemv_block`, `mlp_block`, `embed_block`, `decode_attention.attend_split`),
-so a step computes what `FusedDecoder(fuse_mlp=True)`'s 4 kernels per layer compute. The LM
-head stays a kernel of its own.
+so a step computes what the separate kernels compute (5 per layer, or 4 with `fuse_mlp`). The
+LM head stays a kernel of its own.
 
 The grid barrier is a counter per phase: each program adds one (release: its writes are
 visible first) and spins until all have arrived (acquire). The last to arrive zeroes the
@@ -41,9 +42,9 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from .decode_attention import attend_split
 from .decode_kernels import embed_block, gemv_block, mlp_block, prefetch_l2
 
-# per layer: qkv, input norm, o, gate_up, down (transposed), post-attention norm, k cache, v cache
+# per layer: qkv, input norm, o, gate_up, down (transposed if PER_LAYER is 4), post-attention
+# norm, k cache, v cache
 LAYER_POINTERS = tl.constexpr(8)
-PHASES_PER_LAYER = tl.constexpr(4)
 SPIN_LIMIT = tl.constexpr(1 << 20)  # polls (~1 s)
 
 
@@ -82,7 +83,8 @@ def step_kernel(
     xin_ptr,  # [D] the residual before attention
     qkv_ptr,  # [(H + 2 KVH) HD]
     attn_ptr,  # [H HD]
-    acc_ptr,  # [2, D] float32 MLP accumulators (layer l adds to row l % 2)
+    h_ptr,  # [HIDDEN] SwiGLU output (PER_LAYER 5)
+    acc_ptr,  # [2, D] float32 MLP accumulators (PER_LAYER 4: layer l adds to row l % 2)
     pos_ptr,  # [1] int64 cache slot of this token
     inv_freq_ptr,
     part_o,
@@ -104,9 +106,14 @@ def step_kernel(
     QKV_K: tl.constexpr,
     O_N: tl.constexpr,
     O_K: tl.constexpr,
-    MLP_ROWS: tl.constexpr,  # hidden units per MLP item
+    MLP_ROWS: tl.constexpr,  # hidden units per MLP item (PER_LAYER 4)
     MLP_N: tl.constexpr,
     MLP_K: tl.constexpr,
+    GU_N: tl.constexpr,  # rows per gate_up item (PER_LAYER 5)
+    GU_K: tl.constexpr,
+    DN_N: tl.constexpr,  # rows per down item (PER_LAYER 5)
+    DN_K: tl.constexpr,
+    PER_LAYER: tl.constexpr,  # phases per layer: 5, or 4 with the MLP as one phase
     BLOCK_D: tl.constexpr,
     EMBED: tl.constexpr,  # entries per embedding item
     H: tl.constexpr,
@@ -138,22 +145,22 @@ def step_kernel(
         gdc_wait()
     for i in range(0, hi - lo):
         phase = lo + i  # a tensor under the interpreter too (its range yields ints)
-        layer = (phase - 1) // PHASES_PER_LAYER
-        kind = (phase - 1) % PHASES_PER_LAYER
+        layer = (phase - 1) // PER_LAYER
+        kind = (phase - 1) % PER_LAYER
         if PDL:  # noqa: SIM102 (a compile-time branch around a run-time one)
             if phase == hi - 1:  # let the LM head launch and preload its weights
                 gdc_launch_dependents()
         if phase == 0:
             for item in range(p, tl.cdiv(D, EMBED), n_programs):
                 embed_block(embed_ptr, tok_ptr, x_ptr, D, item, EMBED, acc_ptr, True)
-        elif kind == 0:  # x + the last MLP's output -> xin (item 0), RMSNorm -> qkv
+        elif kind == 0:  # RMSNorm -> qkv (PER_LAYER 4: x + the last MLP's output -> xin first)
             w = _pointer(layers_ptr, layer, 0, dtype)
             norm = _pointer(layers_ptr, layer, 1, dtype)
             acc_in = acc_ptr + ((layer + 1) % 2) * D
             for item in range(p, tl.cdiv(NQKV, QKV_N), n_programs):  # epilogue 0: store
                 gemv_block(
                     w, x_ptr, norm, qkv_ptr, qkv_ptr, qkv_ptr, item, NQKV, D, eps,
-                    True, 0, QKV_N, QKV_K, False, False, acc_in, xin_ptr, True,
+                    True, 0, QKV_N, QKV_K, False, False, acc_in, xin_ptr, PER_LAYER == 4,
                 )  # fmt: skip
         elif kind == 1:  # items (kv head, split) over the splits with work at this position
             k_cache = _pointer(layers_ptr, layer, 6, dtype)
@@ -175,29 +182,47 @@ def step_kernel(
                         split, n_active, S_max, n_splits, eps, sm_scale, attn_scale, floor_scale, H, KVH, HD,
                         BLOCK_REP, BLOCK_Q, BLOCK_S, MERGE, DOT_PRECISION, False, False, TEMP_TUNING, False,
                     )  # fmt: skip
-        elif kind == 2:  # xin + o_proj(attn) -> x
+        elif kind == 2:  # x (PER_LAYER 4: xin) + o_proj(attn) -> x
             w = _pointer(layers_ptr, layer, 2, dtype)
+            res = xin_ptr if PER_LAYER == 4 else x_ptr
             for item in range(p, tl.cdiv(D, O_N), n_programs):  # epilogue 1: + residual
                 gemv_block(
-                    w, attn_ptr, attn_ptr, xin_ptr, x_ptr, x_ptr, item, D, H * HD, eps,
+                    w, attn_ptr, attn_ptr, res, x_ptr, x_ptr, item, D, H * HD, eps,
                     False, 1, O_N, O_K, False, False, acc_ptr, x_ptr, False,
                 )  # fmt: skip
-        else:  # MLP of x into accumulator layer % 2; the other one (read by this layer's qkv) zeroed
-            gate_up = _pointer(layers_ptr, layer, 3, dtype)
-            down_t = _pointer(layers_ptr, layer, 4, dtype)
-            norm = _pointer(layers_ptr, layer, 5, dtype)
-            acc_out = acc_ptr + (layer % 2) * D
-            acc_old = acc_ptr + ((layer + 1) % 2) * D
-            for item in range(p, tl.cdiv(HIDDEN, MLP_ROWS), n_programs):
-                mlp_block(
-                    gate_up, down_t, x_ptr, norm, acc_out, acc_old, item, HIDDEN, D, eps,
-                    MLP_ROWS, MLP_N, MLP_K, BLOCK_D, False, False,
+        elif kind == 3:
+            if PER_LAYER == 5:  # RMSNorm -> gate_up -> SwiGLU -> h (epilogue 2)
+                w = _pointer(layers_ptr, layer, 3, dtype)
+                norm = _pointer(layers_ptr, layer, 5, dtype)
+                for item in range(p, tl.cdiv(HIDDEN, GU_N), n_programs):
+                    gemv_block(
+                        w, x_ptr, norm, h_ptr, h_ptr, h_ptr, item, HIDDEN, D, eps,
+                        True, 2, GU_N, GU_K, False, False, acc_ptr, x_ptr, False,
+                    )  # fmt: skip
+            else:  # the MLP into accumulator layer % 2; the other one (read by this layer's qkv) zeroed
+                gate_up = _pointer(layers_ptr, layer, 3, dtype)
+                down_t = _pointer(layers_ptr, layer, 4, dtype)
+                norm = _pointer(layers_ptr, layer, 5, dtype)
+                acc_out = acc_ptr + (layer % 2) * D
+                acc_old = acc_ptr + ((layer + 1) % 2) * D
+                for item in range(p, tl.cdiv(HIDDEN, MLP_ROWS), n_programs):
+                    mlp_block(
+                        gate_up, down_t, x_ptr, norm, acc_out, acc_old, item, HIDDEN, D, eps,
+                        MLP_ROWS, MLP_N, MLP_K, BLOCK_D, False, False,
+                    )  # fmt: skip
+        else:  # (PER_LAYER 5) x + down_proj(h) -> x
+            w = _pointer(layers_ptr, layer, 4, dtype)
+            for item in range(p, tl.cdiv(D, DN_N), n_programs):
+                gemv_block(
+                    w, h_ptr, h_ptr, x_ptr, x_ptr, x_ptr, item, D, HIDDEN, eps,
+                    False, 1, DN_N, DN_K, False, False, acc_ptr, x_ptr, False,
                 )  # fmt: skip
         if phase < hi - 1:
             if PF_BYTES > 0:  # the fetch overlaps the wait: weights do not depend on this phase
                 _prefetch_next(
                     layers_ptr, phase + 1, pos_ptr, p, n_programs, S_max, D, HIDDEN, KVH, HD,
                     x_ptr.dtype.element_ty.primitive_bitwidth // 8, PF_QKV, PF_O, PF_MLP, PF_KV, PF_LINES,
+                    PER_LAYER,
                 )  # fmt: skip
             _grid_sync(bar_ptr, phase, n_barriers, n_programs, BARRIER)
 
@@ -220,12 +245,14 @@ def _prefetch_next(
     PF_MLP: tl.constexpr,
     PF_KV: tl.constexpr,
     PF_LINES: tl.constexpr,
+    PER_LAYER: tl.constexpr,
 ):
     """Ask L2 for the first bytes that phase `phase` reads (`prefetch_sizes`), spread over the
     programs: the qkv or o weights, the cache below the position (attention; equal shares per
-    kv head and k / v), or the MLP's gate, up and transposed down rows of its first items."""
-    layer = (phase - 1) // PHASES_PER_LAYER
-    kind = (phase - 1) % PHASES_PER_LAYER
+    kv head and k / v), the gate and up rows (and with PER_LAYER 4 the transposed down rows) of
+    the first MLP items, or the down rows."""
+    layer = (phase - 1) // PER_LAYER
+    kind = (phase - 1) % PER_LAYER
     if kind == 0:
         prefetch_l2(_pointer(layers_ptr, layer, 0, tl.uint8), PF_QKV, p, n_programs, PF_LINES)
     elif kind == 1:
@@ -238,10 +265,13 @@ def _prefetch_next(
             prefetch_l2(v_cache + head, share, p, n_programs, PF_LINES)
     elif kind == 2:
         prefetch_l2(_pointer(layers_ptr, layer, 2, tl.uint8), PF_O, p, n_programs, PF_LINES)
-    else:
+    elif kind == 3:
         gate_up = _pointer(layers_ptr, layer, 3, tl.uint8)
         prefetch_l2(gate_up, PF_MLP, p, n_programs, PF_LINES)
         prefetch_l2(gate_up + HIDDEN * D * ES, PF_MLP, p, n_programs, PF_LINES)
+        if PER_LAYER == 4:
+            prefetch_l2(_pointer(layers_ptr, layer, 4, tl.uint8), PF_MLP, p, n_programs, PF_LINES)
+    else:
         prefetch_l2(_pointer(layers_ptr, layer, 4, tl.uint8), PF_MLP, p, n_programs, PF_LINES)
 
 
@@ -261,9 +291,9 @@ def prefetch_sizes(cfg, element_size: int, budget: int) -> dict[str, int]:
     }
 
 
-def n_phases(n_layers: int) -> int:
-    """Phases of one step: the embedding, then PHASES_PER_LAYER per layer."""
-    return 1 + PHASES_PER_LAYER * n_layers
+def n_phases(n_layers: int, per_layer: int) -> int:
+    """Phases of one step: the embedding, then `per_layer` (5, or 4 with the one-phase MLP) per layer."""
+    return 1 + per_layer * n_layers
 
 
 @dataclass(frozen=True)

@@ -163,8 +163,8 @@ class FusedDecoder:
         kernel (`decode_kernels.mlp_kernel`; 4 kernels per layer instead of 5), which reads
         down_proj transposed: a copy of those weights made here (so a decoder built before the
         weights change decodes with the old down_proj). `persistent`: all layers of a step in one
-        launch of `decode_persistent.step_kernel` (fuse_mlp's work, grid barriers between its
-        phases; `persistent_warps` warps per program, `persistent_programs` programs, default as
+        launch of `decode_persistent.step_kernel` (the same work as the separate kernels, 5 phases
+        per layer or 4 with `fuse_mlp`, grid barriers between phases; `persistent_warps` warps per program, `persistent_programs` programs, default as
         many as the GPU holds at once; before each barrier the programs ask L2 for the first
         `persistent_prefetch` bytes that the next phase reads, default PERSISTENT_PREFETCH on
         NVIDIA GPUs, else 0), then the LM head."""
@@ -228,9 +228,10 @@ class FusedDecoder:
             for layer in model.layers
         ]
         self.blocks = {name: gemv_blocks(name, n, k) for name, (n, k) in shapes.items()}
-        self.fuse_mlp = fuse_mlp = fuse_mlp or persistent
-        if fuse_mlp:  # [hidden, d] copies; the residual before attention; two float32 accumulators
+        self.fuse_mlp = fuse_mlp
+        if fuse_mlp:  # [hidden, d] copies of down_proj's weight
             self.down_t = [layer.feed_forward.down_proj.weight.t().contiguous() for layer in model.layers]
+        if fuse_mlp or persistent:  # the residual before attention; two float32 accumulators
             self.x_in = buf(d)
             self.mlp_acc = torch.zeros(2, d, device=self.device, dtype=torch.float32)
         self.blocks.update(blocks or {})
@@ -253,7 +254,7 @@ class FusedDecoder:
                 layer.input_layernorm.weight,
                 layer.self_attn.o_proj.weight,
                 layer.feed_forward.gate_up_proj.weight,
-                self.down_t[i],
+                self.down_t[i] if self.fuse_mlp else layer.feed_forward.down_proj.weight,
                 layer.post_attention_layernorm.weight,
                 *self.kv[i],
             ]
@@ -266,7 +267,8 @@ class FusedDecoder:
         self.layer_ptrs = torch.tensor(ptrs, device=self.device, dtype=torch.int64)
         rope = [int(layer.self_attn.use_rope) for layer in layers]
         self.layer_rope = torch.tensor(rope, device=self.device, dtype=torch.int32)
-        self.n_phases = P.n_phases(len(layers))
+        per_layer = 4 if self.fuse_mlp else 5
+        self.n_phases = P.n_phases(len(layers), per_layer)
         self.barriers = torch.zeros(self.n_phases, device=self.device, dtype=torch.int32)  # counters, flag
         self.programs = programs
         self.step_kernel_info: dict[str, int] = {}  # registers, spills, shared bytes (GPU, first launch)
@@ -281,6 +283,11 @@ class FusedDecoder:
             "MLP_ROWS": b["mlp"].rows or b["mlp"].block_n,
             "MLP_N": b["mlp"].block_n,
             "MLP_K": b["mlp"].block_k,
+            "GU_N": b["gate_up"].block_n,
+            "GU_K": b["gate_up"].block_k,
+            "DN_N": b["down"].block_n,
+            "DN_K": b["down"].block_k,
+            "PER_LAYER": per_layer,
             "BLOCK_D": triton.next_power_of_2(cfg.hidden_size),
             "EMBED": 1024,
             **{k: meta[k] for k in ("H", "KVH", "HD", "BLOCK_REP", "BLOCK_Q", "BLOCK_S", "MERGE")},
@@ -299,7 +306,7 @@ class FusedDecoder:
         cfg = self.cfg
         args = (
             self.layer_ptrs, self.layer_rope, self.model.embed_tokens.weight, tok, self.x, self.x_in,
-            self.qkv, self.attn, self.mlp_acc, pos, self.inv_freq, self.part_o, self.part_ml, self.tickets,
+            self.qkv, self.attn, self.h, self.mlp_acc, pos, self.inv_freq, self.part_o, self.part_ml, self.tickets,
             self.barriers,
         )  # fmt: skip
         scalars = (self.cache.max_len, self.n_splits, cfg.rms_norm_eps, cfg.head_dim**-0.5, cfg.attn_scale)
@@ -493,7 +500,7 @@ class FusedDecoder:
     def _forward(self, tok: torch.Tensor, pos: torch.Tensor, logits: torch.Tensor, lm_epilogue: int) -> None:
         if self.persistent:
             self._step_layers(tok, pos)
-            fold = self.mlp_acc[(len(self.model.layers) - 1) % 2], self.x_in
+            fold = (self.mlp_acc[(len(self.model.layers) - 1) % 2], self.x_in) if self.fuse_mlp else None
         else:
             fold = self._layers(tok, pos)
         self._gemv(
