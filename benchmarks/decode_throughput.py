@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from mobilellm_r1.deploy import Generator, SamplingParams
+from mobilellm_r1.deploy.fused_decode import STEP_MODES
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.hf import save_pretrained
 from provenance import dated_result, result_header, write_result
@@ -127,21 +128,11 @@ def bench_hf(hf, prompts, new_tokens: int, device: str, variant: str) -> dict:
     return _rates(len(prompts), new_tokens, prefill, total)
 
 
-# batch-1 fused step variants (FusedDecoder options): default 5 kernels per layer, the MLP as one
-# kernel (4), or every layer in one persistent launch
-STEP_OPTIONS = {
-    "default": {},
-    "fuse_mlp": {"fuse_mlp": True},
-    "persistent": {"persistent": True},
-    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True},
-}
-
-
 def run_config(name, batch, plen, args, model, hf) -> dict:
     cfg = model.config
     prompts = _prompts(batch, plen, cfg.vocab_size, seed=batch * 100_003 + plen)
     row = {"preset": name, "batch": batch, "prompt_len": plen, "new_tokens": args.new_tokens}
-    options = STEP_OPTIONS[args.step]
+    options = STEP_MODES[args.step]
     row["ours"] = bench_ours(model, prompts, args.new_tokens, args.device, not args.no_compile, options)
     elem = next(model.parameters()).element_size()
     nbytes = step_bytes(cfg, batch, plen + args.new_tokens / 2, elem)
@@ -183,8 +174,8 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="run our engine eagerly")
     p.add_argument(
         "--step",
-        choices=list(STEP_OPTIONS),
-        default="default",
+        choices=list(STEP_MODES),
+        default="five",
         help="batch 1: the fused step's kernels (FusedDecoder: fuse_mlp, persistent)",
     )
     p.add_argument(

@@ -41,6 +41,7 @@ from triton.testing import do_bench_cudagraph
 
 from mobilellm_r1.deploy import Generator, SamplingParams
 from mobilellm_r1.deploy import decode_kernels as K
+from mobilellm_r1.deploy.fused_decode import STEP_MODES as MODES
 from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, gemv_blocks, matrix_shapes
 from mobilellm_r1.model import build_model, preset
 from mobilellm_r1.model.model import KVCache
@@ -472,16 +473,8 @@ def shapes_in_step(model, cfg, name: str, full: bool = True) -> None:
         print(f"{name}: {splits} attention splits per kv head: {us:.1f} us/step", flush=True)
 
 
-MODES = {
-    "five": {},
-    "fuse_mlp": {"fuse_mlp": True},
-    "persistent": {"persistent": True},  # 5 phases per layer
-    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True},  # 4
-}
-
-
 def modes_ab(model, cfg, name: str, sweeps: bool, positions: list[int]) -> dict:
-    """The fused step's three modes (MODES): exactness, step times (alternated, best of 3),
+    """The fused step's modes (`fused_decode.STEP_MODES`): exactness, step times (alternated, best of 3),
     then (`sweeps`) launch shapes of the one-kernel MLP and of the persistent kernel. A mode that
     fails (compile error, barrier timeout) is recorded and left out of the timings."""
     gen = torch.Generator(device="cuda").manual_seed(0)

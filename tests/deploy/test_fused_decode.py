@@ -10,7 +10,7 @@ import torch
 
 from helpers import VOCAB, small_config
 from mobilellm_r1.deploy import Generator, SamplingParams, fused_decode
-from mobilellm_r1.deploy.fused_decode import FusedDecoder, GemvBlocks, available, gemv_blocks
+from mobilellm_r1.deploy.fused_decode import STEP_MODES, FusedDecoder, GemvBlocks, available, gemv_blocks
 from mobilellm_r1.model import build_model
 from mobilellm_r1.model.model import KVCache
 
@@ -26,10 +26,8 @@ BLOCKS = {name: GemvBlocks(16, 32) for name in ("qkv", "o", "gate_up", "down")} 
 # persistent launch for all layers with either's phases (3 programs: every phase has more items
 # than programs)
 MODES = {
-    "five": {},
-    "fuse_mlp": {"fuse_mlp": True},
-    "persistent": {"persistent": True, "persistent_programs": 3},
-    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True, "persistent_programs": 3},
+    name: {**opts, "persistent_programs": 3} if "persistent" in opts else opts
+    for name, opts in STEP_MODES.items()
 }
 
 

@@ -44,6 +44,12 @@ PREFETCH_BYTES = 4 << 20  # per layer, for layers whose MLP reads >= PREFETCH_MI
 PREFETCH_MIN_MLP = 32 << 20
 PERSISTENT_PREFETCH = 4 << 20  # per grid barrier of the persistent step (not yet tuned on a GPU)
 INTERPRETER_PROGRAMS = 4  # persistent step programs under the interpreter (unless given)
+STEP_MODES = {  # `FusedDecoder` options of each way to run a step (the benchmarks compare them)
+    "five": {},  # five kernels per layer: the default
+    "fuse_mlp": {"fuse_mlp": True},
+    "persistent": {"persistent": True},  # 5 phases per layer in one launch
+    "persistent_fuse_mlp": {"persistent": True, "fuse_mlp": True},  # 4
+}
 
 
 @dataclass(frozen=True)

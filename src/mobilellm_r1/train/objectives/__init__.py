@@ -38,6 +38,11 @@ def objective_for(cfg: TrainConfig) -> type[Objective]:
         )
     cls = OBJECTIVES[cfg.objective]
     try:
+        if cfg.loss_kernel not in cls.loss_kernels:
+            kernels = " or ".join(cls.loss_kernels)
+            raise ValueError(
+                f"objective {cfg.objective} takes loss_kernel: {kernels}, got loss_kernel: {cfg.loss_kernel}"
+            )
         cls.check_config(cfg)
     except ValueError as err:
         raise ValueError(f"run {cfg.name}: {err}") from None

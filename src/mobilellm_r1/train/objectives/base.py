@@ -109,6 +109,9 @@ class Objective(nn.Module):
         self.model, self.chunk_tokens, self.document_mask = model, chunk_tokens, document_mask
         self.fused_loss, self.loss_kernel = fused_loss, loss_kernel
 
+    # LM-head loss kernels (`TrainConfig.loss_kernel`) this objective's loss can use
+    loss_kernels: tuple[str, ...] = ("chunked", "cce")
+
     # ------------------------------------------------------------------ building
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:

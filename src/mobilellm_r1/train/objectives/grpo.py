@@ -247,10 +247,10 @@ class GRPOObjective(Objective):
         self.reference = Frozen(frozen)
         self.tokenizer = tokenizer
 
+    loss_kernels = ("chunked",)  # its loss is not plain cross-entropy
+
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        if cfg.loss_kernel != "chunked":
-            raise ValueError(f"objective grpo takes loss_kernel: chunked, got loss_kernel: {cfg.loss_kernel}")
         if not cfg.grpo.prompts:
             raise ValueError("objective grpo needs grpo.prompts (jsonl files of verifiable prompts)")
 

@@ -49,10 +49,10 @@ class KDObjective(LMObjective):
         self.teacher, self.topk, self.distill = teacher, topk, distill or DistillSection()
         self.store: TopkStore | None = None
 
+    loss_kernels = ("chunked",)  # its loss is not plain cross-entropy
+
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        if cfg.loss_kernel != "chunked":
-            raise ValueError(f"objective kd takes loss_kernel: chunked, got loss_kernel: {cfg.loss_kernel}")
         if not (cfg.distill.teacher or cfg.distill.topk_dir):
             raise ValueError("objective kd needs distill.teacher or distill.topk_dir")
 
