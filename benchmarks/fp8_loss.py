@@ -16,7 +16,8 @@ spread's mean there; the JSON also holds both over the whole run and the curves 
 
 The real corpora (data/real_small, ../shared/data/corpora) by default; `--data data/synthetic`
 uses the embedded synthetic corpus. With `--work DIR` finished runs are kept there and reused, so
-the same command run again after a cut-off continues (four 140M runs outlast a 10-minute slot). Writes benchmarks/results/fp8_loss_<device>_<preset>_<date>.json
+the same command run again after a cut-off continues (four 140M runs outlast a 10-minute slot);
+only each run's metrics.jsonl is needed for that. Writes benchmarks/results/fp8_loss_<device>_<preset>_<date>.json
 and a .png beside it, and prints a table last.
 """
 
@@ -83,10 +84,11 @@ def overrides(args: argparse.Namespace, seed: int, fp8: str, out_dir: Path) -> l
 
 def train(args: argparse.Namespace, seed: int, fp8: str, work: Path) -> list[float]:
     """One run in `work` (its data shards are made there once and shared) -> its losses. A run
-    that finished earlier in the same `--work` is reused, so a cut-off invocation continues."""
+    whose metrics.jsonl already holds every step is reused, so a cut-off invocation continues (and
+    the metrics files alone carry finished runs to another machine)."""
     out_dir = work / f"{fp8}_seed{seed}"
-    if (out_dir / "final").is_dir():
-        return losses(out_dir)
+    if (out_dir / METRICS).is_file() and len(done := losses(out_dir)) == args.steps:
+        return done
     shutil.rmtree(out_dir, ignore_errors=True)  # a run cut off part way starts over
     cfg = load_train_config("train/tiny_cpu", overrides(args, seed, fp8, out_dir))
     before = Path.cwd()

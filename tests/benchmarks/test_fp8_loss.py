@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,3 +43,11 @@ def test_toy_run_end_to_end(tmp_path, monkeypatch) -> None:
     fp8_loss.main()
     assert (tmp_path / "work" / "none_seed0" / "metrics.jsonl").stat().st_mtime_ns == stamp
     assert json.loads(out.read_text())["curves"] == result["curves"]
+    # only the metrics file is needed to reuse a run; a short one (cut off) is trained again
+    shutil.rmtree(tmp_path / "work" / "none_seed0" / "final")
+    short = tmp_path / "work" / "tensorwise_seed1" / "metrics.jsonl"
+    short.write_text("".join(short.read_text().splitlines(keepends=True)[:3]))
+    fp8_loss.main()
+    assert (tmp_path / "work" / "none_seed0" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert len(fp8_loss.losses(short.parent)) == 6
+    assert json.loads(out.read_text())["curves"]["bf16"] == result["curves"]["bf16"]
