@@ -18,12 +18,14 @@ The real corpora (data/real_small, ../shared/data/corpora) by default; `--data d
 uses the embedded synthetic corpus. With `--work DIR` finished runs are kept there and reused, so
 the same command run again after a cut-off continues (four 140M runs outlast a 10-minute slot);
 only each run's metrics.jsonl is needed for that. Writes benchmarks/results/fp8_loss_<device>_<preset>_<date>.json
-and a .png beside it, and prints a table last.
+and a .png beside it (curves; gap against spread per step), and prints a table last.
+`--replot RESULT.json` redraws a result's figure from its curves.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -119,27 +121,49 @@ def compare(curves: dict[str, list[list[float]]], args: argparse.Namespace) -> d
         "final_fp8": mean["fp8"][-1],
         "verdict": "within spread" if gap_tail <= spread_tail else "outside spread",
         "smoothed_mean": mean,
+        "spread_per_step": spread,
+        "gap_per_step": gap,
     }
 
 
 def plot(curves: dict[str, list[list[float]]], args: argparse.Namespace, path: Path) -> None:
+    """Left: every run's smoothed loss after the warm-up steps; right: per step, the bf16 seeds'
+    spread and the gap between the fp8 and bf16 seed means (what the verdict compares)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(12, 4))
     for (kind, runs), color in zip(curves.items(), ("tab:blue", "tab:red"), strict=True):
-        for seed, curve in zip(args.seeds, runs, strict=True):
+        for seed, curve, style in zip(args.seeds, runs, ("-", "--", ":", "-."), strict=False):
             label = f"{kind if kind == 'bf16' else 'fp8 ' + args.fp8}, seed {seed}"
-            ax.plot(range(1, len(curve) + 1), smooth(curve, args.window), color=color, alpha=0.8, label=label)
+            steps = range(args.skip + 1, len(curve) + 1)
+            ax.plot(
+                steps, smooth(curve, args.window)[args.skip :], color=color, ls=style, alpha=0.8, label=label
+            )
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss (moving mean of {args.window})")
     ax.set_title(f"{args.preset}: bf16 vs fp8 {args.fp8}")
     ax.legend(fontsize=8)
+    c = compare(curves, args)
+    steps = range(args.skip + 1, args.steps + 1)
+    ax_gap.plot(steps, c["spread_per_step"], color="tab:blue", label="bf16 seed spread (max - min)")
+    ax_gap.plot(steps, c["gap_per_step"], color="tab:red", label="|fp8 mean - bf16 mean|")
+    ax_gap.set_xlabel("step")
+    ax_gap.set_ylabel("loss difference")
+    ax_gap.set_title(f"last {args.tail} steps: gap {c['gap_tail']:.4f}, spread {c['spread_tail']:.4f}")
+    ax_gap.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot(result_path: Path) -> None:
+    """Redraw the .png beside a result JSON from its own curves and settings."""
+    result = json.loads(result_path.read_text())
+    plot(result["curves"], argparse.Namespace(**result["settings"]), result_path.with_suffix(".png"))
+    print(f"wrote {result_path.with_suffix('.png')}")
 
 
 def main() -> None:
@@ -163,7 +187,11 @@ def main() -> None:
     p.add_argument("--tail", type=int, default=200, help="last steps the verdict averages")
     p.add_argument("--work", default=None, help="run directory (default: a temporary one)")
     p.add_argument("--out", default=None)
+    p.add_argument("--replot", default=None, help="redraw the figure of this result JSON (no training)")
     args = p.parse_args()
+    if args.replot:
+        replot(Path(args.replot))
+        return
     args.corpora = str(Path(args.corpora).resolve())  # the runs work in --work
     if len(args.seeds) < 2:
         p.error("--seeds needs at least two seeds: the spread is between seeds")

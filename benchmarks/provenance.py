@@ -51,13 +51,21 @@ def machine(device: str = "cuda") -> dict:
     return info
 
 
+def _script_path(argv0: str) -> str:
+    """The running script as typed from the repository root: benchmarks/<name> or, for scripts in a
+    subfolder, benchmarks/<folder>/<name>."""
+    path = Path(argv0).resolve()
+    bench = RESULTS.parent
+    return str(path.relative_to(bench.parent)) if path.is_relative_to(bench) else "benchmarks/" + path.name
+
+
 def result_header(benchmark: str, device: str = "cuda", launcher: str = "python") -> dict:
     """The first keys of a result JSON: benchmark, date, command (as typed), the source digest
     (`code_revision`), machine."""
     return {
         "benchmark": benchmark,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join([launcher, "benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join([launcher, _script_path(sys.argv[0]), *sys.argv[1:]]),
         "code": code_revision(),
         "machine": machine(device),
     }
