@@ -10,8 +10,8 @@ timed on three paths:
          and cross-entropy (tangent logits [T, V]): the oldest path
   flash: `curation.jvp_attention` (Triton kernel on CUDA, the PyTorch reference elsewhere), the
          LM head still PyTorch's
-  fused: flash attention and `curation.jvp_linear_ce` (the head's tangent through p W and p dW,
-         no tangent logits): today's default
+  fused: flash attention and `curation.jvp_linear_ce` (the head's tangent through g W and g dW with
+         g = softmax - onehot from one compiled pass on CUDA; no tangent logits): today's default
 
 Each path runs the batches of --batches in increasing order until one runs out of memory; its
 fastest batch is its figure. Each path's scores on the largest batch all fit must agree with

@@ -15,7 +15,16 @@ def test_kernel_kinds_from_real_kernel_names() -> None:
     assert kernel_kind("nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_NTN") == "matmul"
     assert kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
     assert kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26") == "attention"
-    assert kernel_kind("triton_poi_fused__unsafe_view_cat_mul_silu_silu_backward_split_view_2") == "compiled (triton)"
-    assert kernel_kind("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedOpti") == "optimizer"
-    assert kernel_kind("void at::native::vectorized_elementwise_kernel<4, at::native::exp_kernel_cuda") == "other"
+    assert (
+        kernel_kind("triton_poi_fused__unsafe_view_cat_mul_silu_silu_backward_split_view_2")
+        == "compiled (triton)"
+    )
+    assert (
+        kernel_kind("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedOpti")
+        == "optimizer"
+    )
+    assert (
+        kernel_kind("void at::native::vectorized_elementwise_kernel<4, at::native::exp_kernel_cuda")
+        == "other"
+    )
     assert kernel_kind("ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL") == "communication"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import provenance
+
+BENCH = provenance.RESULTS.parent
 
 
 def test_command_names_the_script_from_the_repository_root(monkeypatch) -> None:

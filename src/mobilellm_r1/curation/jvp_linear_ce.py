@@ -2,24 +2,29 @@
 
 Influence scores are JVPs of per-sample losses (`influence.jvp_scores`). Through
 ``F.cross_entropy`` of ``F.linear`` logits, PyTorch's forward-mode rules form the tangent logits
-dz = dh W^T + h dW^T, [N, V] like the logits, and run several float32 passes over both (upcast,
-log-softmax, its tangent, the pick): on a 140M model with a 128k vocabulary those passes, not the
-matrix products, were the top kernels of a scoring pass (benchmarks/results/
-influence_jvp_profile_h100_140m_2026-12-05.json). Per position, with p = softmax(z) and target y:
+dz = dh W^T + h dW^T, [N, V] like the logits, and run several float32 passes over both. Per
+position, with p = softmax(z), target y and g = p - onehot(y) (the loss's gradient in the logits):
 
-    ce = lse(z) - z_y,   d lse = sum_v p_v dz_v = dh . (p W) + h . (p dW),   d ce = d lse - dz_y
-    dz_y = dh . w_y + h . dw_y
+    ce = lse(z) - z_y,   d ce = g . dz = dh . (g W) + h . (g dW)
 
-so the tangent needs p (the forward's logits, one pass) and two [N, V] x [V, D] matrix products,
-p W and p dW; dz itself is never formed. Under ``vmap`` over query directions (one dW per
-query) p and p W are computed once and p dW per query.
+so the tangent needs g and two [N, V] x [V, D] matrix products, g W and g dW; dz is never formed.
+Under ``vmap`` over query directions (one dW per query) g and g W are computed once, g dW per query.
 
-`LinearCrossEntropy.apply(hidden [N, D], weight [V, D], targets [N])` -> (ce [N], lse [N]); rows
-whose target is ``ignore_index`` get ce 0 and tangent 0. Forward mode only (no backward).
+The forward computes the logits once and `ce_rows` turns them into ce [N] and g [N, V] in the
+logits' dtype (bf16 under autocast). On CUDA `ce_rows` runs `torch.compile`d: one log-sum-exp
+reduction and one pointwise pass over the half-precision logits instead of the ~8 eager float32
+passes an earlier form of this rule made per chunk (at 1.7 ms each for an 8,192-token chunk of a
+128k vocabulary on an H100: benchmarks/results/influence_jvp_140m_2026-12-06.json). `ce_rows` is a
+custom op because `torch.compile` is skipped inside functorch transforms; an op is opaque to them.
+
+`LinearCrossEntropy.apply(hidden [N, D], weight [V, D], targets [N])` -> (ce [N], g [N, V]); rows
+whose target is ``ignore_index`` get ce 0 and tangent 0; g carries no tangent. Forward mode
+only (no backward).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -39,42 +44,66 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     return (_wide(a) * _wide(b)).sum(-1)
 
 
+def ce_rows_reference(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row cross-entropy [N] (at least float32; 0 where the target is ``ignore_index``) and
+    g = softmax - onehot(target) [N, V] in the logits' dtype (for ignored rows the softmax alone:
+    the tangent rule zeroes those rows). Two passes after the log-sum-exp in eager mode;
+    `torch.compile` fuses it into one reduction and one pointwise pass."""
+    z = _wide(logits)  # [N, V]; may alias logits (not written)
+    valid = targets != IGNORE_INDEX
+    safe = torch.where(valid, targets, 0)[:, None]  # [N, 1]
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [N, 1]
+    ce = torch.where(valid, (lse - z.gather(1, safe)).squeeze(1), 0.0)
+    g = (z - lse).exp_()  # softmax, a new buffer
+    g.scatter_add_(1, safe, -valid.to(g.dtype)[:, None])
+    return ce, g.to(logits.dtype)
+
+
+@functools.cache
+def _compiled_ce_rows() -> Any:
+    return torch.compile(ce_rows_reference, dynamic=True)
+
+
+@torch.library.custom_op("mobilellm_r1::ce_rows", mutates_args=())
+def ce_rows(logits: Tensor, targets: Tensor, compiled: bool) -> tuple[Tensor, Tensor]:
+    """`ce_rows_reference`, `torch.compile`d when `compiled` (module docstring)."""
+    return (_compiled_ce_rows() if compiled else ce_rows_reference)(logits, targets)
+
+
+@ce_rows.register_fake
+def _ce_rows_fake(logits: Tensor, targets: Tensor, compiled: bool) -> tuple[Tensor, Tensor]:
+    return logits.new_empty(logits.shape[0], dtype=_wide(logits).dtype), torch.empty_like(logits)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Per-position cross-entropy of ``hidden @ weight^T`` with an exact forward-mode rule that never
-    forms the tangent logits (module docstring). ``torch.func.jvp`` (also under ``vmap``) uses it."""
+    forms the tangent logits (module docstring). ``torch.func.jvp`` (also under ``vmap``) uses it.
+    `compiled`: `ce_rows` through `torch.compile` (default: on CUDA)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(hidden: Tensor, weight: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        logits = _wide(F.linear(hidden, weight))  # [N, V]
-        lse = torch.logsumexp(logits, dim=-1)
-        valid = targets != IGNORE_INDEX
-        picked = logits.gather(-1, targets.clamp(min=0)[:, None])[:, 0]
-        return torch.where(valid, lse - picked, 0.0), lse
+    def forward(
+        hidden: Tensor, weight: Tensor, targets: Tensor, compiled: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        logits = F.linear(hidden, weight)  # [N, V]
+        return ce_rows(logits, targets, logits.is_cuda if compiled is None else compiled)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        hidden, weight, targets = inputs
+        hidden, weight, targets = inputs[:3]
+        ctx.mark_non_differentiable(output[1])
         ctx.save_for_forward(hidden, weight, targets, output[1])
 
     @staticmethod
-    def jvp(ctx: Any, d_hidden: Tensor | None, d_weight: Tensor | None, _: None) -> tuple[Tensor, Tensor]:
-        hidden, weight, targets, lse = ctx.saved_tensors
-        valid = targets != IGNORE_INDEX
-        rows = targets.clamp(min=0)
-        # the logits again: forward mode saves only a Function's inputs and outputs, and the logits
-        # as an output would need the very tangent this rule avoids
-        p = (_wide(F.linear(hidden, weight)) - lse[:, None]).exp_()  # [N, V] softmax
-        d_lse = torch.zeros_like(lse)
-        d_pick = torch.zeros_like(lse)
+    def jvp(ctx: Any, d_hidden: Tensor | None, d_weight: Tensor | None, *_: None) -> tuple[Tensor, None]:
+        hidden, weight, targets, g = ctx.saved_tensors
+        d_ce = torch.zeros(hidden.shape[0], dtype=_wide(hidden).dtype, device=hidden.device)
         if d_hidden is not None:
-            d_lse = d_lse + _rowdot(d_hidden, p.to(weight.dtype) @ weight)  # dh . (p W)
-            d_pick = d_pick + _rowdot(d_hidden, weight[rows])  # dh . w_y
+            d_ce = d_ce + _rowdot(d_hidden, g @ weight.to(g.dtype))  # dh . (g W)
         if d_weight is not None:
-            d_lse = d_lse + _rowdot(hidden, p.to(d_weight.dtype) @ d_weight)  # h . (p dW)
-            d_pick = d_pick + _rowdot(hidden, d_weight[rows])  # h . dw_y
-        return torch.where(valid, d_lse - d_pick, 0.0), d_lse
+            d_ce = d_ce + _rowdot(hidden, g @ d_weight.to(g.dtype))  # h . (g dW)
+        return torch.where(targets != IGNORE_INDEX, d_ce, 0.0), None
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> None:
