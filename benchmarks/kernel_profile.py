@@ -47,7 +47,8 @@ def top_kernels(call: Callable[[], object], top: int = 20, calls: int = 2) -> di
     ]
     by_kind: dict[str, float] = {}
     for e in events:
-        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total / calls
+        kind = kernel_kind(e.key)
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total / calls
     shares = {k: {"ms": us / 1e3, "share": us / total_us if total_us else 0.0} for k, us in by_kind.items()}
     return {"ms_per_call": total_us / 1e3, "kernels": kernels, "by_kind": shares}
 
