@@ -126,9 +126,10 @@ def compare(curves: dict[str, list[list[float]]], args: argparse.Namespace) -> d
     }
 
 
-def plot(curves: dict[str, list[list[float]]], args: argparse.Namespace, path: Path) -> None:
+def plot(curves: dict[str, list[list[float]]], c: dict, args: argparse.Namespace, path: Path) -> None:
     """Left: every run's smoothed loss after the warm-up steps; right: per step, the bf16 seeds'
-    spread and the gap between the fp8 and bf16 seed means (what the verdict compares)."""
+    spread and the gap between the fp8 and bf16 seed means from `compare`'s result `c` (what the
+    verdict compares)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +147,6 @@ def plot(curves: dict[str, list[list[float]]], args: argparse.Namespace, path: P
     ax.set_ylabel(f"training loss (moving mean of {args.window})")
     ax.set_title(f"{args.preset}: bf16 vs fp8 {args.fp8}")
     ax.legend(fontsize=8)
-    c = compare(curves, args)
     steps = range(args.skip + 1, args.steps + 1)
     ax_gap.plot(steps, c["spread_per_step"], color="tab:blue", label="bf16 seed spread (max - min)")
     ax_gap.plot(steps, c["gap_per_step"], color="tab:red", label="|fp8 mean - bf16 mean|")
@@ -162,7 +162,8 @@ def plot(curves: dict[str, list[list[float]]], args: argparse.Namespace, path: P
 def replot(result_path: Path) -> None:
     """Redraw the .png beside a result JSON from its own curves and settings."""
     result = json.loads(result_path.read_text())
-    plot(result["curves"], argparse.Namespace(**result["settings"]), result_path.with_suffix(".png"))
+    args = argparse.Namespace(**result["settings"])
+    plot(result["curves"], compare(result["curves"], args), args, result_path.with_suffix(".png"))
     print(f"wrote {result_path.with_suffix('.png')}")
 
 
@@ -208,7 +209,7 @@ def main() -> None:
     result = {**result_header("fp8_loss", device=args.device), "settings": vars(args), "curves": curves}
     result["comparison"] = compare(curves, args)
     write_result(result, out)
-    plot(curves, args, out.with_suffix(".png"))
+    plot(curves, result["comparison"], args, out.with_suffix(".png"))
     c = result["comparison"]
     print(f"{'':8} | final loss (smoothed, seed mean) | tail gap / spread | max gap / spread | verdict")
     print(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..train.losses import IGNORE_INDEX
+from ..train.losses import IGNORE_INDEX, cross_entropy_rows
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -44,33 +44,25 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     return (_wide(a) * _wide(b)).sum(-1)
 
 
-def _loss_rows(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """z (the logits, at least float32; may alias them), lse [N, 1], ce [N] (0 where the target is
-    ``ignore_index``), the safe targets [N, 1] and the valid mask [N]."""
-    z = _wide(logits)  # [N, V]
-    valid = targets != IGNORE_INDEX
-    safe = torch.where(valid, targets, 0)[:, None]  # [N, 1]
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [N, 1]
-    ce = torch.where(valid, (lse - z.gather(1, safe)).squeeze(1), 0.0)
-    return z, lse, ce, safe, valid
-
-
 def ce_rows_eager(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row cross-entropy [N] (at least float32) and g = softmax - onehot(target) [N, V] in the
     logits' dtype (for ignored rows the softmax alone: the tangent rule zeroes those rows). Lean in
     eager mode: two passes after the log-sum-exp, the target picks scattered in place."""
-    z, lse, ce, safe, valid = _loss_rows(logits, targets)
+    z = _wide(logits)  # [N, V]; may alias logits (not written)
+    valid = targets != IGNORE_INDEX
+    safe = torch.where(valid, targets, 0)[:, None]  # [N, 1]
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [N, 1]
+    ce = torch.where(valid, (lse - z.gather(1, safe)).squeeze(1), 0.0)
     g = (z - lse).exp_()  # softmax, a new buffer
     g.scatter_add_(1, safe, -valid.to(g.dtype)[:, None])
     return ce, g.to(logits.dtype)
 
 
 def ce_rows_fusable(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """`ce_rows_eager` written out of place (the one-hot as a comparison with an index range) so that
-    `torch.compile` fuses it into one reduction and one pointwise pass over the logits."""
-    z, lse, ce, safe, valid = _loss_rows(logits, targets)
-    onehot = (torch.arange(z.shape[1], device=z.device) == safe) & valid[:, None]  # [N, V]
-    return ce, (torch.exp(z - lse) - onehot.to(z.dtype)).to(logits.dtype)
+    """`ce_rows_eager` as the training loss's out-of-place form (`losses.cross_entropy_rows`), which
+    `torch.compile` fuses into one reduction and one pointwise pass over the logits."""
+    ce, g = cross_entropy_rows(logits, targets)
+    return ce, g.to(logits.dtype)
 
 
 @functools.cache

@@ -192,23 +192,31 @@ def _scaled_log_softmax(x: Tensor, temperature: float, dtype: torch.dtype) -> Te
     return z.sub_(torch.logsumexp(z, dim=-1, keepdim=True))
 
 
-def _ce_chunk(
-    logits: Tensor, y: Tensor, w: Tensor, ignore_index: int, need_grad: bool
-) -> tuple[Tensor, Tensor | None]:
-    """One cross-entropy chunk written out of place for `torch.compile`, which fuses it into a
-    log-sum-exp reduction and one pointwise pass that reads the compute-dtype logits [n, V] and
-    writes the gradient in the same dtype (the eager `_ce_fn` makes ~7 float32 passes instead)."""
+def cross_entropy_rows(logits: Tensor, y: Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor]:
+    """Per-row cross-entropy [n] and its gradient in the logits, softmax - onehot(y) [n, V], both in
+    the accumulation dtype (float32, or float64); rows whose target is `ignore_index` get loss 0 and
+    the softmax alone as gradient (callers weight them out). Written out of place for
+    `torch.compile`, which fuses it into a log-sum-exp reduction and one pointwise pass."""
     z = logits.to(_acc_dtype(logits.dtype))  # [n, V]
     valid = y != ignore_index
     safe = torch.where(valid, y, 0)[:, None]  # [n, 1]
     lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [n, 1]
     per_token = torch.where(valid, (lse - z.gather(1, safe)).squeeze(1), 0.0)
+    target = (torch.arange(z.shape[1], device=z.device) == safe) & valid[:, None]  # one-hot [n, V]
+    return per_token, torch.exp(z - lse) - target.to(z.dtype)
+
+
+def _ce_chunk(
+    logits: Tensor, y: Tensor, w: Tensor, ignore_index: int, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One weighted cross-entropy chunk for `torch.compile` (`cross_entropy_rows`): it reads the
+    compute-dtype logits [n, V] and writes the gradient in the same dtype (the eager `_ce_fn` makes
+    ~7 float32 passes instead); without `need_grad` the gradient is traced away."""
+    per_token, grad = cross_entropy_rows(logits, y, ignore_index)
     loss = (per_token * w).sum()
     if not need_grad:
         return loss, None
-    target = (torch.arange(z.shape[1], device=z.device) == safe) & valid[:, None]  # one-hot [n, V]
-    grad = (torch.exp(z - lse) - target.to(z.dtype)) * w[:, None]
-    return loss, grad.to(logits.dtype)
+    return loss, (grad * w[:, None]).to(logits.dtype)
 
 
 CHUNK_COMPILE_OPTIONS: dict = {"dynamic": True}  # `torch.compile` options of the fused chunks
