@@ -1,17 +1,19 @@
-"""Influence scoring, exact forward-mode flash attention and LM-head rules vs PyTorch's (issue 23,
-item 4): an A/B/C in one process.
+"""Influence scoring, exact forward-mode rules for attention, the LM head and the body vs PyTorch's (issue 23,
+item 4): four paths in one process.
 
 `influence.jvp_scores` of synthetic rows of exactly --seq tokens on a preset (random init, float32
 weights; bf16 autocast on CUDA, as the 19.6 samples/s baseline of influence_throughput.py), K
 probe-gradient queries (K = 1 by default: that baseline's k1 mode; K > 1 are vmapped in one pass),
-timed on three paths:
+timed on four paths:
 
   math : math SDPA's forward-mode rule ([B, H, T, T] scores) and PyTorch's rules for the LM head
          and cross-entropy (tangent logits [T, V]): the oldest path
   flash: `curation.jvp_attention` (Triton kernel on CUDA, the PyTorch reference elsewhere), the
          LM head still PyTorch's
   fused: flash attention and `curation.jvp_linear_ce` (the head's tangent through g W and g dW with
-         g = softmax - onehot from one compiled pass on CUDA; no tangent logits): today's default
+         g = softmax - onehot from one compiled pass on CUDA; no tangent logits)
+  body : fused, and `curation.jvp_rules` for the model's norms, RoPE and SwiGLU (primal and tangent
+         each one compiled function on CUDA): today's default
 
 Each path runs the batches of --batches in increasing order until one runs out of memory; its
 fastest batch is its figure. Each path's scores on the largest batch all fit must agree with
@@ -42,9 +44,10 @@ from mobilellm_r1.train.metrics import measure_peak_flops, mfu_both, vendor_peak
 from provenance import dated_result, result_header, write_result
 
 PATHS = {  # name -> jvp_scores settings
-    "math": {"jvp_attention": False, "jvp_head": False},
-    "flash": {"jvp_attention": True, "jvp_head": False},
-    "fused": {"jvp_attention": True, "jvp_head": True},
+    "math": {"jvp_attention": False, "jvp_head": False, "jvp_body": False},
+    "flash": {"jvp_attention": True, "jvp_head": False, "jvp_body": False},
+    "fused": {"jvp_attention": True, "jvp_head": True, "jvp_body": False},
+    "body": {"jvp_attention": True, "jvp_head": True, "jvp_body": True},
 }
 BASELINE = "19.6 samples/s: 140M, T 2048, k1, subset all, bf16 autocast, batch 32, H100 (README, Nov 2026)"
 # a JVP pass computes the primal forward and the tangent (two products per weight), as forward +
@@ -232,7 +235,12 @@ def main() -> None:
     fits = [max((r["batch"] for r in rs if "samples_per_s" in r), default=0) for rs in records.values()]
     common = min(fits)
     agree = agreement(model, params, queries, rows, common, args, device) if common else None
-    pairs = {"flash_over_math": ("flash", "math"), "fused_over_flash": ("fused", "flash")}
+    pairs = {
+        "flash_over_math": ("flash", "math"),
+        "fused_over_flash": ("fused", "flash"),
+        "body_over_fused": ("body", "fused"),
+        "body_over_math": ("body", "math"),
+    }
     ratios = {
         key: bests[a]["samples_per_s"] / bests[b]["samples_per_s"] if bests[a] and bests[b] else None
         for key, (a, b) in pairs.items()

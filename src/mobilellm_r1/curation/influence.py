@@ -59,6 +59,7 @@ from ..model.padding import pad_rows
 from ..train.losses import IGNORE_INDEX
 from .jvp_attention import jvp_sdpa
 from .jvp_linear_ce import LinearCrossEntropy
+from .jvp_rules import jvp_rules
 
 CHUNK_TOKENS = 8192  # positions per LM-head chunk: [chunk, vocab] logits are formed at a time
 Rows = Sequence[Sequence[int]]
@@ -407,6 +408,7 @@ def jvp_scores(
     vmap_queries: bool = True,
     jvp_attention: bool = True,
     jvp_head: bool = True,
+    jvp_body: bool = True,
 ) -> Tensor:
     """Scores [K, B] of the rows of one batch for K queries: ``d/de L(x; theta + e u_k)``, the JVP of
     the per-sample mean losses along each query (forward mode: one pass; ``vmap`` over the K tangents
@@ -418,7 +420,9 @@ def jvp_scores(
     [B, H, T, T] scores (the old path, kept for A/B checks).  SDPA calls ``jvp_sdpa`` passes through
     (masked ones) take the math kernel either way: no other SDPA backend has a forward-mode rule.
     ``jvp_head``: the LM head and loss take :mod:`.jvp_linear_ce`'s rule, which never forms the
-    tangent logits; False leaves them to PyTorch's rules (the old path, kept for A/B checks)."""
+    tangent logits; False leaves them to PyTorch's rules (the old path, kept for A/B checks).
+    ``jvp_body``: the model's norms, RoPE and SwiGLU take :mod:`.jvp_rules`' fused rules (compiled on
+    CUDA); False leaves them to PyTorch's per-op rules (kept for A/B checks)."""
     frozen = _frozen(model)
     primals = {n: frozen[n] for n in params}
 
@@ -430,8 +434,15 @@ def jvp_scores(
         return jvp(losses, (primals,), (tangent,))[1]
 
     tangents = [{n: u.to(primals[n]) for n, u in zip(params, q, strict=True)} for q in queries]
-    routing = jvp_sdpa() if jvp_attention else contextlib.nullcontext()
-    with torch.no_grad(), routing, sdpa_kernel(SDPBackend.MATH), _autocast(ids.device, autocast_dtype):
+    attention = jvp_sdpa() if jvp_attention else contextlib.nullcontext()
+    body = jvp_rules() if jvp_body else contextlib.nullcontext()
+    with (
+        torch.no_grad(),
+        attention,
+        body,
+        sdpa_kernel(SDPBackend.MATH),
+        _autocast(ids.device, autocast_dtype),
+    ):
         if vmap_queries and len(tangents) > 1:
             stacked = {n: torch.stack([t[n] for t in tangents]) for n in params}
             out = vmap(tangent_out)(stacked)

@@ -31,24 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..model.model import upcast
 from ..train.losses import IGNORE_INDEX, cross_entropy_rows
-
-
-def _wide(x: Tensor) -> Tensor:
-    """Half precision upcast to float32 (float32 and float64 stay)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     """Per-row dot products of [N, D] tensors, at least in float32: [N]."""
-    return (_wide(a) * _wide(b)).sum(-1)
+    return (upcast(a) * upcast(b)).sum(-1)
 
 
 def ce_rows_eager(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row cross-entropy [N] (at least float32) and g = softmax - onehot(target) [N, V] in the
     logits' dtype (for ignored rows the softmax alone: the tangent rule zeroes those rows). Lean in
     eager mode: two passes after the log-sum-exp, the target picks scattered in place."""
-    z = _wide(logits)  # [N, V]; may alias logits (not written)
+    z = upcast(logits)  # [N, V]; may alias logits (not written)
     valid = targets != IGNORE_INDEX
     safe = torch.where(valid, targets, 0)[:, None]  # [N, 1]
     lse = torch.logsumexp(z, dim=-1, keepdim=True)  # [N, 1]
@@ -78,7 +74,7 @@ def ce_rows(logits: Tensor, targets: Tensor, compiled: bool) -> tuple[Tensor, Te
 
 @ce_rows.register_fake
 def _ce_rows_fake(logits: Tensor, targets: Tensor, compiled: bool) -> tuple[Tensor, Tensor]:
-    return logits.new_empty(logits.shape[0], dtype=_wide(logits).dtype), torch.empty_like(logits)
+    return logits.new_empty(logits.shape[0], dtype=upcast(logits).dtype), torch.empty_like(logits)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -104,7 +100,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def jvp(ctx: Any, d_hidden: Tensor | None, d_weight: Tensor | None, *_: None) -> tuple[Tensor, None]:
         hidden, weight, targets, g = ctx.saved_tensors
-        d_ce = torch.zeros(hidden.shape[0], dtype=_wide(hidden).dtype, device=hidden.device)
+        d_ce = torch.zeros(hidden.shape[0], dtype=upcast(hidden).dtype, device=hidden.device)
         if d_hidden is not None:
             d_ce = d_ce + _rowdot(d_hidden, g @ weight.to(g.dtype))  # dh . (g W)
         if d_weight is not None:

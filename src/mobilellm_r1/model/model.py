@@ -13,6 +13,10 @@ configs without MoE:
   * NoPE layers (`no_rope_layers[i] == 0`) skip RoPE and QK-norm and may scale queries
     (`attn_temperature_tuning`).
 
+The elementwise pieces (`rms_norm`, `apply_rope`, `swiglu`) are module-level functions that
+torch-function modes can override (`torch.overrides`, as `torch.nn.functional` does): influence
+scoring gives them fused forward-mode rules that way (`curation/jvp_rules.py`).
+
 Parameter names mirror HF's, except that q/k/v and gate/up are stored stacked
 (`qkv_proj`, `gate_up_proj`: fewer, larger GEMMs); `hf.py` splits and stacks them.
 Parallelism, compilation and HF I/O live in sibling modules, never here.
@@ -23,11 +27,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from .config import ModelConfig
 
 DECODE_MATMUL_MIN_SLOTS = 1024  # cache length from which decoding attention uses plain matmuls
 DECODE_MATMUL_DEVICES = ("cuda",)  # where that helps (CPU's fused SDPA is faster throughout)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half precision to float32 (float32 and float64 stay): the dtype norms and RoPE compute in."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) over the last dim, computed in float32 (`upcast`), cast back to
+    x's dtype, then times ``weight`` when given (HF's order). Overridable (module docstring)."""
+    if has_torch_function_variadic(x, weight):
+        return handle_torch_function(rms_norm, (x, weight), x, weight, eps)
+    out = F.rms_norm(upcast(x), (x.shape[-1],), eps=eps).type_as(x)
+    return out if weight is None else out * weight
 
 
 class RMSNorm(nn.Module):
@@ -39,12 +58,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 def l2_qk_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Parameter-free L2 QK-norm of Llama-4: x * rsqrt(mean(x^2) + eps) over head_dim."""
-    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x)
+    return rms_norm(x, None, eps)
 
 
 def temperature_scale(position_ids: torch.Tensor, floor_scale: int, attn_scale: float) -> torch.Tensor:
@@ -59,12 +78,22 @@ def rope_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor) -> tuple[to
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of x [B, T, H, hd] by angles [B, T, hd/2] (Llama-4 convention)."""
-    xf = x.float().unflatten(-1, (-1, 2))  # [B, T, H, hd/2, 2]
+    """Rotate interleaved pairs of x [..., T, H, hd] by angles [..., T, hd/2] (Llama-4 convention),
+    in float32 (`upcast`). Overridable (module docstring)."""
+    if has_torch_function_variadic(x, cos, sin):
+        return handle_torch_function(apply_rope, (x, cos, sin), x, cos, sin)
+    xf = upcast(x).unflatten(-1, (-1, 2))  # [..., T, H, hd/2, 2]
     x0, x1 = xf[..., 0], xf[..., 1]
-    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    c, s = cos.unsqueeze(-2), sin.unsqueeze(-2)  # [..., T, 1, hd/2]
     out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's gating, silu(gate) * up. Overridable (module docstring)."""
+    if has_torch_function_variadic(gate, up):
+        return handle_torch_function(swiglu, (gate, up), gate, up)
+    return F.silu(gate) * up
 
 
 class KVCache(nn.Module):
@@ -221,7 +250,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(swiglu(gate, up))
 
 
 class DecoderLayer(nn.Module):
