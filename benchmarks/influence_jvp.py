@@ -1,5 +1,5 @@
-"""Influence scoring, exact forward-mode rules for attention, the LM head and the body vs PyTorch's (issue 23,
-item 4): four paths in one process.
+"""Influence scoring: exact forward-mode rules for attention, the LM head and the body against
+PyTorch's (issue 23, item 4), four paths in one process.
 
 `influence.jvp_scores` of synthetic rows of exactly --seq tokens on a preset (random init, float32
 weights; bf16 autocast on CUDA, as the 19.6 samples/s baseline of influence_throughput.py), K
