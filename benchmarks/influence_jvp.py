@@ -16,8 +16,9 @@ timed on four paths:
          each one compiled function on CUDA): today's default
 
 Each path runs the batches of --batches in increasing order until one runs out of memory; its
-fastest batch is its figure. Each path's scores on the largest batch all fit must agree with
-math's: max |path - math| / max |math| <= --tolerance (else the JSON is written and the exit code is 1).
+fastest batch is its figure; a path that fails otherwise is recorded with its error and the others
+go on. Each path's scores on the largest batch all fit must agree with math's: max |path - math| /
+max |math| <= --tolerance (else, or when a path failed, the JSON is written and the exit code is 1).
 Warm-up passes are untimed; CUDA is synchronised around the timed ones. The kernel's launch
 constants can be overridden (--block-m, --block-n, --warps, --stages) to tune it on a GPU, and
 --profile N adds each path's top N CUDA kernels (one pass at that common batch) to the output.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import traceback
 from typing import Any
 
 import torch
@@ -103,6 +105,10 @@ def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str,
                     {"batch": batch, "error": "out of memory: " + str(err).splitlines()[0][:160]}
                 )
                 break
+            except Exception as err:  # a path that fails (e.g. to compile) is recorded, the others run
+                traceback.print_exc()
+                out[name].append({"batch": batch, "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                break
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             record = {"batch": batch, "pass_s": seconds, "samples_per_s": batch / seconds}
             tps = batch * args.seq / seconds
@@ -113,14 +119,15 @@ def sweep(model, params, queries, rows, args, device: torch.device) -> dict[str,
     return out
 
 
-def agreement(model, params, queries, rows, batch: int, args, device: torch.device) -> dict[str, Any]:
-    """Scores [K, batch] of every path on the same rows against math's: per path max |path - math| /
-    max |math| and the correlation; agree when every path is within --tolerance."""
+def agreement(model, params, queries, rows, batch: int, names, args, device: torch.device) -> dict[str, Any]:
+    """Scores [K, batch] of each path of ``names`` (math first) on the same rows against math's: per
+    path max |path - math| / max |math| and the correlation; agree when every path is within
+    --tolerance."""
     free(device)
     ids, labels = pad_batch(rows[:batch], device=device)
     scores = {
-        name: path_scores(model, params, queries, ids, labels, args, how).double().cpu()
-        for name, how in PATHS.items()
+        name: path_scores(model, params, queries, ids, labels, args, PATHS[name]).double().cpu()
+        for name in names
     }
     old = scores["math"]
     paths = {}
@@ -134,12 +141,13 @@ def agreement(model, params, queries, rows, batch: int, args, device: torch.devi
     return {"batch": batch, "paths": paths, "agree": all(p["agree"] for p in paths.values())}
 
 
-def profile_paths(model, params, queries, rows, batch: int, args, device: torch.device) -> dict | None:
-    """Per path, the top --profile kernels of one scoring pass at `batch` (CUDA only)."""
+def profile_paths(model, params, queries, rows, batch: int, names, args, device: torch.device) -> dict | None:
+    """Per path of ``names``, the top --profile kernels of one scoring pass at `batch` (CUDA only)."""
     if device.type != "cuda" or not batch:
         return None
     out = {}
-    for name, how in PATHS.items():
+    for name in names:
+        how = PATHS[name]
         free(device)
         ids, labels = pad_batch(rows[:batch], device=device)
         out[name] = top_kernels(
@@ -232,9 +240,10 @@ def main() -> None:
     rows = random_rows(args.batches[-1], args.seq, vocab, seed=1)
     records = sweep(model, params, queries, rows, args, device)
     bests = {name: best(r) for name, r in records.items()}
-    fits = [max((r["batch"] for r in rs if "samples_per_s" in r), default=0) for rs in records.values()]
-    common = min(fits)
-    agree = agreement(model, params, queries, rows, common, args, device) if common else None
+    names = [name for name, record in bests.items() if record is not None]  # paths that ran
+    fits = [max(r["batch"] for r in records[name] if "samples_per_s" in r) for name in names]
+    common = min(fits) if "math" in names else 0
+    agree = agreement(model, params, queries, rows, common, names, args, device) if common else None
     pairs = {
         "flash_over_math": ("flash", "math"),
         "fused_over_flash": ("fused", "flash"),
@@ -245,7 +254,9 @@ def main() -> None:
         key: bests[a]["samples_per_s"] / bests[b]["samples_per_s"] if bests[a] and bests[b] else None
         for key, (a, b) in pairs.items()
     }
-    profiles = profile_paths(model, params, queries, rows, common, args, device) if args.profile else None
+    profiles = (
+        profile_paths(model, params, queries, rows, common, names, args, device) if args.profile else None
+    )
     config = {**vars(args), "autocast": str(args.autocast), "launch": launch, "flop_formula": FLOP_FORMULA}
     config["params"] = sum(p.numel() for p in model.parameters())
     result = {
@@ -261,7 +272,7 @@ def main() -> None:
     out = args.out or dated_result(f"influence_jvp_{args.preset}")
     write_result(result, out)
     table(result)
-    if agree is not None and not agree["agree"]:
+    if agree is None or not agree["agree"] or len(names) < len(PATHS):
         raise SystemExit(1)
 
 
