@@ -54,7 +54,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..eval.nll import token_mean_nll
-from ..model.model import module_device
+from ..model.model import module_device, upcast
 from ..model.padding import pad_rows
 from ..train.losses import IGNORE_INDEX
 from .jvp_attention import jvp_sdpa
@@ -140,10 +140,8 @@ def _loss_sums(
             logits = (
                 logits_all[:, s : s + step] if hidden is None else F.linear(hidden[:, s : s + step], weight)
             )
-            if logits.dtype in (torch.float16, torch.bfloat16):
-                logits = logits.float()
             ce = F.cross_entropy(
-                logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+                upcast(logits).flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
             )
         part = ce.view(tgt.shape).sum(dim=1)
         total = part if total is None else total + part

@@ -171,9 +171,9 @@ class FusedDecoder:
         weights change decodes with the old down_proj). `persistent`: all layers of a step in one
         launch of `decode_persistent.step_kernel` (the same work as the separate kernels, 5 phases
         per layer or 4 with `fuse_mlp`, grid barriers between phases; `persistent_warps` warps per
-        program, `persistent_programs` programs, default as many as the GPU holds at once; before each barrier the programs ask L2 for the first
-        `persistent_prefetch` bytes that the next phase reads, default PERSISTENT_PREFETCH on
-        NVIDIA GPUs, else 0), then the LM head."""
+        program, `persistent_programs` programs, default as many as the GPU holds at once; before
+        each barrier the programs ask L2 for the first `persistent_prefetch` bytes that the next
+        phase reads, default PERSISTENT_PREFETCH on NVIDIA GPUs, else 0), then the LM head."""
         if triton is None:
             raise RuntimeError("fused decoding needs Triton (pip install triton)")
         cfg = model.config
